@@ -1,0 +1,105 @@
+"""Pre-activation bounds over an input box, and interval bound propagation (IBP).
+
+:class:`NetworkBounds` holds, for every layer, a lower and upper bound on each neuron's
+pre-activation ``z``.  Formulations read them; tightening (``pyomo_nnrelax.tightening``)
+replaces them with tighter ones.  All arrays are float64.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from .errors import InvalidNetworkError
+from .network import Network, check_input_bounds
+
+
+@dataclass(frozen=True, eq=False)
+class NetworkBounds:
+    """Input box and per-layer pre-activation bounds of a network.
+
+    Attributes
+    ----------
+    input_lower, input_upper : ndarray (n_inputs,)
+    lower, upper : tuple of ndarray
+        ``lower[l][j] <= z^l_j <= upper[l][j]`` for every input in the box.
+    method : str
+        How the bounds were obtained ("interval", "lp", "milp", ...).
+    """
+
+    input_lower: np.ndarray
+    input_upper: np.ndarray
+    lower: tuple[np.ndarray, ...]
+    upper: tuple[np.ndarray, ...]
+    method: str = "interval"
+
+    def __post_init__(self) -> None:
+        for lo, hi in zip(self.lower, self.upper):
+            if lo.shape != hi.shape:
+                raise InvalidNetworkError("lower and upper bounds of a layer differ in shape")
+
+    def post_activation(self, network: Network, layer: int) -> tuple[np.ndarray, np.ndarray]:
+        """Bounds on the output of ``layer`` (after its activation); ``-1`` gives the input box."""
+        if layer < 0:
+            return self.input_lower, self.input_upper
+        lo, hi = self.lower[layer], self.upper[layer]
+        if network.layers[layer].activation == "relu":
+            return np.maximum(lo, 0.0), np.maximum(hi, 0.0)
+        return lo, hi
+
+    def stability(self, layer: int) -> np.ndarray:
+        """Per neuron of ``layer``: +1 stable-active (L >= 0), -1 stable-inactive (U <= 0), 0 unstable."""
+        lo, hi = self.lower[layer], self.upper[layer]
+        return np.where(lo >= 0.0, 1, np.where(hi <= 0.0, -1, 0))
+
+    def unstable_count(self, network: Network) -> int:
+        """Number of unstable ReLU neurons, i.e. binaries a big-M formulation needs."""
+        return int(
+            sum(
+                np.count_nonzero(self.stability(l) == 0)
+                for l, layer in enumerate(network.layers)
+                if layer.activation == "relu"
+            )
+        )
+
+    def intersect(self, other: "NetworkBounds", method: str | None = None) -> "NetworkBounds":
+        """Elementwise tightest of two valid bound sets over the same box."""
+        return NetworkBounds(
+            self.input_lower,
+            self.input_upper,
+            tuple(np.maximum(a, b) for a, b in zip(self.lower, other.lower)),
+            tuple(np.minimum(a, b) for a, b in zip(self.upper, other.upper)),
+            method or other.method,
+        )
+
+    def contains(self, network: Network, X, tol: float = 1e-9) -> bool:
+        """True when every pre-activation of every sample in ``X`` lies inside the bounds."""
+        return all(
+            np.all(z >= lo - tol) and np.all(z <= hi + tol)
+            for z, lo, hi in zip(network.pre_activations(X), self.lower, self.upper)
+        )
+
+
+def interval_bounds(network: Network, input_bounds=None) -> NetworkBounds:
+    """Interval bound propagation over the input box.
+
+    ``L = W+ l + W- u + b`` and ``U = W+ u + W- l + b`` layer by layer, with ReLU applied to
+    the bounds of hidden layers.  ``input_bounds`` defaults to the bounds the network carries.
+    """
+    if input_bounds is None:
+        input_bounds = network.input_bounds
+    lo, hi = check_input_bounds(input_bounds, network.n_inputs)
+    lowers, uppers = [], []
+    h_lo, h_hi = lo, hi
+    for layer in network.layers:
+        w_pos, w_neg = np.maximum(layer.weight, 0.0), np.minimum(layer.weight, 0.0)
+        z_lo = w_pos @ h_lo + w_neg @ h_hi + layer.bias
+        z_hi = w_pos @ h_hi + w_neg @ h_lo + layer.bias
+        lowers.append(z_lo)
+        uppers.append(z_hi)
+        if layer.activation == "relu":
+            h_lo, h_hi = np.maximum(z_lo, 0.0), np.maximum(z_hi, 0.0)
+        else:
+            h_lo, h_hi = z_lo, z_hi
+    return NetworkBounds(lo, hi, tuple(lowers), tuple(uppers), "interval")

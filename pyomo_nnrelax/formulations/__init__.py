@@ -1,0 +1,74 @@
+"""MILP formulations of a ReLU network, one module per formulation.
+
+:func:`network_model` walks the layers, writes the affine rows ``z = W h + b`` that every
+formulation shares, and asks the chosen formulation for the rows of each ReLU layer.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+import numpy as np
+
+from ..bounds import NetworkBounds
+from ..matrix_model import MatrixModel, MatrixModelBuilder
+from ..network import Layer, Network
+
+
+class ReluFormulation(Protocol):
+    """Writes ``xh = max(0, z)`` of one layer into the builder and returns the ``xh`` columns."""
+
+    def __call__(
+        self,
+        builder: MatrixModelBuilder,
+        layer_index: int,
+        layer: Layer,
+        h_cols: np.ndarray,
+        h_bounds: tuple[np.ndarray, np.ndarray],
+        z_cols: np.ndarray,
+        z_bounds: tuple[np.ndarray, np.ndarray],
+        output_name: str,
+        relax: bool,
+    ) -> np.ndarray: ...
+
+
+def network_model(
+    network: Network,
+    bounds: NetworkBounds,
+    relu: ReluFormulation,
+    relax: bool = False,
+    stop: int | None = None,
+    final_activation: bool = True,
+) -> MatrixModel:
+    """The MILP (or, with ``relax``, its LP relaxation) of ``network`` over ``bounds``.
+
+    Variable groups: ``inputs``; per layer ``l``: ``z`` and, for ReLU layers, ``xh`` plus
+    the formulation's own; ``outputs`` is the last layer's output.  Rows: ``affine`` per layer
+    (``z - W h = b``) plus the formulation's.  ``stop`` keeps only the first ``stop`` layers,
+    and ``final_activation=False`` leaves the last kept layer's ReLU out (bound tightening
+    optimises its ``z``).
+    """
+    stop = len(network.layers) if stop is None else stop
+    builder = MatrixModelBuilder()
+    h_cols = builder.add_vars("inputs", bounds.input_lower, bounds.input_upper)
+    for l, layer in enumerate(network.layers[:stop]):
+        last = l == stop - 1
+        apply_relu = layer.activation == "relu" and (final_activation or not last)
+        is_output = last and stop == len(network.layers)
+        z_name, z_layer = ("outputs", None) if is_output and not apply_relu else ("z", l)
+        z_bounds = (bounds.lower[l], bounds.upper[l])
+        z_cols = builder.add_vars(z_name, *z_bounds, layer=z_layer)
+        builder.add_rows(
+            "affine",
+            [(z_cols, np.ones(layer.n_out)), (h_cols, -layer.weight)],
+            layer.bias,
+            layer.bias,
+            layer=l,
+        )
+        h_bounds = bounds.post_activation(network, l - 1)
+        if apply_relu:
+            out_name = "outputs" if is_output else "xh"
+            h_cols = relu(builder, l, layer, h_cols, h_bounds, z_cols, z_bounds, out_name, relax)
+        else:
+            h_cols = z_cols
+    return builder.build()

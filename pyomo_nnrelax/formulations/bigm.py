@@ -1,0 +1,70 @@
+"""Big-M formulation of ReLU neurons, with each neuron's own bounds as its constants.
+
+For a neuron with pre-activation bounds ``L <= z <= U``:
+
+* stable-active (``L >= 0``): ``xh = z``, no binary;
+* stable-inactive (``U <= 0``): ``xh = 0``, no binary;
+* unstable: binary ``a`` (1 = active) and
+
+  .. math::  xh \\ge z,\\quad xh \\ge 0,\\quad xh \\le z - L(1-a),\\quad xh \\le U a.
+
+Groups added for layer ``l``: variables ``xh`` and ``active`` (indexed by the unstable
+neurons), rows ``relu_copy`` (stable-active), ``relu_lower``, ``relu_upper``, ``relu_big_m``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..bounds import NetworkBounds
+from ..matrix_model import MatrixModel, MatrixModelBuilder
+from ..network import Layer, Network
+from . import network_model
+
+
+def bigm_relu(
+    builder: MatrixModelBuilder,
+    layer_index: int,
+    layer: Layer,
+    h_cols: np.ndarray,
+    h_bounds: tuple[np.ndarray, np.ndarray],
+    z_cols: np.ndarray,
+    z_bounds: tuple[np.ndarray, np.ndarray],
+    output_name: str,
+    relax: bool,
+) -> np.ndarray:
+    """Write the big-M rows of one ReLU layer; see the module docstring."""
+    lo, hi = z_bounds
+    out_layer = None if output_name == "outputs" else layer_index
+    xh_cols = builder.add_vars(output_name, np.maximum(lo, 0.0), np.maximum(hi, 0.0), out_layer)
+    active = np.flatnonzero(lo >= 0.0)
+    unstable = np.flatnonzero((lo < 0.0) & (hi > 0.0))
+    ones = np.ones(active.size)
+    builder.add_rows(
+        "relu_copy", [(xh_cols[active], ones), (z_cols[active], -ones)], 0.0, 0.0,
+        layer_index, active,
+    )
+    a_cols = builder.add_vars(
+        "active", np.zeros(unstable.size), 1.0, layer_index, unstable, integer=not relax
+    )
+    xh, z = xh_cols[unstable], z_cols[unstable]
+    L, U, ones = lo[unstable], hi[unstable], np.ones(unstable.size)
+    builder.add_rows("relu_lower", [(xh, ones), (z, -ones)], 0.0, np.inf, layer_index, unstable)
+    builder.add_rows(
+        "relu_upper", [(xh, ones), (z, -ones), (a_cols, -L)], -np.inf, -L, layer_index, unstable
+    )
+    builder.add_rows(
+        "relu_big_m", [(xh, ones), (a_cols, -U)], -np.inf, 0.0, layer_index, unstable
+    )
+    return xh_cols
+
+
+def bigm_model(
+    network: Network,
+    bounds: NetworkBounds,
+    relax: bool = False,
+    stop: int | None = None,
+    final_activation: bool = True,
+) -> MatrixModel:
+    """The big-M MILP (or LP relaxation) of ``network``; see :func:`network_model`."""
+    return network_model(network, bounds, bigm_relu, relax, stop, final_activation)

@@ -1,0 +1,133 @@
+"""HiGHS on matrices: pass a :class:`MatrixModel` once, then change costs and bounds and
+re-solve from the previous basis.  Used by bound tightening and the trainer's LP path.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import highspy
+import numpy as np
+
+from .errors import SolverError
+from .matrix_model import MatrixModel
+
+
+@dataclass(frozen=True)
+class HighsResult:
+    """Outcome of one solve.
+
+    ``status`` is HiGHS's model status text ("Optimal", "Time limit reached", ...).
+    ``objective`` is the primal objective (NaN without a solution); ``bound`` is a proven
+    bound on the optimum (the dual bound of a MILP, the objective of an optimal LP).
+    """
+
+    status: str
+    optimal: bool
+    objective: float
+    bound: float
+    x: np.ndarray | None
+    row_dual: np.ndarray | None
+    col_dual: np.ndarray | None
+    nodes: int = 0
+
+
+class HighsModel:
+    """A :class:`MatrixModel` loaded into one ``highspy.Highs`` instance.
+
+    Parameters
+    ----------
+    model : MatrixModel
+    relax : bool
+        Solve the LP relaxation (integrality dropped).
+    options : dict
+        HiGHS options, e.g. ``{"time_limit": 10.0, "threads": 1}``.
+    """
+
+    def __init__(self, model: MatrixModel, relax: bool = False, **options) -> None:
+        self.model = model
+        self.highs = highspy.Highs()
+        self.highs.setOptionValue("output_flag", False)
+        for key, value in options.items():
+            self.highs.setOptionValue(key, value)
+        lp = highspy.HighsLp()
+        lp.num_col_ = model.n_cols
+        lp.num_row_ = model.n_rows
+        lp.col_cost_ = np.zeros(model.n_cols)
+        lp.col_lower_ = _finite_or_inf(model.col_lower)
+        lp.col_upper_ = _finite_or_inf(model.col_upper)
+        lp.row_lower_ = _finite_or_inf(model.row_lower)
+        lp.row_upper_ = _finite_or_inf(model.row_upper)
+        start, index, value = model.csc()
+        lp.a_matrix_.format_ = highspy.MatrixFormat.kColwise
+        lp.a_matrix_.start_ = start
+        lp.a_matrix_.index_ = index
+        lp.a_matrix_.value_ = value
+        self.is_mip = bool(model.integer.any()) and not relax
+        if self.is_mip:
+            lp.integrality_ = [
+                highspy.HighsVarType.kInteger if flag else highspy.HighsVarType.kContinuous
+                for flag in model.integer
+            ]
+        status = self.highs.passModel(lp)
+        if status == highspy.HighsStatus.kError:
+            raise SolverError("HiGHS rejected the model passed to it")
+        self._cost = np.zeros(model.n_cols)
+
+    def set_option(self, key: str, value) -> None:
+        self.highs.setOptionValue(key, value)
+
+    def set_objective(self, cols: np.ndarray, coefs: np.ndarray, sense: str = "min") -> None:
+        """Minimise (or maximise) ``coefs @ x[cols]``; other costs become zero."""
+        cost = np.zeros(self.model.n_cols)
+        np.add.at(cost, np.asarray(cols, dtype=np.int64), np.asarray(coefs, dtype=np.float64))
+        changed = np.flatnonzero(cost != self._cost)
+        if changed.size:
+            self.highs.changeColsCost(changed.size, changed.astype(np.int32), cost[changed])
+            self._cost = cost
+        self.highs.changeObjectiveSense(
+            highspy.ObjSense.kMinimize if sense == "min" else highspy.ObjSense.kMaximize
+        )
+
+    def set_col_bounds(self, cols: np.ndarray, lower, upper) -> None:
+        """Change the bounds of columns ``cols`` (e.g. fix the inputs to a point)."""
+        cols = np.asarray(cols, dtype=np.int32)
+        lower = np.broadcast_to(np.asarray(lower, dtype=np.float64), cols.shape)
+        upper = np.broadcast_to(np.asarray(upper, dtype=np.float64), cols.shape)
+        self.highs.changeColsBounds(cols.size, cols, _finite_or_inf(lower), _finite_or_inf(upper))
+
+    def solve(self) -> HighsResult:
+        """Run HiGHS from the current basis and collect status, values, bound and duals."""
+        self.highs.run()
+        status = self.highs.getModelStatus()
+        text = self.highs.modelStatusToString(status)
+        info = self.highs.getInfo()
+        optimal = status == highspy.HighsModelStatus.kOptimal
+        has_solution = info.primal_solution_status == 2  # kSolutionStatusFeasible
+        solution = self.highs.getSolution() if has_solution else None
+        objective = info.objective_function_value if has_solution else float("nan")
+        if self.is_mip:
+            bound = info.mip_dual_bound
+            nodes = int(info.mip_node_count)
+        else:
+            bound = objective if optimal else float("nan")
+            nodes = 0
+        duals_ok = solution is not None and solution.dual_valid and not self.is_mip
+        return HighsResult(
+            status=text,
+            optimal=optimal,
+            objective=objective,
+            bound=float(bound),
+            x=np.asarray(solution.col_value) if solution is not None else None,
+            row_dual=np.asarray(solution.row_dual) if duals_ok else None,
+            col_dual=np.asarray(solution.col_dual) if duals_ok else None,
+            nodes=nodes,
+        )
+
+
+def _finite_or_inf(values: np.ndarray) -> np.ndarray:
+    """Map +-inf to HiGHS's infinity (identical on current builds, but explicit)."""
+    out = np.array(values, dtype=np.float64, copy=True)
+    out[out >= highspy.kHighsInf] = highspy.kHighsInf
+    out[out <= -highspy.kHighsInf] = -highspy.kHighsInf
+    return out

@@ -1,0 +1,291 @@
+"""The network model shared by the Pyomo block and the trainer.
+
+A :class:`Network` is an immutable sequence of affine layers, each followed by a ReLU or by
+nothing (``"linear"``).  Every ONNX graph the package accepts is folded into this form by
+:mod:`pyomo_nnrelax.onnx_io`; nothing else in the package reads ONNX.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from math import prod
+from typing import Sequence
+
+import numpy as np
+
+from .errors import InputBoundsError, InvalidNetworkError
+
+ACTIVATIONS = ("relu", "linear")
+
+
+def _frozen(array: np.ndarray) -> np.ndarray:
+    out = np.array(array, dtype=np.float64, copy=True)
+    out.flags.writeable = False
+    return out
+
+
+@dataclass(frozen=True, eq=False)
+class Layer:
+    """One affine map ``z = weight @ x + bias`` followed by ``activation``.
+
+    Parameters
+    ----------
+    weight : ndarray, shape (n_out, n_in)
+    bias : ndarray, shape (n_out,)
+    activation : {"relu", "linear"}
+    """
+
+    weight: np.ndarray
+    bias: np.ndarray
+    activation: str = "relu"
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "weight", _frozen(self.weight))
+        object.__setattr__(self, "bias", _frozen(self.bias))
+        if self.weight.ndim != 2:
+            raise InvalidNetworkError(f"layer weight must be 2-D, got shape {self.weight.shape}")
+        if self.bias.shape != (self.weight.shape[0],):
+            raise InvalidNetworkError(
+                f"layer bias has shape {self.bias.shape}, expected ({self.weight.shape[0]},) "
+                f"to match weight shape {self.weight.shape}"
+            )
+        if self.activation not in ACTIVATIONS:
+            raise InvalidNetworkError(
+                f"unknown activation {self.activation!r}; expected one of {ACTIVATIONS}"
+            )
+
+    @property
+    def n_in(self) -> int:
+        return self.weight.shape[1]
+
+    @property
+    def n_out(self) -> int:
+        return self.weight.shape[0]
+
+    def __eq__(self, other: object) -> bool:
+        return (
+            isinstance(other, Layer)
+            and self.activation == other.activation
+            and np.array_equal(self.weight, other.weight)
+            and np.array_equal(self.bias, other.bias)
+        )
+
+    __hash__ = None  # type: ignore[assignment]
+
+
+@dataclass(frozen=True, eq=False)
+class Network:
+    """A feed-forward ReLU network: affine layers with ReLU or linear activations.
+
+    Parameters
+    ----------
+    layers : sequence of Layer
+        Applied in order; ``layers[i].n_out == layers[i+1].n_in``.
+    input_shape, output_shape : tuple of int, optional
+        Shape of one sample (no batch dimension); inputs are flattened row-major.
+        Default: flat vectors.
+    input_name, output_name : str
+        Names of the ONNX graph's input and output, kept on a round trip.
+    input_bounds : (lower, upper) pair of arrays, optional
+        A box over the flattened input, e.g. read from the ONNX file's metadata.
+    """
+
+    layers: tuple[Layer, ...]
+    input_shape: tuple[int, ...] = ()
+    output_shape: tuple[int, ...] = ()
+    input_name: str = "input"
+    output_name: str = "output"
+    input_bounds: tuple[np.ndarray, np.ndarray] | None = field(default=None)
+
+    def __post_init__(self) -> None:
+        layers = tuple(self.layers)
+        if not layers:
+            raise InvalidNetworkError("a network needs at least one layer")
+        for i, layer in enumerate(layers):
+            if not isinstance(layer, Layer):
+                raise InvalidNetworkError(f"layer {i} is a {type(layer).__name__}, not a Layer")
+            for name, array in (("weight", layer.weight), ("bias", layer.bias)):
+                if not np.all(np.isfinite(array)):
+                    raise InvalidNetworkError(f"layer {i} {name} contains NaN or infinite values")
+            if i and layer.n_in != layers[i - 1].n_out:
+                raise InvalidNetworkError(
+                    f"layer {i} takes {layer.n_in} inputs but layer {i - 1} gives {layers[i - 1].n_out}"
+                )
+        object.__setattr__(self, "layers", layers)
+        in_shape = tuple(int(d) for d in self.input_shape) or (layers[0].n_in,)
+        out_shape = tuple(int(d) for d in self.output_shape) or (layers[-1].n_out,)
+        if prod(in_shape) != layers[0].n_in:
+            raise InvalidNetworkError(
+                f"input_shape {in_shape} has {prod(in_shape)} entries, layer 0 takes {layers[0].n_in}"
+            )
+        if prod(out_shape) != layers[-1].n_out:
+            raise InvalidNetworkError(
+                f"output_shape {out_shape} has {prod(out_shape)} entries, "
+                f"the last layer gives {layers[-1].n_out}"
+            )
+        object.__setattr__(self, "input_shape", in_shape)
+        object.__setattr__(self, "output_shape", out_shape)
+        if self.input_bounds is not None:
+            lo, hi = check_input_bounds(self.input_bounds, layers[0].n_in)
+            object.__setattr__(self, "input_bounds", (_frozen(lo), _frozen(hi)))
+
+    # ------------------------------------------------------------------ construction
+    @classmethod
+    def mlp(
+        cls,
+        sizes: Sequence[int],
+        seed: int | None = 0,
+        input_bounds: tuple[np.ndarray, np.ndarray] | None = None,
+    ) -> "Network":
+        """A ReLU MLP with He-uniform random weights, e.g. ``Network.mlp([2, 25, 25, 1])``.
+
+        Hidden layers use ReLU and the last layer is linear.
+        """
+        if len(sizes) < 2 or any(int(s) < 1 for s in sizes):
+            raise InvalidNetworkError(f"sizes must list at least two positive widths, got {sizes}")
+        rng = np.random.default_rng(seed)
+        layers = []
+        for i, (n_in, n_out) in enumerate(zip(sizes[:-1], sizes[1:])):
+            limit = np.sqrt(6.0 / n_in)
+            layers.append(
+                Layer(
+                    rng.uniform(-limit, limit, size=(n_out, n_in)),
+                    rng.uniform(-0.1, 0.1, size=n_out),
+                    "linear" if i == len(sizes) - 2 else "relu",
+                )
+            )
+        return cls(tuple(layers), input_bounds=input_bounds)
+
+    @classmethod
+    def from_onnx(cls, source, **kwargs) -> "Network":
+        """Read a network from an ONNX path or ``onnx.ModelProto`` (see :func:`onnx_io.read_onnx`)."""
+        from .onnx_io import read_onnx
+
+        return read_onnx(source, **kwargs)
+
+    def to_onnx(self, path=None, **kwargs):
+        """Write the network as ONNX (see :func:`onnx_io.write_onnx`); returns the ModelProto."""
+        from .onnx_io import write_onnx
+
+        return write_onnx(self, path, **kwargs)
+
+    def with_layers(self, layers: Sequence[Layer]) -> "Network":
+        """A copy with new layers (e.g. trained weights) and the same names, shapes and bounds."""
+        return Network(
+            tuple(layers),
+            self.input_shape,
+            self.output_shape,
+            self.input_name,
+            self.output_name,
+            self.input_bounds,
+        )
+
+    def with_input_bounds(self, lower, upper) -> "Network":
+        """A copy that carries the input box ``[lower, upper]``."""
+        return Network(
+            self.layers, self.input_shape, self.output_shape, self.input_name,
+            self.output_name, (np.asarray(lower), np.asarray(upper)),
+        )
+
+    # ------------------------------------------------------------------ evaluation
+    @property
+    def n_inputs(self) -> int:
+        return self.layers[0].n_in
+
+    @property
+    def n_outputs(self) -> int:
+        return self.layers[-1].n_out
+
+    @property
+    def widths(self) -> tuple[int, ...]:
+        """Input width followed by every layer's output width, e.g. ``(2, 25, 25, 1)``."""
+        return (self.n_inputs,) + tuple(layer.n_out for layer in self.layers)
+
+    def _flat_inputs(self, X) -> np.ndarray:
+        X = np.asarray(X, dtype=np.float64)
+        if X.shape == self.input_shape or X.ndim == 1 and X.size == self.n_inputs:
+            X = X.reshape(1, -1)
+        X = X.reshape(X.shape[0], -1) if X.ndim > 2 else X
+        if X.ndim != 2 or X.shape[1] != self.n_inputs:
+            raise InputBoundsError(
+                f"inputs have shape {np.shape(X)}; expected (n, {self.n_inputs}) "
+                f"or (n, *{self.input_shape})"
+            )
+        return X
+
+    def pre_activations(self, X) -> list[np.ndarray]:
+        """Every layer's pre-activation ``z`` for a batch ``X``, each of shape (n, n_out)."""
+        h = self._flat_inputs(X)
+        zs = []
+        for layer in self.layers:
+            z = h @ layer.weight.T + layer.bias
+            zs.append(z)
+            h = np.maximum(z, 0.0) if layer.activation == "relu" else z
+        return zs
+
+    def forward(self, X) -> np.ndarray:
+        """Network outputs for a batch ``X`` (n, n_inputs) or (n, *input_shape): shape (n, n_outputs)."""
+        z = self.pre_activations(X)[-1]
+        return np.maximum(z, 0.0) if self.layers[-1].activation == "relu" else z
+
+    __call__ = forward
+
+    def __eq__(self, other: object) -> bool:
+        return (
+            isinstance(other, Network)
+            and len(self.layers) == len(other.layers)
+            and all(a == b for a, b in zip(self.layers, other.layers))
+            and self.input_shape == other.input_shape
+            and self.output_shape == other.output_shape
+        )
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        acts = "".join("r" if layer.activation == "relu" else "l" for layer in self.layers)
+        return f"Network(widths={self.widths}, activations={acts!r})"
+
+
+def check_input_bounds(bounds, n_inputs: int) -> tuple[np.ndarray, np.ndarray]:
+    """Normalise input bounds to two float arrays of length ``n_inputs`` and validate them.
+
+    Accepts a list of ``(lo, hi)`` pairs, or a pair ``(lower_array, upper_array)``.
+    Raises :class:`InputBoundsError` naming the offending inputs.
+    """
+    if bounds is None:
+        raise InputBoundsError(
+            f"no input bounds given: all {n_inputs} inputs need finite (lo, hi) bounds"
+        )
+    try:
+        arr = np.asarray(bounds, dtype=np.float64)
+    except (TypeError, ValueError) as exc:
+        raise InputBoundsError(f"input bounds could not be read as numbers: {exc}") from None
+    if _looks_like_pair_of_arrays(bounds) and arr.shape[0] == 2 and arr[0].size == n_inputs:
+        lo, hi = arr[0].reshape(-1), arr[1].reshape(-1)
+    elif arr.shape == (n_inputs, 2):
+        lo, hi = arr[:, 0], arr[:, 1]
+    elif arr.ndim >= 2 and arr.shape[0] == 2 and arr[0].size == n_inputs:
+        lo, hi = arr[0].reshape(-1), arr[1].reshape(-1)
+    else:
+        raise InputBoundsError(
+            f"input bounds have shape {arr.shape}; expected {n_inputs} (lo, hi) pairs "
+            f"or two arrays of length {n_inputs}"
+        )
+    bad = np.flatnonzero(~np.isfinite(lo) | ~np.isfinite(hi))
+    if bad.size:
+        raise InputBoundsError(f"input bounds are not finite for inputs {bad.tolist()}")
+    inverted = np.flatnonzero(lo > hi)
+    if inverted.size:
+        i = int(inverted[0])
+        raise InputBoundsError(
+            f"input bounds are inverted (lower > upper) for inputs {inverted.tolist()}, "
+            f"e.g. input {i}: [{lo[i]}, {hi[i]}]"
+        )
+    return lo.copy(), hi.copy()
+
+
+def _looks_like_pair_of_arrays(bounds) -> bool:
+    """True when ``bounds`` was given as ``(lower_array, upper_array)`` (numpy arrays)."""
+    return isinstance(bounds, (tuple, list)) and len(bounds) == 2 and all(
+        isinstance(b, np.ndarray) for b in bounds
+    )
