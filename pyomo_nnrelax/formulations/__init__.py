@@ -6,6 +6,7 @@ formulation shares, and asks the chosen formulation for the rows of each ReLU la
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Protocol
 
 import numpy as np
@@ -32,10 +33,37 @@ class ReluFormulation(Protocol):
     ) -> np.ndarray: ...
 
 
+class StartValues(Protocol):
+    """Values of a formulation's own variable groups of one ReLU layer at a forward pass.
+
+    ``h`` is the layer's input and ``z`` its pre-activation at one point; returns
+    ``{group_name: values}`` with one value per label of the group's index (for example the
+    big-M ``active`` binaries of the unstable neurons).  ``xh``/``z`` are set by the caller.
+    """
+
+    def __call__(
+        self,
+        layer: Layer,
+        h: np.ndarray,
+        z: np.ndarray,
+        h_bounds: tuple[np.ndarray, np.ndarray],
+        z_bounds: tuple[np.ndarray, np.ndarray],
+    ) -> dict[str, np.ndarray]: ...
+
+
+@dataclass(frozen=True)
+class Formulation:
+    """A named way to formulate ReLU layers: its rows, and its variables' values at a point."""
+
+    name: str
+    relu: ReluFormulation
+    start_values: StartValues
+
+
 def network_model(
     network: Network,
     bounds: NetworkBounds,
-    relu: ReluFormulation,
+    formulation: Formulation,
     relax: bool = False,
     stop: int | None = None,
     final_activation: bool = True,
@@ -68,7 +96,9 @@ def network_model(
         h_bounds = bounds.post_activation(network, l - 1)
         if apply_relu:
             out_name = "outputs" if is_output else "xh"
-            h_cols = relu(builder, l, layer, h_cols, h_bounds, z_cols, z_bounds, out_name, relax)
+            h_cols = formulation.relu(
+                builder, l, layer, h_cols, h_bounds, z_cols, z_bounds, out_name, relax
+            )
         else:
             h_cols = z_cols
     return builder.build()

@@ -19,7 +19,7 @@ import numpy as np
 from ..bounds import NetworkBounds
 from ..matrix_model import MatrixModel, MatrixModelBuilder
 from ..network import Layer, Network
-from . import network_model
+from . import Formulation, network_model
 
 
 def bigm_relu(
@@ -59,6 +59,22 @@ def bigm_relu(
     return xh_cols
 
 
+def bigm_start_values(
+    layer: Layer,
+    h: np.ndarray,
+    z: np.ndarray,
+    h_bounds: tuple[np.ndarray, np.ndarray],
+    z_bounds: tuple[np.ndarray, np.ndarray],
+) -> dict[str, np.ndarray]:
+    """The ``active`` binaries of the unstable neurons at a point: 1 where ``z > 0``."""
+    lo, hi = z_bounds
+    unstable = (lo < 0.0) & (hi > 0.0)
+    return {"active": (z[unstable] > 0.0).astype(np.float64)}
+
+
+BIGM = Formulation("bigm", bigm_relu, bigm_start_values)
+
+
 def bigm_model(
     network: Network,
     bounds: NetworkBounds,
@@ -67,4 +83,4 @@ def bigm_model(
     final_activation: bool = True,
 ) -> MatrixModel:
     """The big-M MILP (or LP relaxation) of ``network``; see :func:`network_model`."""
-    return network_model(network, bounds, bigm_relu, relax, stop, final_activation)
+    return network_model(network, bounds, BIGM, relax, stop, final_activation)
