@@ -8,7 +8,7 @@ For a neuron with pre-activation bounds ``L <= z <= U``:
 
   .. math::  xh \\ge z,\\quad xh \\ge 0,\\quad xh \\le z - L(1-a),\\quad xh \\le U a.
 
-Groups added for layer ``l``: variables ``xh`` and ``active`` (indexed by the unstable
+Groups added for layer ``l``: variables ``xh`` and ``is_active`` (indexed by the unstable
 neurons), rows ``relu_copy`` (stable-active), ``relu_lower``, ``relu_upper``, ``relu_big_m``.
 """
 
@@ -45,7 +45,7 @@ def bigm_relu(
         layer_index, active,
     )
     a_cols = builder.add_vars(
-        "active", np.zeros(unstable.size), 1.0, layer_index, unstable, integer=not relax
+        "is_active", np.zeros(unstable.size), 1.0, layer_index, unstable, integer=not relax
     )
     xh, z = xh_cols[unstable], z_cols[unstable]
     L, U, ones = lo[unstable], hi[unstable], np.ones(unstable.size)
@@ -66,10 +66,10 @@ def bigm_start_values(
     h_bounds: tuple[np.ndarray, np.ndarray],
     z_bounds: tuple[np.ndarray, np.ndarray],
 ) -> dict[str, np.ndarray]:
-    """The ``active`` binaries of the unstable neurons at a point: 1 where ``z > 0``."""
+    """The ``is_active`` binaries of the unstable neurons at a point: 1 where ``z > 0``."""
     lo, hi = z_bounds
     unstable = (lo < 0.0) & (hi > 0.0)
-    return {"active": (z[unstable] > 0.0).astype(np.float64)}
+    return {"is_active": (z[unstable] > 0.0).astype(np.float64)}
 
 
 BIGM = Formulation("bigm", bigm_relu, bigm_start_values)

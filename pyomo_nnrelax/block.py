@@ -1,0 +1,387 @@
+"""``NNBlock``: a ReLU network embedded in a Pyomo model as an ordinary block.
+
+    m.nn = NNBlock("model.onnx", input_bounds=[(-2, 2), (-2, 2)])
+    m.obj = pyo.Objective(expr=m.nn.outputs[0])
+
+The network is read once into a :class:`Network`, its bounds are computed in numpy, the chosen
+formulation is written as a :class:`MatrixModel`, and only then are Pyomo components created,
+in one pass over the matrix rows.  Components are named after what they are:
+``inputs[i]``, ``outputs[j]``, ``layer[l].z[j]``, ``layer[l].xh[j]``, ``layer[l].is_active[j]``,
+``layer[l].affine[j]``, ``layer[l].relu_upper[j]`` ...
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import onnx
+import pyomo.environ as pyo
+from pyomo.core.base.block import ScalarBlock
+from pyomo.core.expr.numeric_expr import LinearExpression
+
+from .bounds import NetworkBounds, interval_bounds
+from .errors import InputBoundsError, NNRelaxError
+from .formulations import Formulation, network_model
+from .matrix_model import MatrixModel
+from .network import Network, check_input_bounds
+from .onnx_io import read_onnx, read_stored_bounds, run_onnxruntime
+
+FORMULATIONS = ("bigm", "partition")
+BOUND_METHODS = ("interval", "lp", "milp", "stored")
+
+
+def load_network(source: Any) -> tuple[Network, onnx.ModelProto | str | None]:
+    """A :class:`Network` from a path, ``onnx.ModelProto`` or Network, plus the ONNX source."""
+    if isinstance(source, Network):
+        return source, None
+    if isinstance(source, (str, os.PathLike, onnx.ModelProto)):
+        return read_onnx(source), source
+    raise TypeError(
+        f"NNBlock needs an ONNX path, an onnx.ModelProto or a Network, got {type(source).__name__}"
+    )
+
+
+def resolve_formulation(name: str, partitions: int, split: str) -> Formulation:
+    """The :class:`Formulation` called ``name`` with its options."""
+    if name == "bigm":
+        from .formulations.bigm import BIGM
+
+        return BIGM
+    if name == "partition":
+        from .formulations.partition import partition_formulation
+
+        return partition_formulation(partitions, split)
+    raise ValueError(f"formulation must be one of {FORMULATIONS}, got {name!r}")
+
+
+def resolve_bounds(
+    network: Network,
+    box: tuple[np.ndarray, np.ndarray],
+    method: str | NetworkBounds | None,
+    onnx_source,
+    time_limit: float | None,
+    executor,
+) -> NetworkBounds:
+    """Pre-activation bounds over ``box`` by ``method``.
+
+    ``None`` uses bounds stored in the ONNX metadata when they were computed over the same
+    box, and interval bounds otherwise.  A :class:`NetworkBounds` is used as given (checked
+    against the box).
+    """
+    if isinstance(method, NetworkBounds):
+        if not (np.array_equal(method.input_lower, box[0]) and np.array_equal(method.input_upper, box[1])):
+            raise InputBoundsError("the NetworkBounds given were computed over a different input box")
+        return method
+    if method not in (None, *BOUND_METHODS):
+        raise ValueError(f"bounds must be one of {BOUND_METHODS} or a NetworkBounds, got {method!r}")
+    if method in (None, "stored"):
+        stored = read_stored_bounds(onnx_source) if onnx_source is not None else None
+        same_box = stored is not None and np.array_equal(stored.input_lower, box[0]) and np.array_equal(
+            stored.input_upper, box[1]
+        )
+        if same_box:
+            return stored
+        if method == "stored":
+            raise InputBoundsError(
+                "bounds='stored' but the ONNX model has no stored bounds over this input box"
+            )
+        return interval_bounds(network, box)
+    if method == "interval":
+        return interval_bounds(network, box)
+    from .tightening import tighten_bounds
+
+    return tighten_bounds(
+        network, interval_bounds(network, box), method, time_limit=time_limit, executor=executor
+    )
+
+
+class NNBlock(ScalarBlock):
+    """A ReLU network as a Pyomo block: ``m.nn = NNBlock("model.onnx", input_bounds=...)``.
+
+    Parameters
+    ----------
+    source : str, PathLike, onnx.ModelProto or Network
+        The network.
+    input_bounds : list of (lo, hi) pairs, or (lower, upper) arrays, optional
+        The input box over the flattened input.  Default: bounds stored in the ONNX metadata.
+    formulation : {"bigm", "partition"}
+        How each unstable ReLU is formulated.
+    relax : bool
+        Build the LP relaxation (binaries become continuous in [0, 1]).
+    bounds : {"interval", "lp", "milp", "stored"} or NetworkBounds, optional
+        Pre-activation bounds: interval propagation, LP- or MILP-based tightening, or the
+        bounds stored in the ONNX metadata.  Default: stored ones if they match the box,
+        else interval.
+    partitions, split : int, str
+        Options of the partition formulation (number of partitions, splitting strategy).
+    bound_time_limit : float, optional
+        Time limit per bound-tightening solve, seconds.
+    executor : concurrent.futures.Executor, optional
+        Where bound-tightening solves run.
+    """
+
+    def __init__(
+        self,
+        source: Any,
+        input_bounds=None,
+        formulation: str = "bigm",
+        relax: bool = False,
+        bounds: str | NetworkBounds | None = None,
+        partitions: int = 2,
+        split: str = "equal_size",
+        bound_time_limit: float | None = None,
+        executor=None,
+        **kwargs,
+    ) -> None:
+        network, onnx_source = load_network(source)
+        box = _input_box(network, input_bounds)
+        form = resolve_formulation(formulation, partitions, split)
+        net_bounds = resolve_bounds(network, box, bounds, onnx_source, bound_time_limit, executor)
+        self._network = network.with_input_bounds(*box)
+        self._onnx_source = onnx_source
+        self._bounds = net_bounds
+        self._formulation = form
+        self._relax = bool(relax)
+        self._matrix = network_model(network, net_bounds, form, relax=relax)
+        kwargs.setdefault("rule", _build_components)
+        super().__init__(**kwargs)
+
+    # ------------------------------------------------------------------ inspection
+    @property
+    def network(self) -> Network:
+        """The embedded network (with the block's input box)."""
+        return self._network
+
+    @property
+    def bounds(self) -> NetworkBounds:
+        """The pre-activation bounds the formulation uses."""
+        return self._bounds
+
+    @property
+    def matrix_model(self) -> MatrixModel:
+        """The formulation in matrix form (what the Pyomo components were built from)."""
+        return self._matrix
+
+    def layer_stats(self) -> list[dict[str, float]]:
+        """Per layer: neurons, unstable / stable-active / stable-inactive counts, big-M stats."""
+        return layer_statistics(self._network, self._bounds)
+
+    def summary(self) -> str:
+        """A table of binaries, neuron stability and big-M constants per layer."""
+        rows = self.layer_stats()
+        head = (
+            f"NNBlock: {self._formulation.name}{' (LP relaxation)' if self._relax else ''}, "
+            f"bounds: {self._bounds.method}, widths {self._network.widths}, "
+            f"{int(self._matrix.integer.sum())} binaries, {self._matrix.n_cols} variables, "
+            f"{self._matrix.n_rows} constraints"
+        )
+        lines = [head, f"{'layer':>5} {'neurons':>7} {'unstable':>8} {'active':>6} {'inactive':>8} "
+                       f"{'mean M':>10} {'max M':>10}"]
+        for r in rows:
+            lines.append(
+                f"{r['layer']:>5} {r['neurons']:>7} {r['unstable']:>8} {r['stable_active']:>6} "
+                f"{r['stable_inactive']:>8} {r['mean_big_m']:>10.4g} {r['max_big_m']:>10.4g}"
+            )
+        return "\n".join(lines)
+
+    def input_values(self) -> np.ndarray:
+        """Current values of the input variables (e.g. after a solve)."""
+        return _values(self.inputs, self._network.n_inputs, "inputs")
+
+    def output_values(self) -> np.ndarray:
+        """Current values of the output variables."""
+        return _values(self.outputs, self._network.n_outputs, "outputs")
+
+    def check(self) -> "CheckResult":
+        """Compare the block's output values with onnxruntime at the block's input values."""
+        x = self.input_values()
+        source = self._onnx_source
+        if source is None:
+            source = self._network.to_onnx(dtype="float64")
+        reference = run_onnxruntime(source, x.reshape(1, -1))[0]
+        return CheckResult(x, self.output_values(), reference)
+
+    # ------------------------------------------------------------------ starts
+    def warm_start(self, x=None, samples: int = 256, seed: int = 0) -> np.ndarray:
+        """Set every variable of the block from one forward pass, and return the point used.
+
+        With ``x`` given, the forward pass is at ``x``.  Without it, ``samples`` points of the
+        input box (plus its centre) are tried and the one with the best value of the model's
+        single active objective is used; if that objective cannot be evaluated from the
+        block's inputs and outputs alone, the centre of the box is used.
+        """
+        if x is None:
+            x = self._best_sample(samples, seed)
+        x = np.asarray(x, dtype=np.float64).reshape(-1)
+        if x.size != self._network.n_inputs:
+            raise InputBoundsError(f"warm_start: x has {x.size} entries, the network takes {self._network.n_inputs}")
+        values = start_values(self._network, self._bounds, self._formulation, x)
+        for (name, layer), vals in values.items():
+            component = _group_component(self, name, layer)
+            group = self._matrix.var_groups[(name, layer)]
+            for label, v in zip(group.index.tolist(), vals.tolist()):
+                component[label].set_value(v, skip_validation=True)
+        return x
+
+    def _best_sample(self, samples: int, seed: int) -> np.ndarray:
+        lo, hi = self._bounds.input_lower, self._bounds.input_upper
+        rng = np.random.default_rng(seed)
+        X = np.vstack([(lo + hi) / 2, lo + (hi - lo) * rng.random((samples, lo.size))])
+        objectives = list(self.model().component_data_objects(pyo.Objective, active=True))
+        if len(objectives) != 1:
+            return X[0]
+        objective = objectives[0]
+        Y = self._network.forward(X)
+        saved = [(v, v.value) for v in (*self.inputs.values(), *self.outputs.values())]
+        scores = []
+        try:
+            for x, y in zip(X, Y):
+                for i, v in enumerate(x):
+                    self.inputs[i].set_value(float(v), skip_validation=True)
+                for j, v in enumerate(y):
+                    self.outputs[j].set_value(float(v), skip_validation=True)
+                scores.append(pyo.value(objective.expr, exception=False))
+        finally:
+            for var, value in saved:
+                var.set_value(value, skip_validation=True)
+        if any(s is None for s in scores):
+            return X[0]
+        scores = np.asarray(scores, dtype=float)
+        best = np.argmin(scores) if objective.sense == pyo.minimize else np.argmax(scores)
+        return X[best]
+
+
+@dataclass(frozen=True)
+class CheckResult:
+    """The block's outputs against onnxruntime at the block's inputs."""
+
+    inputs: np.ndarray
+    block_outputs: np.ndarray
+    onnx_outputs: np.ndarray
+
+    @property
+    def max_abs_error(self) -> float:
+        return float(np.max(np.abs(self.block_outputs - self.onnx_outputs)))
+
+    def __str__(self) -> str:
+        return (
+            f"inputs {np.array2string(self.inputs, precision=6)}: block outputs "
+            f"{np.array2string(self.block_outputs, precision=8)}, onnxruntime "
+            f"{np.array2string(self.onnx_outputs, precision=8)}, max |difference| "
+            f"{self.max_abs_error:.3g}"
+        )
+
+
+# ---------------------------------------------------------------------- pure helpers
+def _input_box(network: Network, input_bounds) -> tuple[np.ndarray, np.ndarray]:
+    if input_bounds is None:
+        if network.input_bounds is None:
+            raise InputBoundsError(
+                f"no input bounds: pass input_bounds= for all {network.n_inputs} inputs "
+                f"(inputs 0..{network.n_inputs - 1} lack bounds; the ONNX metadata stores none)"
+            )
+        return network.input_bounds
+    return check_input_bounds(input_bounds, network.n_inputs)
+
+
+def layer_statistics(network: Network, bounds: NetworkBounds) -> list[dict[str, float]]:
+    """Per layer: neurons, unstable / stable counts, and the big-M constants of unstable ReLUs.
+
+    The big-M constant of an unstable neuron is ``max(-L, U)``.
+    """
+    rows = []
+    for l, layer in enumerate(network.layers):
+        lo, hi = bounds.lower[l], bounds.upper[l]
+        stab = bounds.stability(l) if layer.activation == "relu" else np.ones(layer.n_out)
+        unstable = stab == 0
+        big_m = np.maximum(-lo[unstable], hi[unstable])
+        rows.append(
+            {
+                "layer": l,
+                "neurons": layer.n_out,
+                "activation": layer.activation,
+                "unstable": int(unstable.sum()),
+                "stable_active": int((stab == 1).sum()) if layer.activation == "relu" else 0,
+                "stable_inactive": int((stab == -1).sum()),
+                "mean_big_m": float(big_m.mean()) if big_m.size else 0.0,
+                "max_big_m": float(big_m.max()) if big_m.size else 0.0,
+            }
+        )
+    return rows
+
+
+def start_values(
+    network: Network, bounds: NetworkBounds, formulation: Formulation, x: np.ndarray
+) -> dict[tuple[str, int | None], np.ndarray]:
+    """Values of every variable group of the formulation at input ``x`` (one forward pass)."""
+    values: dict[tuple[str, int | None], np.ndarray] = {("inputs", None): x}
+    h = x
+    last = len(network.layers) - 1
+    for l, layer in enumerate(network.layers):
+        z = layer.weight @ h + layer.bias
+        relu = layer.activation == "relu"
+        values[("z", l) if relu or l < last else ("outputs", None)] = z
+        if relu:
+            xh = np.maximum(z, 0.0)
+            values[("outputs", None) if l == last else ("xh", l)] = xh
+            z_bounds = (bounds.lower[l], bounds.upper[l])
+            extra = formulation.start_values(layer, h, z, bounds.post_activation(network, l - 1), z_bounds)
+            values.update({(name, l): v for name, v in extra.items()})
+            h = xh
+        else:
+            h = z
+    return values
+
+
+def _values(component, n: int, name: str) -> np.ndarray:
+    values = [component[i].value for i in range(n)]
+    missing = [i for i, v in enumerate(values) if v is None]
+    if missing:
+        raise NNRelaxError(f"{name} {missing} have no value: solve the model (or warm_start) first")
+    return np.asarray(values, dtype=np.float64)
+
+
+def _group_component(block: NNBlock, name: str, layer: int | None):
+    return getattr(block if layer is None else block.layer[layer], name)
+
+
+def _build_components(block: NNBlock) -> None:
+    """Create Vars and Constraints from the block's MatrixModel (the Block rule)."""
+    model = block._matrix
+    block.layer = pyo.Block(range(len(block._network.layers)))
+    column_vars: list[Any] = [None] * model.n_cols
+    for (name, layer), group in model.var_groups.items():
+        labels = group.index.tolist()
+        pos = group.positions
+        lower, upper = model.col_lower[pos].tolist(), model.col_upper[pos].tolist()
+        bounds = {lab: (lo, hi) for lab, lo, hi in zip(labels, lower, upper)}
+        domain = pyo.Binary if model.integer[pos].any() else pyo.Reals
+        var = pyo.Var(labels, domain=domain, bounds=bounds, dense=True)
+        setattr(block if layer is None else block.layer[layer], name, var)
+        column_vars[group.start : group.start + len(labels)] = [var[lab] for lab in labels]
+    for (name, layer), group in model.row_groups.items():
+        cons = pyo.Constraint(group.index.tolist(), rule=_row_rule(model, group, column_vars))
+        setattr(block if layer is None else block.layer[layer], name, cons)
+
+
+def _row_rule(model: MatrixModel, group, column_vars: list):
+    """A Constraint rule giving each labelled row as a LinearExpression with its bounds."""
+    rows = dict(zip(group.index.tolist(), group.positions.tolist()))
+
+    def rule(_block, label):
+        i = rows[label]
+        cols, coefs = model.row(i)
+        expr = LinearExpression(
+            constant=0.0,
+            linear_coefs=coefs.tolist(),
+            linear_vars=[column_vars[c] for c in cols.tolist()],
+        )
+        lo, hi = float(model.row_lower[i]), float(model.row_upper[i])
+        if lo == hi:
+            return expr == lo
+        return (None if lo == -np.inf else lo, expr, None if hi == np.inf else hi)
+
+    return rule

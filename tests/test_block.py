@@ -1,0 +1,278 @@
+"""NNBlock: exact embedding, bounds, relaxation, Pyomo behaviour and error paths."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import pyomo.environ as pyo
+import pytest
+
+from pyomo_nnrelax import (
+    InputBoundsError,
+    InvalidNetworkError,
+    Layer,
+    Network,
+    UnsupportedOperationError,
+    interval_bounds,
+)
+from pyomo_nnrelax.block import NNBlock
+from pyomo_nnrelax.onnx_io import run_onnxruntime
+
+SOLVER = "highs"
+
+
+def solve(model: pyo.ConcreteModel) -> None:
+    result = pyo.SolverFactory(SOLVER).solve(model)
+    assert result.solver.termination_condition == pyo.TerminationCondition.optimal
+
+
+def box(n: int, lo: float = -2.0, hi: float = 2.0) -> list[tuple[float, float]]:
+    return [(lo, hi)] * n
+
+
+def fixed_input_outputs(source, bounds, x, **options) -> np.ndarray:
+    """Solve the block with its inputs fixed at ``x`` and return its output values."""
+    m = pyo.ConcreteModel()
+    m.nn = NNBlock(source, input_bounds=bounds, **options)
+    for i, v in enumerate(x):
+        m.nn.inputs[i].fix(float(v))
+    m.obj = pyo.Objective(expr=sum(m.nn.outputs.values()))
+    solve(m)
+    return m.nn.output_values()
+
+
+RANDOM_SHAPES = [[2, 8, 1], [3, 10, 10, 2], [4, 6, 6, 6, 3], [5, 12, 9, 7, 5, 1]]
+
+
+@pytest.mark.parametrize("sizes", RANDOM_SHAPES)
+@pytest.mark.parametrize("seed", [0, 1])
+def test_fixed_inputs_reproduce_onnxruntime(tmp_path, sizes, seed):
+    net = Network.mlp(sizes, seed=seed)
+    path = tmp_path / "net.onnx"
+    net.to_onnx(path, dtype="float64")
+    rng = np.random.default_rng(seed)
+    for x in rng.uniform(-2, 2, size=(3, sizes[0])):
+        got = fixed_input_outputs(str(path), box(sizes[0]), x)
+        expected = run_onnxruntime(path, x[None])[0]
+        np.testing.assert_allclose(got, expected, atol=1e-6, rtol=0)
+
+
+def test_torch_export_with_matrix_input_and_two_outputs_reproduces_onnxruntime(tmp_path):
+    torch = pytest.importorskip("torch")
+    torch.manual_seed(0)
+    module = torch.nn.Sequential(
+        torch.nn.Flatten(), torch.nn.Linear(6, 12), torch.nn.ReLU(), torch.nn.Linear(12, 8),
+        torch.nn.ReLU(), torch.nn.Linear(8, 2),
+    ).double()
+    path = tmp_path / "torch.onnx"
+    torch.onnx.export(
+        module, (torch.zeros(1, 2, 3, dtype=torch.float64),), str(path), dynamo=False,
+        input_names=["x"], output_names=["y"], dynamic_axes={"x": {0: "batch"}},
+    )
+    net = Network.from_onnx(path)
+    assert net.input_shape == (2, 3)
+    rng = np.random.default_rng(3)
+    for x in rng.uniform(-1, 1, size=(3, 6)):
+        got = fixed_input_outputs(path, box(6, -1, 1), x)
+        expected = run_onnxruntime(path, x.reshape(1, 2, 3))[0]
+        np.testing.assert_allclose(got, expected, atol=1e-6, rtol=0)
+
+
+def test_skl2onnx_regressor_embedded_reproduces_onnxruntime():
+    sklearn = pytest.importorskip("sklearn.neural_network")
+    skl2onnx = pytest.importorskip("skl2onnx")
+    from skl2onnx.common.data_types import DoubleTensorType
+
+    rng = np.random.default_rng(0)
+    X = rng.uniform(-1, 1, size=(200, 3))
+    reg = sklearn.MLPRegressor(hidden_layer_sizes=(10, 10), max_iter=50, random_state=0)
+    reg.fit(X, X.sum(axis=1))
+    model = skl2onnx.convert_sklearn(reg, initial_types=[("x", DoubleTensorType([None, 3]))])
+    for x in X[:3]:
+        got = fixed_input_outputs(model, box(3, -1, 1), x)
+        np.testing.assert_allclose(got, run_onnxruntime(model, x[None])[0], atol=1e-6, rtol=0)
+
+
+@pytest.mark.parametrize("sizes", RANDOM_SHAPES)
+def test_interval_bounds_contain_every_sampled_pre_activation(sizes):
+    net = Network.mlp(sizes, seed=5)
+    lo, hi = -np.ones(sizes[0]), 2 * np.ones(sizes[0])
+    bounds = interval_bounds(net, (lo, hi))
+    rng = np.random.default_rng(0)
+    X = lo + (hi - lo) * rng.random((20000, sizes[0]))
+    X = np.vstack([X, lo, hi])
+    assert bounds.contains(net, X, tol=0.0)
+
+
+def test_block_variables_carry_the_bounds():
+    net = Network.mlp([2, 6, 6, 1], seed=2)
+    m = pyo.ConcreteModel()
+    m.nn = NNBlock(net, input_bounds=box(2))
+    b = m.nn.bounds
+    assert m.nn.outputs[0].bounds == (b.lower[-1][0], b.upper[-1][0])
+    assert m.nn.inputs[1].bounds == (-2.0, 2.0)
+    for j in range(6):
+        assert m.nn.layer[1].z[j].bounds == (b.lower[1][j], b.upper[1][j])
+
+
+def test_milp_minimum_is_below_sampling_and_exact_at_its_argmin():
+    net = Network.mlp([2, 12, 12, 1], seed=4)
+    m = pyo.ConcreteModel()
+    m.nn = NNBlock(net, input_bounds=box(2))
+    m.obj = pyo.Objective(expr=m.nn.outputs[0], sense=pyo.minimize)
+    solve(m)
+    grid = np.stack(np.meshgrid(np.linspace(-2, 2, 401), np.linspace(-2, 2, 401)), -1).reshape(-1, 2)
+    assert pyo.value(m.obj) <= net.forward(grid).min() + 1e-9
+    assert m.nn.check().max_abs_error < 1e-6
+    assert abs(net.forward(m.nn.input_values())[0, 0] - pyo.value(m.obj)) < 1e-6
+
+
+@pytest.mark.parametrize("sense", [pyo.minimize, pyo.maximize])
+def test_lp_relaxation_is_no_tighter_than_the_milp(sense):
+    net = Network.mlp([3, 10, 10, 10, 1], seed=7)
+    values = {}
+    for relax in (False, True):
+        m = pyo.ConcreteModel()
+        m.nn = NNBlock(net, input_bounds=box(3), relax=relax)
+        m.obj = pyo.Objective(expr=m.nn.outputs[0], sense=sense)
+        solve(m)
+        values[relax] = pyo.value(m.obj)
+    if sense == pyo.minimize:
+        assert values[True] <= values[False] + 1e-9
+    else:
+        assert values[True] >= values[False] - 1e-9
+
+
+def test_stable_neurons_get_no_binary():
+    layers = (
+        Layer(np.array([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0]]), np.array([5.0, -5.0, 0.0])),
+        Layer(np.ones((1, 3)), np.zeros(1), "linear"),
+    )
+    m = pyo.ConcreteModel()
+    m.nn = NNBlock(Network(layers), input_bounds=box(2, -1, 1))
+    assert list(m.nn.layer[0].is_active.keys()) == [2]
+    stats = m.nn.layer_stats()[0]
+    assert (stats["unstable"], stats["stable_active"], stats["stable_inactive"]) == (1, 1, 1)
+    assert stats["max_big_m"] == 2.0
+
+
+def test_block_accepts_a_model_proto_and_a_positional_path(tmp_path):
+    net = Network.mlp([2, 5, 1], seed=0)
+    path = tmp_path / "m.onnx"
+    proto = net.to_onnx(path, dtype="float64")
+    m = pyo.ConcreteModel()
+    m.a = NNBlock(str(path), input_bounds=box(2))
+    m.b = NNBlock(proto, input_bounds=(np.full(2, -2.0), np.full(2, 2.0)))
+    assert m.a.network == m.b.network
+    assert len(m.a.inputs) == 2 and len(m.b.outputs) == 1
+
+
+def test_bounds_stored_in_onnx_metadata_are_used(tmp_path):
+    net = Network.mlp([2, 5, 1], seed=0).with_input_bounds([-1, -3], [1, 3])
+    path = tmp_path / "m.onnx"
+    net.to_onnx(path)
+    m = pyo.ConcreteModel()
+    m.nn = NNBlock(path)
+    assert m.nn.inputs[1].bounds == (-3.0, 3.0)
+
+
+def test_clone_and_nesting_inside_other_blocks_work():
+    net = Network.mlp([2, 6, 6, 1], seed=3)
+    m = pyo.ConcreteModel()
+    m.sub = pyo.Block()
+    m.sub.nn = NNBlock(net, input_bounds=box(2))
+    m.x = pyo.Var(range(2), bounds=(-1, 1))
+    m.link = pyo.Constraint(range(2), rule=lambda m, i: m.x[i] == m.sub.nn.inputs[i])
+    m.obj = pyo.Objective(expr=m.sub.nn.outputs[0], sense=pyo.maximize)
+    c = m.clone()
+    solve(c)
+    assert np.all(np.abs(c.sub.nn.input_values()) <= 1 + 1e-9)
+    assert c.sub.nn.check().max_abs_error < 1e-6
+    assert m.sub.nn.outputs[0].value is None
+
+
+def test_appsi_highs_solves_the_block_from_a_warm_start():
+    net = Network.mlp([2, 10, 10, 1], seed=1)
+    m = pyo.ConcreteModel()
+    m.nn = NNBlock(net, input_bounds=box(2))
+    m.obj = pyo.Objective(expr=m.nn.outputs[0])
+    x = m.nn.warm_start()
+    start = net.forward(x)[0, 0]
+    assert m.nn.outputs[0].value == pytest.approx(start)
+    for c in m.component_data_objects(pyo.Constraint):
+        body = pyo.value(c.body)
+        assert (c.lower is None or body >= pyo.value(c.lower) - 1e-9) and (
+            c.upper is None or body <= pyo.value(c.upper) + 1e-9
+        ), c.name
+    opt = pyo.SolverFactory("appsi_highs")
+    opt.config.warmstart = True
+    opt.solve(m)
+    assert pyo.value(m.obj) <= start + 1e-9
+    assert m.nn.check().max_abs_error < 1e-6
+
+
+# ---------------------------------------------------------------------------------- errors
+def test_missing_input_bounds_name_the_inputs():
+    with pytest.raises(InputBoundsError, match=r"inputs 0\.\.2 lack bounds"):
+        NNBlock(Network.mlp([3, 4, 1]))
+
+
+@pytest.mark.parametrize(
+    "bounds, pattern",
+    [
+        ([(-1, 1), (2, 1)], r"inverted .* inputs \[1\]"),
+        ([(-1, 1), (0, np.inf)], r"not finite for inputs \[1\]"),
+        ([(-1, 1), (0, np.nan)], r"not finite for inputs \[1\]"),
+        ([(-1, 1)], r"expected 2 \(lo, hi\) pairs"),
+        ("abc", r"could not be read"),
+    ],
+)
+def test_bad_input_bounds_raise_input_bounds_error(bounds, pattern):
+    with pytest.raises(InputBoundsError, match=pattern):
+        NNBlock(Network.mlp([2, 4, 1]), input_bounds=bounds)
+
+
+def test_nan_weights_raise_invalid_network_error_naming_the_layer():
+    w = np.ones((3, 2))
+    w[1, 0] = np.nan
+    with pytest.raises(InvalidNetworkError, match="layer 0 weight contains NaN"):
+        Network((Layer(w, np.zeros(3)), Layer(np.ones((1, 3)), np.zeros(1), "linear")))
+
+
+def test_mismatched_layer_shapes_raise_invalid_network_error():
+    with pytest.raises(InvalidNetworkError, match="layer 1 takes 4 inputs but layer 0 gives 3"):
+        Network((Layer(np.ones((3, 2)), np.zeros(3)), Layer(np.ones((1, 4)), np.zeros(1))))
+
+
+def test_unsupported_op_is_reported_before_any_component_is_built(make_onnx_model):
+    from onnx import helper
+
+    model = make_onnx_model(
+        [helper.make_node("Gemm", ["x", "W", "b"], ["h"], name="fc"),
+         helper.make_node("Sigmoid", ["h"], ["y"], name="act")],
+        {"W": np.ones((3, 2)), "b": np.zeros(2)},
+        input_shape=(3,),
+    )
+    m = pyo.ConcreteModel()
+    with pytest.raises(UnsupportedOperationError, match=r"'act' \(Sigmoid\)"):
+        m.nn = NNBlock(model, input_bounds=box(3))
+    assert not list(m.component_objects())
+
+
+def test_unknown_formulation_and_bounds_method_name_the_allowed_values():
+    with pytest.raises(ValueError, match="formulation must be one of"):
+        NNBlock(Network.mlp([2, 3, 1]), input_bounds=box(2), formulation="hull")
+    with pytest.raises(ValueError, match="bounds must be one of"):
+        NNBlock(Network.mlp([2, 3, 1]), input_bounds=box(2), bounds="crown")
+
+
+def test_wrong_source_type_is_a_type_error():
+    with pytest.raises(TypeError, match="ONNX path, an onnx.ModelProto or a Network"):
+        NNBlock(42, input_bounds=box(2))
+
+
+def test_check_before_solving_says_to_solve_first():
+    m = pyo.ConcreteModel()
+    m.nn = NNBlock(Network.mlp([2, 3, 1]), input_bounds=box(2))
+    with pytest.raises(Exception, match="solve the model"):
+        m.nn.check()
