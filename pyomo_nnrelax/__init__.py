@@ -1,5 +1,6 @@
 """pyomo-nnrelax: embed trained ReLU networks in Pyomo MILPs, and train them to be easy to solve."""
 
+from .block import NNBlock
 from .bounds import NetworkBounds, interval_bounds
 from .errors import (
     InputBoundsError,
@@ -17,6 +18,7 @@ __all__ = [
     "Layer",
     "Network",
     "NetworkBounds",
+    "NNBlock",
     "NNRelaxError",
     "OnnxImportError",
     "SolverError",

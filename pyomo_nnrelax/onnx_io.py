@@ -755,8 +755,15 @@ def _bounds_json(bounds: NetworkBounds) -> str:
     )
 
 
-def _layer_nodes(network: Network, elem_type: int, first: str) -> tuple[list, list, str]:
-    """Gemm (transB=1) and Relu nodes for every layer; returns nodes, initializers, last tensor."""
+def _layer_nodes(
+    network: Network, elem_type: int, first: str, final: str
+) -> tuple[list, list, str]:
+    """Gemm (transB=1) and Relu nodes for every layer; returns nodes, initializers, last tensor.
+
+    The last node writes the tensor ``final``, so a flat output needs no Identity node.
+    Gemm's default attributes (alpha, beta, transA) are written out because some readers
+    (OMLT 1.2) require them.
+    """
     nodes, inits, current = [], [], first
     np_dtype = _FLOAT_TYPES[elem_type]
     for i, layer in enumerate(network.layers):
@@ -765,16 +772,19 @@ def _layer_nodes(network: Network, elem_type: int, first: str) -> tuple[list, li
             numpy_helper.from_array(layer.weight.astype(np_dtype), w),
             numpy_helper.from_array(layer.bias.astype(np_dtype), b),
         ]
-        z = f"nnrelax/layer{i}/z"
+        last_layer = i == len(network.layers) - 1
+        relu = layer.activation == "relu"
+        z = final if last_layer and not relu else f"nnrelax/layer{i}/z"
         nodes.append(
-            helper.make_node("Gemm", [current, w, b], [z], name=f"layer{i}_gemm", transB=1)
+            helper.make_node(
+                "Gemm", [current, w, b], [z], name=f"layer{i}_gemm",
+                alpha=1.0, beta=1.0, transA=0, transB=1,
+            )
         )
         current = z
-        if layer.activation == "relu":
-            nodes.append(
-                helper.make_node("Relu", [z], [f"nnrelax/layer{i}/relu"], name=f"layer{i}_relu")
-            )
-            current = f"nnrelax/layer{i}/relu"
+        if relu:
+            current = final if last_layer else f"nnrelax/layer{i}/relu"
+            nodes.append(helper.make_node("Relu", [z], [current], name=f"layer{i}_relu"))
     return nodes, inits, current
 
 
@@ -799,10 +809,12 @@ def build_onnx_model(
         nodes.append(
             helper.make_node("Flatten", [network.input_name], [first], name="flatten_input", axis=1)
         )
-    layer_nodes, layer_inits, last = _layer_nodes(network, elem_type, first)
+    flat_output = len(network.output_shape) == 1
+    final = network.output_name if flat_output else "nnrelax/flat_output"
+    layer_nodes, layer_inits, last = _layer_nodes(network, elem_type, first, final)
     nodes += layer_nodes
     inits += layer_inits
-    if len(network.output_shape) > 1:
+    if not flat_output:
         inits.append(
             numpy_helper.from_array(
                 np.array([-1, *network.output_shape], dtype=np.int64), "nnrelax/output_shape"
@@ -816,8 +828,6 @@ def build_onnx_model(
                 name="reshape_output",
             )
         )
-    else:
-        nodes.append(helper.make_node("Identity", [last], [network.output_name], name="output"))
     graph = helper.make_graph(
         nodes,
         "nnrelax_network",
