@@ -1,0 +1,109 @@
+"""Cost per LP of the LP-gap regularizer: solve, duals and gradient assembly at fixed inputs.
+
+Three ways to get :class:`~pyomo_nnrelax.relaxation.RelaxationBatch` for a batch of points:
+
+* ``highs``: :func:`solve_relaxations`, one highspy model re-solved from the previous basis;
+  every call gets a new network object (as in training), so the model is rebuilt once per batch;
+* ``linprog``: dense ``A_eq``/``A_ub`` built for every sample and solved with
+  ``scipy.optimize.linprog(method="highs")`` (what the paper's reference code did);
+* ``pyomo``: :func:`solve_relaxations` with ``backend="pyomo"`` (NNBlock + persistent appsi_highs).
+
+    python benchmarks/lp_gap_cost.py [--points 64] [--repeats 3] [--no-pyomo]
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import numpy as np
+from scipy.optimize import linprog
+
+from pyomo_nnrelax import Layer, Network, interval_bounds
+from pyomo_nnrelax.formulations.bigm import bigm_model
+from pyomo_nnrelax.relaxation import RelaxationBatch, Solutions, assemble, empty_solutions, solve_relaxations
+
+ARCHITECTURES = ([2] + [25] * 2 + [1], [2] + [25] * 3 + [1], [2] + [25] * 5 + [1])
+BOX = (np.full(2, -1.0), np.full(2, 1.0))
+
+
+def linprog_batch(network: Network, X: np.ndarray) -> RelaxationBatch:
+    """One dense ``linprog`` per sample, building the matrices from the weights every time."""
+    sol: Solutions | None = None
+    for i, x in enumerate(X):
+        bounds = interval_bounds(network, BOX)
+        model = bigm_model(network, bounds, relax=True)
+        sol = sol or empty_solutions(model, len(X))
+        A = model.dense()
+        eq = model.row_lower == model.row_upper
+        le = ~eq & np.isfinite(model.row_upper)
+        ge = ~eq & ~le
+        c = np.zeros(model.n_cols)
+        c[model.cols("outputs")] = 1.0
+        lower, upper = model.col_lower.copy(), model.col_upper.copy()
+        lower[model.cols("inputs")] = upper[model.cols("inputs")] = x
+        res = linprog(
+            c, A_ub=np.vstack([A[le], -A[ge]]), b_ub=np.concatenate([model.row_upper[le], -model.row_lower[ge]]),
+            A_eq=A[eq], b_eq=model.row_upper[eq], bounds=np.column_stack([lower, upper]), method="highs",
+        )
+        if res.status != 0:
+            continue
+        sol.value[i], sol.x[i], sol.ok[i] = res.fun, res.x, True
+        sol.row_dual[i, eq] = res.eqlin.marginals
+        sol.row_dual[i, le] = res.ineqlin.marginals[: le.sum()]
+        sol.row_dual[i, ge] = -res.ineqlin.marginals[le.sum():]
+        sol.col_dual[i] = res.lower.marginals + res.upper.marginals
+    return assemble(network, bounds, model, sol, X)
+
+
+def retrained(network: Network) -> Network:
+    """A new network object with the same weights, as after a (zero-size) training step."""
+    return network.with_layers([Layer(L.weight, L.bias, L.activation) for L in network.layers])
+
+
+def per_lp_ms(run, network: Network, X: np.ndarray, repeats: int) -> tuple[float, RelaxationBatch]:
+    """Best-of-``repeats`` milliseconds per LP of ``run(network, X)`` on fresh network objects."""
+    best, batch = np.inf, None
+    for _ in range(repeats):
+        net = retrained(network)
+        start = time.perf_counter()
+        batch = run(net, X)
+        best = min(best, (time.perf_counter() - start) * 1000 / len(X))
+    return best, batch
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--points", type=int, default=64)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--no-pyomo", action="store_true", help="skip the Pyomo backend")
+    args = parser.parse_args()
+    X = np.random.default_rng(0).uniform(-1, 1, size=(args.points, 2))
+    runs = {
+        "highs": lambda net, X: solve_relaxations(net, interval_bounds(net, BOX), X, [1.0]),
+        "linprog": linprog_batch,
+    }
+    if not args.no_pyomo:
+        runs["pyomo"] = lambda net, X: solve_relaxations(net, interval_bounds(net, BOX), X, [1.0], backend="pyomo")
+    names = list(runs)
+    header = f"{'network':>14} {'binaries':>8} " + " ".join(f"{n + ' ms':>11}" for n in names)
+    header += " " + " ".join(f"{n + '/highs':>14}" for n in names[1:]) + f" {'max |nu| diff':>13}"
+    print(f"ms per LP (solve + duals + gradients), best of {args.repeats}, {args.points} points")
+    print(header)
+    for sizes in ARCHITECTURES:
+        net = Network.mlp(sizes, seed=0)
+        timed = {name: per_lp_ms(run, net, X, args.repeats) for name, run in runs.items()}
+        ref = timed["highs"][1]
+        diff = max(
+            float(np.max(np.abs(np.concatenate([a - b for a, b in zip(t[1].affine_duals, ref.affine_duals)], axis=1))))
+            for t in timed.values()
+        )
+        name = "-".join(map(str, sizes))
+        line = f"{name:>14} {interval_bounds(net, BOX).unstable_count(net):>8} "
+        line += " ".join(f"{timed[n][0]:>11.3f}" for n in names)
+        line += " " + " ".join(f"{timed[n][0] / timed['highs'][0]:>14.1f}" for n in names[1:])
+        print(line + f" {diff:>13.2e}")
+
+
+if __name__ == "__main__":
+    main()

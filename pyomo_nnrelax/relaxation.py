@@ -1,0 +1,351 @@
+"""LP relaxation of the big-M network at fixed inputs: optimal values and gradient pieces.
+
+For a point ``x`` the inputs are fixed and the LP relaxation of the whole big-M network is
+solved for ``min`` (or ``max``) ``w' outputs``.  Its value ``V(x)`` is a bound on ``w' f(x)``;
+the gap between the two is the LP-gap regularizer of ``docs/method.md`` section 3.  The
+solver's duals and primals give the derivatives of ``V`` (envelope theorem, unique
+non-degenerate optimum).
+
+Sign convention: every dual here is ``dV/d(rhs)`` of its row (or ``dV/d(bound)`` of the active
+bound of its column) for the sense actually solved, so
+
+* ``dV/db^l = nu^l`` (duals of the affine rows ``z - W h = b``),
+* ``dV/dW^l = nu^l (h^{l-1})^T`` with ``h^{l-1}`` the LP's input to layer ``l``,
+* ``dV/dL^l_j``, ``dV/dU^l_j`` (everything else fixed) collect every place ``L``/``U`` occur:
+  the bounds of ``z`` (``[L, U]``, all neurons), the bounds of ``xh`` (``[L, U]`` for
+  stable-active neurons, upper bound ``U`` for unstable ones; stable-inactive ``xh`` is fixed
+  at 0 and gets nothing), and the big-M rows of unstable neurons,
+  ``xh - z - L a <= -L`` (``dV/dL += y (a - 1)``) and ``xh - U a <= 0`` (``dV/dU += y a``).
+  Linear layers only have the ``z`` bound terms.  The stability pattern itself is held fixed:
+  these are one-sided derivatives where ``L`` or ``U`` crosses 0.
+
+Two backends produce the same primal/dual arrays in the :class:`MatrixModel`'s ordering and
+share the assembly: ``"highs"`` (one ``highspy`` model, inputs fixed by column bounds,
+re-solved from the previous basis) and ``"pyomo"`` (an :class:`~pyomo_nnrelax.block.NNBlock`
+solved with a Pyomo solver, persistent ``appsi_highs`` by default).
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from concurrent.futures import Executor
+from dataclasses import dataclass, fields
+
+import numpy as np
+import pyomo.environ as pyo
+
+from .bounds import NetworkBounds
+from .formulations.bigm import bigm_model
+from .highs import HighsModel
+from .matrix_model import Key, MatrixModel
+from .network import Network
+
+SENSES = ("min", "max")
+BACKENDS = ("highs", "pyomo")
+
+
+@dataclass(frozen=True)
+class RelaxationBatch:
+    """LP relaxation values at ``n`` fixed inputs and the pieces of their gradients.
+
+    Attributes
+    ----------
+    value : ndarray (n,)
+        LP optimum of ``w' outputs``; NaN where the LP did not solve to optimality.
+    affine_duals : list of ndarray (n, n_out_l)
+        ``dV/db^l``.
+    activations : list of ndarray (n, n_in_l)
+        The LP's input to layer ``l`` (``activations[0]`` is ``X``), so that
+        ``dV/dW^l = affine_duals[l][i, :, None] * activations[l][i, None, :]``.
+    lower_grad, upper_grad : list of ndarray (n, n_out_l)
+        ``dV/dL^l`` and ``dV/dU^l`` with everything else held fixed (see the module docstring).
+    ok : ndarray of bool (n,)
+        Which LPs solved to optimality; the other entries have zero gradients.
+    """
+
+    value: np.ndarray
+    affine_duals: list[np.ndarray]
+    activations: list[np.ndarray]
+    lower_grad: list[np.ndarray]
+    upper_grad: list[np.ndarray]
+    ok: np.ndarray
+
+    @property
+    def failures(self) -> int:
+        return int(np.count_nonzero(~self.ok))
+
+    def weight_grads(self) -> list[np.ndarray]:
+        """``dV/dW^l`` per sample, each of shape (n, n_out_l, n_in_l)."""
+        return [nu[:, :, None] * h[:, None, :] for nu, h in zip(self.affine_duals, self.activations)]
+
+
+@dataclass(frozen=True)
+class Solutions:
+    """Raw LP solutions of a batch in the MatrixModel's column/row order.
+
+    ``row_dual``/``col_dual`` are ``dV/d(rhs)`` and ``dV/d(active bound)`` for the sense solved;
+    rows of failed samples are NaN (``value``) or zero (everything else).
+    """
+
+    value: np.ndarray
+    x: np.ndarray
+    row_dual: np.ndarray
+    col_dual: np.ndarray
+    ok: np.ndarray
+
+
+# ---------------------------------------------------------------------- assembly
+def layer_keys(network: Network, l: int) -> tuple[Key, Key | None]:
+    """Variable groups of layer ``l``'s pre-activation ``z`` and of its ReLU output ``xh``."""
+    last = l == len(network.layers) - 1
+    if network.layers[l].activation != "relu":
+        return (("outputs", None) if last else ("z", l)), None
+    return ("z", l), (("outputs", None) if last else ("xh", l))
+
+
+def bound_duals(model: MatrixModel, sol: Solutions, key: Key) -> tuple[np.ndarray, np.ndarray]:
+    """Column duals of a group split into the lower-bound and upper-bound parts.
+
+    A nonzero column dual belongs to the bound the primal value sits at (the nearer one).
+    """
+    cols = model.cols(*key)
+    x, d = sol.x[:, cols], sol.col_dual[:, cols]
+    at_lower = (x - model.col_lower[cols]) <= (model.col_upper[cols] - x)
+    return np.where(at_lower, d, 0.0), np.where(at_lower, 0.0, d)
+
+
+def assemble(network: Network, bounds: NetworkBounds, model: MatrixModel, sol: Solutions, X) -> RelaxationBatch:
+    """Gradient pieces of :class:`RelaxationBatch` from primal and dual solutions."""
+    affine, acts, lower, upper = [], [np.where(sol.ok[:, None], X, 0.0)], [], []
+    for l, layer in enumerate(network.layers):
+        affine.append(sol.row_dual[:, model.rows("affine", l)])
+        z_key, xh_key = layer_keys(network, l)
+        if l + 1 < len(network.layers):
+            acts.append(sol.x[:, model.cols(*(xh_key or z_key))])
+        d_lo, d_hi = bound_duals(model, sol, z_key)
+        if xh_key is not None:
+            stab = bounds.stability(l)
+            xh_lo, xh_hi = bound_duals(model, sol, xh_key)
+            d_lo = d_lo + np.where(stab == 1, xh_lo, 0.0)
+            d_hi = d_hi + np.where(stab >= 0, xh_hi, 0.0)
+            unstable = model.row_groups[("relu_upper", l)].index
+            a = sol.x[:, model.cols("is_active", l)]
+            d_lo[:, unstable] += sol.row_dual[:, model.rows("relu_upper", l)] * (a - 1.0)
+            d_hi[:, unstable] += sol.row_dual[:, model.rows("relu_big_m", l)] * a
+        lower.append(d_lo)
+        upper.append(d_hi)
+    return RelaxationBatch(sol.value, affine, acts, lower, upper, sol.ok)
+
+
+def empty_solutions(model: MatrixModel, n: int) -> Solutions:
+    """Arrays for ``n`` samples, all marked failed until filled."""
+    return Solutions(
+        np.full(n, np.nan), np.zeros((n, model.n_cols)), np.zeros((n, model.n_rows)),
+        np.zeros((n, model.n_cols)), np.zeros(n, dtype=bool),
+    )
+
+
+def sample_weights(objective_weights, n: int, n_outputs: int) -> np.ndarray:
+    """Objective weights per sample, shape (n, n_outputs), from one vector or one per sample."""
+    w = np.asarray(objective_weights, dtype=np.float64)
+    return np.broadcast_to(w.reshape(-1) if w.ndim < 2 else w, (n, n_outputs))
+
+
+# ---------------------------------------------------------------------- highspy backend
+class RelaxationSolver:
+    """One big-M LP relaxation loaded into HiGHS, re-solved per input from the previous basis.
+
+    :meth:`update` swaps in a new network or new bounds.  It rebuilds the matrix model and the
+    HiGHS model (about 5 ms for 2-25x5, cheaper than ``changeCoeff`` on every changed entry)
+    and, when the new model has the same layout (same stability pattern), hands the old
+    optimal basis to the new model so the first solve is warm too.
+    """
+
+    def __init__(self, network: Network, bounds: NetworkBounds) -> None:
+        self.network = network
+        self.bounds = bounds
+        self.model = bigm_model(network, bounds, relax=True)
+        self.highs = HighsModel(self.model, relax=True)
+
+    def update(self, network: Network, bounds: NetworkBounds) -> None:
+        """Use ``network`` and ``bounds`` from now on (nothing happens if they are the same objects)."""
+        if network is self.network and bounds is self.bounds:
+            return
+        model = bigm_model(network, bounds, relax=True)
+        highs = HighsModel(model, relax=True)
+        if same_layout(model, self.model):
+            highs.highs.setBasis(self.highs.highs.getBasis())
+        self.network, self.bounds, self.model, self.highs = network, bounds, model, highs
+
+    def solve_raw(self, X: np.ndarray, weights: np.ndarray, sense: str) -> Solutions:
+        """Solve one LP per row of ``X`` with objective ``weights[i]' outputs``."""
+        sol = empty_solutions(self.model, len(X))
+        inputs, outputs = self.model.cols("inputs"), self.model.cols("outputs")
+        for i, (x, w) in enumerate(zip(X, weights)):
+            self.highs.set_objective(outputs, w, sense)
+            self.highs.set_col_bounds(inputs, x, x)
+            result = self.highs.solve()
+            if result.optimal and result.row_dual is not None:
+                sol.value[i] = result.objective
+                sol.x[i], sol.row_dual[i], sol.col_dual[i] = result.x, result.row_dual, result.col_dual
+                sol.ok[i] = True
+        return sol
+
+    def solve(self, X, objective_weights, sense: str = "min") -> RelaxationBatch:
+        """:class:`RelaxationBatch` at the rows of ``X`` (serially, on this model)."""
+        X = np.asarray(X, dtype=np.float64).reshape(-1, self.network.n_inputs)
+        weights = sample_weights(objective_weights, len(X), self.network.n_outputs)
+        sol = self.solve_raw(X, weights, check_sense(sense))
+        return assemble(self.network, self.bounds, self.model, sol, X)
+
+
+def same_layout(a: MatrixModel, b: MatrixModel) -> bool:
+    """True when two models have the same groups with the same labels (a basis fits both)."""
+    return a.var_groups.keys() == b.var_groups.keys() and a.row_groups.keys() == b.row_groups.keys() and all(
+        np.array_equal(ga.index, gb.index)
+        for groups_a, groups_b in ((a.var_groups, b.var_groups), (a.row_groups, b.row_groups))
+        for ga, gb in zip(groups_a.values(), groups_b.values())
+    )
+
+
+def _solve_chunk(network: Network, bounds: NetworkBounds, X, weights, sense: str) -> Solutions:
+    """Worker of the parallel path: its own HiGHS model for one chunk of samples."""
+    return RelaxationSolver(network, bounds).solve_raw(X, weights, sense)
+
+
+def concat_solutions(parts: list[Solutions]) -> Solutions:
+    """The solutions of consecutive chunks of a batch, as one batch."""
+    return Solutions(*(np.concatenate([getattr(p, f.name) for p in parts]) for f in fields(Solutions)))
+
+
+_CACHE_LOCK = threading.Lock()
+_CACHE: list[RelaxationSolver] = []
+
+
+def cached_solver(network: Network, bounds: NetworkBounds) -> RelaxationSolver:
+    """The module's one cached :class:`RelaxationSolver`, updated to ``network``/``bounds``.
+
+    Call with ``_CACHE_LOCK`` held.
+    """
+    if not _CACHE:
+        _CACHE.append(RelaxationSolver(network, bounds))
+    _CACHE[0].update(network, bounds)
+    return _CACHE[0]
+
+
+def solve_highs(
+    network, bounds, X, weights, sense, executor: Executor | None
+) -> tuple[MatrixModel, Solutions]:
+    """Raw solutions with highspy: the cached model serially, or one model per chunk."""
+    if executor is None:
+        with _CACHE_LOCK:
+            cached = cached_solver(network, bounds)
+            return cached.model, cached.solve_raw(X, weights, sense)
+    chunks = [c for c in np.array_split(np.arange(len(X)), os.cpu_count() or 1) if c.size]
+    futures = [executor.submit(_solve_chunk, network, bounds, X[c], weights[c], sense) for c in chunks]
+    return bigm_model(network, bounds, relax=True), concat_solutions([f.result() for f in futures])
+
+
+# ---------------------------------------------------------------------- Pyomo backend
+def solve_pyomo(network, bounds, X, weights, sense, solver: str | None) -> tuple[MatrixModel, Solutions]:
+    """Raw solutions with an :class:`NNBlock` LP and a Pyomo solver (persistent by default).
+
+    The inputs are fixed with ``Var.fix`` and the objective's coefficients are mutable
+    parameters, so a persistent solver (``appsi_highs``) only sees bound and cost updates.
+    """
+    from .block import NNBlock
+
+    m = pyo.ConcreteModel()
+    m.nn = NNBlock(network, input_bounds=(bounds.input_lower, bounds.input_upper), relax=True, bounds=bounds)
+    model = m.nn.matrix_model
+    m.w = pyo.Param(range(network.n_outputs), mutable=True, initialize=0.0)
+    m.obj = pyo.Objective(
+        expr=sum(m.w[j] * m.nn.outputs[j] for j in range(network.n_outputs)),
+        sense=pyo.minimize if sense == "min" else pyo.maximize,
+    )
+    m.dual = pyo.Suffix(direction=pyo.Suffix.IMPORT)
+    m.rc = pyo.Suffix(direction=pyo.Suffix.IMPORT)
+    columns = block_components(m.nn, model.var_groups)
+    rows = block_components(m.nn, model.row_groups)
+    opt = pyo.SolverFactory(solver or "appsi_highs")
+    sol = empty_solutions(model, len(X))
+    for i, (x, w) in enumerate(zip(X, weights)):
+        for j, v in enumerate(w.tolist()):
+            m.w[j] = v
+        for j, v in enumerate(x.tolist()):
+            m.nn.inputs[j].fix(v)
+        try:
+            result = opt.solve(m, load_solutions=True)
+        except RuntimeError:  # appsi raises when there is no solution to load
+            continue
+        if result.solver.termination_condition != pyo.TerminationCondition.optimal:
+            continue
+        sol.value[i] = pyo.value(m.obj)
+        sol.x[i] = [v.value for v in columns]
+        sol.row_dual[i] = [m.dual.get(c, 0.0) for c in rows]
+        sol.col_dual[i] = [m.rc.get(v, 0.0) for v in columns]
+        sol.ok[i] = True
+    return model, sol
+
+
+def block_components(block, groups: dict[Key, object]) -> list:
+    """The block's Var or Constraint data in the order of the matrix columns or rows."""
+    out = []
+    for (name, layer), group in groups.items():
+        component = getattr(block if layer is None else block.layer[layer], name)
+        out.extend(component[label] for label in group.index.tolist())
+    return out
+
+
+# ---------------------------------------------------------------------- entry point
+def check_sense(sense: str) -> str:
+    """``sense`` itself, after checking it is "min" or "max"."""
+    if sense not in SENSES:
+        raise ValueError(f"sense must be one of {SENSES}, got {sense!r}")
+    return sense
+
+
+def solve_relaxations(
+    network: Network,
+    bounds: NetworkBounds,
+    X,
+    objective_weights,
+    sense: str = "min",
+    backend: str = "highs",
+    solver: str | None = None,
+    executor: Executor | None = None,
+) -> RelaxationBatch:
+    """LP relaxation of the big-M network at each row of ``X``: values and gradient pieces.
+
+    Parameters
+    ----------
+    network, bounds : Network, NetworkBounds
+        The network and the pre-activation bounds its big-M constants come from.
+    X : array (n, n_inputs)
+        Inputs at which the LP is solved (each row fixes the input variables).
+    objective_weights : array (n_outputs,) or (n, n_outputs)
+        The LP optimises ``w' outputs``.
+    sense : {"min", "max"}
+    backend : {"highs", "pyomo"}
+        ``"highs"``: one highspy model re-solved from the previous basis (cached between calls,
+        updated when ``network``/``bounds`` change).  ``"pyomo"``: an :class:`NNBlock` and
+        the Pyomo solver ``solver`` (default ``"appsi_highs"``).
+    executor : concurrent.futures.Executor, optional
+        ``"highs"`` only: split ``X`` into one chunk per CPU, each solved on its own model.
+
+    Returns
+    -------
+    RelaxationBatch
+        Failed LPs (``ok`` False) have NaN value and zero gradients; the caller counts them.
+    """
+    check_sense(sense)
+    X = np.asarray(X, dtype=np.float64).reshape(-1, network.n_inputs)
+    weights = sample_weights(objective_weights, len(X), network.n_outputs)
+    if backend == "highs":
+        model, sol = solve_highs(network, bounds, X, weights, sense, executor)
+    elif backend == "pyomo":
+        model, sol = solve_pyomo(network, bounds, X, weights, sense, solver)
+    else:
+        raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
+    return assemble(network, bounds, model, sol, X)
