@@ -1,0 +1,87 @@
+"""The refinement loop: checkpoints, history files, targets, resume, never overwriting."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import numpy as np
+import pytest
+
+from pyomo_nnrelax import Network
+from pyomo_nnrelax.onnx_io import read_onnx
+from pyomo_nnrelax.training import BoundWidth
+from pyomo_nnrelax.training.refine import RefineHistory, refine
+
+BOX = [(-2.0, 2.0), (-2.0, 2.0)]
+
+
+@pytest.fixture
+def data():
+    rng = np.random.default_rng(0)
+    X = rng.uniform(-2, 2, (256, 2))
+    return X, np.sin(X[:, 0]) * X[:, 1]
+
+
+@pytest.fixture
+def model_path(tmp_path):
+    path = tmp_path / "model.onnx"
+    Network.mlp([2, 8, 8, 1], seed=0).with_input_bounds([-2, -2], [2, 2]).to_onnx(path)
+    return path
+
+
+def run(model_path, data, **options):
+    X, y = data
+    defaults = dict(rounds=2, epochs_per_round=2, regularizer=BoundWidth(), lam=1e-2,
+                    milp_time_limit=20, progress=False, batch_size=32)
+    return refine(model_path, X, y, **{**defaults, **options})
+
+
+def test_refine_writes_a_checkpoint_per_round_and_keeps_its_input(model_path, data):
+    before = model_path.read_bytes()
+    result = run(model_path, data)
+    assert model_path.read_bytes() == before
+    out = model_path.with_name("model_refined")
+    assert [p.name for p in result.checkpoints] == ["round_000.onnx", "round_001.onnx", "round_002.onnx"]
+    assert all(p.parent == out and p.exists() for p in result.checkpoints)
+    last = read_onnx(result.checkpoints[-1])
+    X = data[0][:50]
+    np.testing.assert_allclose(last.forward(X), result.network.forward(X), rtol=1e-5, atol=1e-5)
+    assert last.input_bounds is not None
+
+
+def test_history_has_a_row_per_round_and_saves_as_json_and_csv(model_path, data, tmp_path):
+    result = run(model_path, data)
+    rows = result.history.rows
+    assert [r["round"] for r in rows] == [0, 1, 2]
+    for key in ("unstable", "mean_big_m", "lp_gap", "milp_seconds", "milp_nodes"):
+        assert all(key in r for r in rows)
+    assert all(r["lp_failures"] == 0 for r in rows[1:])
+    saved = json.loads((model_path.with_name("model_refined") / "history.json").read_text())
+    assert [r["round"] for r in saved] == [0, 1, 2]
+    result.history.save(tmp_path / "h.csv")
+    with (tmp_path / "h.csv").open() as handle:
+        assert len(list(csv.DictReader(handle))) == 3
+
+
+def test_refine_stops_once_the_targets_are_met(model_path, data):
+    result = run(model_path, data, rounds=5, target_unstable=10_000)
+    assert len(result.history.rows) == 2
+    assert result.stopped_by.startswith("targets unstable")
+
+
+def test_existing_checkpoints_are_not_overwritten_but_can_be_resumed(model_path, data):
+    run(model_path, data, rounds=1)
+    out = model_path.with_name("model_refined")
+    first = (out / "round_001.onnx").read_bytes()
+    with pytest.raises(FileExistsError, match="resume=True"):
+        run(model_path, data, rounds=1)
+    assert (out / "round_001.onnx").read_bytes() == first
+    resumed = run(model_path, data, rounds=1, resume=True)
+    assert [r["round"] for r in RefineHistory.load(out / "history.json").rows] == [0, 1, 2]
+    assert resumed.checkpoints[-1].name == "round_002.onnx"
+
+
+def test_bad_round_counts_are_rejected(model_path, data):
+    with pytest.raises(ValueError, match="rounds and epochs_per_round"):
+        run(model_path, data, rounds=0)
