@@ -1,0 +1,76 @@
+"""Forward and backward pass of a layer stack in float64 numpy.
+
+The trainer, the losses and the LP-gap regularizer all need ``f(X)`` and the gradient of a
+scalar of ``f(X)`` with respect to every weight and bias; this module is that one computation.
+Layers are anything with ``weight`` (n_out, n_in), ``bias`` (n_out,) and ``activation``
+("relu" or "linear"), e.g. :class:`pyomo_nnrelax.Layer`.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+
+from ..network import Layer
+
+Grads = list[tuple[np.ndarray, np.ndarray]]
+
+
+def forward_cache(
+    layers: Sequence[Layer], X: np.ndarray
+) -> tuple[np.ndarray, list[np.ndarray], list[np.ndarray]]:
+    """Outputs of the stack for a batch, with what :func:`backward` needs.
+
+    Returns
+    -------
+    out : ndarray (n, n_outputs)
+    inputs : list of ndarray
+        ``inputs[l]`` is the input of layer ``l`` (``inputs[0] = X``).
+    pre : list of ndarray
+        ``pre[l]`` is the pre-activation ``z`` of layer ``l``.
+    """
+    h = np.asarray(X, dtype=np.float64)
+    inputs, pre = [], []
+    for layer in layers:
+        inputs.append(h)
+        z = h @ layer.weight.T + layer.bias
+        pre.append(z)
+        h = np.maximum(z, 0.0) if layer.activation == "relu" else z
+    return h, inputs, pre
+
+
+def backward(
+    layers: Sequence[Layer],
+    inputs: Sequence[np.ndarray],
+    pre: Sequence[np.ndarray],
+    d_out: np.ndarray,
+) -> Grads:
+    """Gradient of ``sum(d_out * out)`` with respect to every (weight, bias).
+
+    ``d_out`` (n, n_outputs) is the seed on the outputs; the batch is summed, so a mean loss
+    passes ``d_out`` already divided by the batch size.  ReLU uses the subgradient 0 at z = 0.
+    """
+    grads: Grads = []
+    delta = np.asarray(d_out, dtype=np.float64)
+    for layer, h, z in zip(reversed(layers), reversed(inputs), reversed(pre)):
+        if layer.activation == "relu":
+            delta = delta * (z > 0.0)
+        grads.append((delta.T @ h, delta.sum(axis=0)))
+        delta = delta @ layer.weight
+    return grads[::-1]
+
+
+def predict(layers: Sequence[Layer], X: np.ndarray) -> np.ndarray:
+    """Outputs of the stack for a batch ``X`` (n, n_inputs)."""
+    return forward_cache(layers, X)[0]
+
+
+def add_grads(a: Grads, b: Grads, weight: float = 1.0) -> Grads:
+    """``a + weight * b``, layer by layer."""
+    return [(wa + weight * wb, ba + weight * bb) for (wa, ba), (wb, bb) in zip(a, b)]
+
+
+def zero_grads(layers: Sequence[Layer]) -> Grads:
+    """Zero gradients shaped like the layers."""
+    return [(np.zeros_like(layer.weight), np.zeros_like(layer.bias)) for layer in layers]

@@ -1,0 +1,354 @@
+"""Mini-batch Adam training of a ReLU network with a MILP-friendliness regularizer.
+
+``Trainer(network, X, y, ...).fit()`` minimises ``loss + lam * R`` on targets min-max scaled
+to [0, 1] and returns the best-validation network in the user's target units.  The
+constructor only stores and checks parameters (scikit-learn style); ``fit`` does the work and
+may be called again to continue from the current state (Adam moments included).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..errors import InputBoundsError
+from ..network import Layer, Network, check_input_bounds
+from .backprop import add_grads, backward, forward_cache, predict
+from .losses import Loss, MSELoss, PinballLoss
+from .optim import Adam
+from .regularizers import RegContext, Regularizer
+from .scaling import TargetScaling
+
+LOSSES = ("mse", "pinball")
+LP_BACKENDS = ("highs", "pyomo")
+
+
+@dataclass(frozen=True)
+class EpochStats:
+    """One epoch of training; losses are in training (scaled-target) units.
+
+    Attributes
+    ----------
+    epoch : int
+        1-based, counted over every ``fit`` call.
+    train_loss : float
+        Mean prediction loss over the epoch's mini-batches (without the regularizer).
+    val_loss : float or None
+        Prediction loss on the validation set after the epoch (None without validation).
+    regularizer : float
+        Mean regularizer value over the mini-batches, before multiplying by ``lam`` (0
+        without a regularizer or with ``lam = 0``, when it is not evaluated).
+    seconds : float
+        Wall time of the epoch.
+    lp_failures : int
+        LP solves of the regularizer that failed and were skipped.
+    """
+
+    epoch: int
+    train_loss: float
+    val_loss: float | None
+    regularizer: float
+    seconds: float
+    lp_failures: int
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    """What one ``fit`` call produced.
+
+    Attributes
+    ----------
+    network : Network
+        Best-validation weights of this call (last epoch without validation), predicting in
+        the user's target units.
+    history : list of EpochStats
+        The epochs of this call.
+    best_epoch : int or None
+        Epoch whose weights ``network`` holds (None if no epoch ran).
+    """
+
+    network: Network
+    history: list[EpochStats]
+    best_epoch: int | None
+
+
+def _positive_int(name: str, value, allow_zero: bool = False) -> int:
+    low = 0 if allow_zero else 1
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
+        raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
+    return int(value)
+
+
+def _positive_float(name: str, value, allow_zero: bool = False) -> float:
+    ok = isinstance(value, (int, float, np.number)) and not isinstance(value, bool)
+    if not ok or not np.isfinite(value) or value < 0 or (value == 0 and not allow_zero):
+        bound = ">= 0" if allow_zero else "> 0"
+        raise ValueError(f"{name} must be a finite number {bound}, got {value!r}")
+    return float(value)
+
+
+def _data(name: str, X, y, network: Network, loss: str) -> tuple[np.ndarray, np.ndarray]:
+    """Check one (X, y) pair against the network; returns float arrays X (n, d), y (n, m)."""
+    X = np.asarray(X, dtype=np.float64)
+    y = np.asarray(y, dtype=np.float64)
+    if X.ndim != 2 or X.shape[1] != network.n_inputs:
+        raise ValueError(f"{name}: X has shape {X.shape}, expected (n, {network.n_inputs})")
+    y = y.reshape(-1, 1) if y.ndim == 1 else y
+    n_out = network.n_outputs
+    allowed = (n_out, 1) if loss == "pinball" else (n_out,)
+    if y.ndim != 2 or y.shape[0] != X.shape[0] or y.shape[1] not in allowed:
+        raise ValueError(
+            f"{name}: y has shape {y.shape}, expected ({X.shape[0]}, {n_out})"
+            + (" or one column" if loss == "pinball" else "")
+        )
+    if X.shape[0] == 0:
+        raise ValueError(f"{name}: no samples")
+    for part, array in (("X", X), ("y", y)):
+        if not np.all(np.isfinite(array)):
+            raise ValueError(f"{name}: {part} contains NaN or infinite values")
+    return X, y
+
+
+def _progress_bar(epochs: int):
+    from tqdm.auto import tqdm
+
+    return tqdm(total=epochs, desc="training", unit="epoch")
+
+
+class Trainer:
+    """Train a ReLU network for accuracy and for an easy MILP.
+
+    Parameters
+    ----------
+    network : Network
+        Starting weights, predicting in the user's target units (e.g. ``Network.mlp`` or a
+        network read from ONNX).
+    X, y : array-like
+        Training inputs (n, n_inputs) and targets (n,) or (n, n_outputs); for the pinball
+        loss one target column may be shared by all outputs.
+    input_bounds : box, optional
+        The input box of the MILP, over which bound-based regularizers act.  Defaults to the
+        network's own input bounds; required when the regularizer uses bounds.
+    validation : (X_val, y_val), optional
+        Held-out data for best-validation restore.
+    loss : {"mse", "pinball"}
+    quantiles : sequence of float in (0, 1), optional
+        One quantile level per output; required for ``loss="pinball"``.
+    regularizer : Regularizer, optional
+        E.g. ``BoundWidth() + LPGap()``.
+    lam : float
+        Weight of the regularizer.
+    epochs, batch_size, lr, seed :
+        Adam settings and the seed of the shuffling / subsampling rng.
+    scale_targets : bool
+        Train on targets min-max scaled to [0, 1] (the exported network is unscaled).
+    lp_backend : {"highs", "pyomo"}
+        Backend of the LP solves of :class:`LPGap`.
+    progress : bool
+        Show a tqdm progress bar over epochs.
+    """
+
+    def __init__(
+        self,
+        network: Network,
+        X,
+        y,
+        *,
+        input_bounds=None,
+        validation=None,
+        loss: str = "mse",
+        quantiles=None,
+        regularizer: Regularizer | None = None,
+        lam: float = 0.0,
+        epochs: int = 200,
+        batch_size: int = 64,
+        lr: float = 1e-3,
+        seed: int | None = 0,
+        scale_targets: bool = True,
+        lp_backend: str = "highs",
+        progress: bool = False,
+    ) -> None:
+        if not isinstance(network, Network):
+            raise ValueError(f"network must be a Network, got {type(network).__name__}")
+        if loss not in LOSSES:
+            raise ValueError(f"loss must be one of {LOSSES}, got {loss!r}")
+        if regularizer is not None and not isinstance(regularizer, Regularizer):
+            raise ValueError(
+                "regularizer must be a Regularizer (e.g. BoundWidth()) or None, "
+                f"got {regularizer!r}"
+            )
+        if lp_backend not in LP_BACKENDS:
+            raise ValueError(f"lp_backend must be one of {LP_BACKENDS}, got {lp_backend!r}")
+        self.network = network
+        self.loss = loss
+        self.X, self.y = _data("training data", X, y, network, loss)
+        self.validation = None
+        if validation is not None:
+            if not isinstance(validation, (tuple, list)) or len(validation) != 2:
+                raise ValueError("validation must be a pair (X_val, y_val)")
+            self.validation = _data("validation", *validation, network, loss)
+        self.quantiles = self._check_quantiles(quantiles, loss, network.n_outputs)
+        self.regularizer = regularizer
+        self.lam = _positive_float("lam", lam, allow_zero=True)
+        self.epochs = _positive_int("epochs", epochs, allow_zero=True)
+        self.batch_size = _positive_int("batch_size", batch_size)
+        self.lr = _positive_float("lr", lr)
+        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, (int, np.integer))):
+            raise ValueError(f"seed must be an integer or None, got {seed!r}")
+        self.seed = seed
+        self.scale_targets = bool(scale_targets)
+        self.lp_backend = lp_backend
+        self.progress = bool(progress)
+        self.input_bounds = self._check_box(input_bounds, network, regularizer)
+        if self.scale_targets and network.layers[-1].activation != "linear":
+            raise ValueError(
+                "scale_targets=True needs a linear last layer to fold the scaling into; "
+                "pass scale_targets=False for a network ending in a ReLU"
+            )
+        self._layers: tuple[Layer, ...] | None = None
+
+    @staticmethod
+    def _check_quantiles(quantiles, loss: str, n_outputs: int) -> tuple[float, ...] | None:
+        if loss != "pinball":
+            if quantiles is not None:
+                raise ValueError('quantiles are only used with loss="pinball"')
+            return None
+        if quantiles is None:
+            raise ValueError('loss="pinball" needs quantiles=[...], one level per output')
+        q = np.atleast_1d(np.asarray(quantiles, dtype=np.float64))
+        if q.ndim != 1 or q.size != n_outputs or not np.all((q > 0.0) & (q < 1.0)):
+            raise ValueError(
+                f"quantiles must be {n_outputs} levels in (0, 1), one per output, got {quantiles!r}"
+            )
+        return tuple(q.tolist())
+
+    @staticmethod
+    def _check_box(
+        input_bounds, network: Network, regularizer
+    ) -> tuple[np.ndarray, np.ndarray] | None:
+        box = input_bounds if input_bounds is not None else network.input_bounds
+        if box is None:
+            if regularizer is not None and regularizer.uses_bounds:
+                raise ValueError(
+                    f"input_bounds are required for {regularizer!r} (bounds are taken over the "
+                    f"input box); pass input_bounds or a network that carries them"
+                )
+            return None
+        try:
+            return check_input_bounds(box, network.n_inputs)
+        except InputBoundsError as exc:
+            raise InputBoundsError(f"input_bounds: {exc}") from None
+
+    # ------------------------------------------------------------------ state
+    def _start(self) -> None:
+        """Create the learned state on the first ``fit``."""
+        self.scaling_ = (
+            TargetScaling.min_max(self.y, self.network.n_outputs)
+            if self.scale_targets
+            else TargetScaling.identity(self.network.n_outputs)
+        )
+        self.loss_: Loss = MSELoss() if self.loss == "mse" else PinballLoss(self.quantiles)
+        self.optimizer_ = Adam(self.lr)
+        self.rng_ = np.random.default_rng(self.seed)
+        self.history_: list[EpochStats] = []
+        self._layers = self.scaling_.unfold(self.network.layers)
+        self._y_train = self.scaling_.to_training(self.y)
+        self._y_val = (
+            None if self.validation is None else self.scaling_.to_training(self.validation[1])
+        )
+
+    @property
+    def network_(self) -> Network:
+        """The current network in user units (after ``fit``: the returned best weights).
+
+        It carries the training input box as its input bounds when one is known.
+        """
+        if self._layers is None:
+            raise RuntimeError("the trainer is not fitted yet; call fit() first")
+        network = self.network.with_layers(self.scaling_.fold(self._layers))
+        if self.input_bounds is None:
+            return network
+        return network.with_input_bounds(*self.input_bounds)
+
+    def predict(self, X) -> np.ndarray:
+        """Predictions of the current weights in user units, shape (n, n_outputs)."""
+        if self._layers is None:
+            raise RuntimeError("the trainer is not fitted yet; call fit() first")
+        X = np.asarray(X, dtype=np.float64)
+        if X.ndim != 2 or X.shape[1] != self.network.n_inputs:
+            raise ValueError(f"X has shape {X.shape}, expected (n, {self.network.n_inputs})")
+        return self.scaling_.to_user(predict(self._layers, X))
+
+    # ------------------------------------------------------------------ training
+    def _step(self, X: np.ndarray, y: np.ndarray) -> tuple[float, float, int]:
+        """One Adam step on a mini-batch; returns loss, regularizer value, LP failures."""
+        out, inputs, pre = forward_cache(self._layers, X)
+        loss, d_out = self.loss_(out, y)
+        grads = backward(self._layers, inputs, pre, d_out)
+        reg_value, failures = 0.0, 0
+        if self.regularizer is not None and self.lam > 0.0:
+            lo, hi = self.input_bounds if self.input_bounds is not None else (None, None)
+            ctx = RegContext(self._layers, lo, hi, X, self.rng_, self.lp_backend)
+            reg_value, reg_grads = self.regularizer.value_and_grad(ctx)
+            grads = add_grads(grads, reg_grads, self.lam)
+            failures = ctx.lp_failures
+        params = [p for layer in self._layers for p in (layer.weight, layer.bias)]
+        flat = [g for pair in grads for g in pair]
+        new = self.optimizer_.step(params, flat)
+        self._layers = tuple(
+            Layer(new[2 * i], new[2 * i + 1], layer.activation)
+            for i, layer in enumerate(self._layers)
+        )
+        return loss, reg_value, failures
+
+    def _epoch(self) -> EpochStats:
+        start = time.perf_counter()
+        order = self.rng_.permutation(len(self.X))
+        losses, regs, failures = [], [], 0
+        for i in range(0, len(order), self.batch_size):
+            rows = order[i : i + self.batch_size]
+            loss, reg, fails = self._step(self.X[rows], self._y_train[rows])
+            losses.append(loss)
+            regs.append(reg)
+            failures += fails
+        val = None
+        if self.validation is not None:
+            val = self.loss_(predict(self._layers, self.validation[0]), self._y_val)[0]
+        return EpochStats(
+            len(self.history_) + 1,
+            float(np.mean(losses)),
+            val,
+            float(np.mean(regs)),
+            time.perf_counter() - start,
+            failures,
+        )
+
+    def fit(self, epochs: int | None = None) -> TrainResult:
+        """Train for ``epochs`` (default: the constructor's) more epochs.
+
+        The first call initialises the state; later calls continue it.  At the end the
+        state is set to the best-validation weights of this call, which are returned.
+        """
+        epochs = self.epochs if epochs is None else _positive_int("epochs", epochs, allow_zero=True)
+        if self._layers is None:
+            self._start()
+        records: list[EpochStats] = []
+        best, best_epoch, best_val = self._layers, None, np.inf
+        bar = _progress_bar(epochs) if self.progress else None
+        for _ in range(epochs):
+            record = self._epoch()
+            records.append(record)
+            self.history_.append(record)
+            if bar is not None:
+                bar.update(1)
+                bar.set_postfix(loss=record.train_loss, val=record.val_loss, reg=record.regularizer)
+            if record.val_loss is None or record.val_loss < best_val:
+                best, best_epoch = self._layers, record.epoch
+                best_val = np.inf if record.val_loss is None else record.val_loss
+        if bar is not None:
+            bar.close()
+        self._layers = best
+        self.best_epoch_ = best_epoch
+        return TrainResult(self.network_, records, best_epoch)

@@ -1,0 +1,333 @@
+"""Gradient checks of the IBP reverse pass and of every regularizer (central differences)."""
+
+from __future__ import annotations
+
+import sys
+import types
+
+import numpy as np
+import pytest
+from scipy.optimize import linprog
+
+from pyomo_nnrelax import Layer, Network, interval_bounds
+from pyomo_nnrelax.training import (
+    L1,
+    Trainer,
+    L2,
+    BoundWidth,
+    Combination,
+    LPGap,
+    RegContext,
+    ReLUStability,
+    StableNeuron,
+    ibp_backward,
+    ibp_forward,
+)
+
+BOX = (np.array([-1.0, -0.5]), np.array([1.0, 1.5]))
+
+
+def _flat(layers) -> np.ndarray:
+    return np.concatenate([np.concatenate([l.weight.ravel(), l.bias]) for l in layers])
+
+
+def _unflat(layers, theta: np.ndarray) -> tuple[Layer, ...]:
+    out, i = [], 0
+    for l in layers:
+        w = theta[i : i + l.weight.size].reshape(l.weight.shape)
+        i += l.weight.size
+        out.append(Layer(w, theta[i : i + l.n_out], l.activation))
+        i += l.n_out
+    return tuple(out)
+
+
+def _flat_grads(grads) -> np.ndarray:
+    return np.concatenate([np.concatenate([dw.ravel(), db]) for dw, db in grads])
+
+
+def assert_gradient(func, layers, analytic, eps=1e-6, rtol=1e-5):
+    """Central differences of ``func(layers)`` over every weight and bias vs ``analytic``."""
+    theta = _flat(layers)
+    numeric = np.empty_like(theta)
+    for k in range(theta.size):
+        step = np.zeros_like(theta)
+        step[k] = eps
+        up, down = func(_unflat(layers, theta + step)), func(_unflat(layers, theta - step))
+        numeric[k] = (up - down) / (2 * eps)
+    analytic = _flat_grads(analytic)
+    scale = max(1.0, np.abs(numeric).max())
+    np.testing.assert_allclose(analytic, numeric, rtol=0, atol=rtol * scale)
+    assert np.abs(numeric).max() > 1e-3, "the check is vacuous: the gradient is zero"
+
+
+@pytest.fixture
+def layers() -> tuple[Layer, ...]:
+    return Network.mlp([2, 8, 8, 2], seed=3).layers
+
+
+def _ctx(layers, X=None, seed=0, **kwargs) -> RegContext:
+    X = np.zeros((1, 2)) if X is None else X
+    return RegContext(tuple(layers), *BOX, X, np.random.default_rng(seed), **kwargs)
+
+
+def test_ibp_forward_matches_interval_bounds(layers):
+    trace = ibp_forward(layers, *BOX)
+    ref = interval_bounds(Network(layers), BOX)
+    for mine, theirs in zip(trace.lower + trace.upper, ref.lower + ref.upper):
+        np.testing.assert_allclose(mine, theirs)
+
+
+def test_ibp_reverse_pass_gradient(layers):
+    rng = np.random.default_rng(1)
+    seeds_lo = [rng.normal(size=l.n_out) for l in layers]
+    seeds_hi = [rng.normal(size=l.n_out) for l in layers]
+
+    def value(ls):
+        t = ibp_forward(ls, *BOX)
+        return sum(a @ lo + b @ hi for a, b, lo, hi in zip(seeds_lo, seeds_hi, t.lower, t.upper))
+
+    trace = ibp_forward(layers, *BOX)
+    assert_gradient(value, layers, ibp_backward(layers, trace, seeds_lo, seeds_hi))
+
+
+def test_ibp_reverse_pass_with_missing_seeds(layers):
+    trace = ibp_forward(layers, *BOX)
+
+    def value(ls):
+        return ibp_forward(ls, *BOX).upper[1].sum()
+
+    grads = ibp_backward(layers, trace, [None] * 3, [None, np.ones(8), None])
+    assert_gradient(value, layers, grads)
+
+
+REGULARIZERS = {
+    "L1": L1(),
+    "L2": L2(),
+    "BoundWidth": BoundWidth(),
+    "StableNeuron": StableNeuron(),
+    "ReLUStability": ReLUStability(),
+    "combination": 0.5 * BoundWidth() + StableNeuron() * 2 + L2(),
+}
+
+
+@pytest.mark.parametrize("name", REGULARIZERS)
+def test_regularizer_gradient(name, layers):
+    reg = REGULARIZERS[name]
+    value, grads = reg.value_and_grad(_ctx(layers))
+    assert value == pytest.approx(reg.value_and_grad(_ctx(layers))[0])
+    assert_gradient(lambda ls: reg.value_and_grad(_ctx(ls))[0], layers, grads)
+
+
+def test_relu_stability_is_checked_where_tanh_is_not_saturated():
+    layers = Network.mlp([2, 6, 1], seed=0).layers
+    scaled = (Layer(layers[0].weight * 0.3, layers[0].bias * 0.3), layers[1])
+    _, grads = ReLUStability().value_and_grad(_ctx(scaled))
+    assert_gradient(lambda ls: ReLUStability().value_and_grad(_ctx(ls))[0], scaled, grads)
+
+
+def test_bound_width_value_is_mean_hidden_width(layers):
+    b = interval_bounds(Network(layers), BOX)
+    widths = np.concatenate([b.upper[0] - b.lower[0], b.upper[1] - b.lower[1]])
+    assert BoundWidth().value_and_grad(_ctx(layers))[0] == pytest.approx(widths.mean())
+
+
+def test_stable_neuron_value_and_zero_gradient_when_all_stable():
+    layers = (
+        Layer(np.array([[1.0, 0.0], [0.0, -1.0]]), np.array([2.0, -2.0])),
+        Layer(np.ones((1, 2)), np.zeros(1), "linear"),
+    )
+    value, grads = StableNeuron().value_and_grad(_ctx(layers))
+    assert value == 0.0
+    assert all(not dw.any() and not db.any() for dw, db in grads)
+
+
+def test_composition_flattens_and_weights():
+    reg = 0.5 * (BoundWidth() + 2.0 * L1()) + L2()
+    assert isinstance(reg, Combination)
+    names = [(w, type(r).__name__) for w, r in reg.terms]
+    assert names == [(0.5, "BoundWidth"), (1.0, "L1"), (1.0, "L2")]
+    assert reg.uses_bounds and not (L1() + L2()).uses_bounds
+
+
+def test_lpgap_rejects_bad_parameters():
+    with pytest.raises(ValueError, match="sense"):
+        LPGap(sense="minimise")
+    with pytest.raises(ValueError, match="samples"):
+        LPGap(samples=0)
+
+
+# ---------------------------------------------------------------------- LP gap
+def _reference_lp(network, bounds, x, omega, sense):
+    """Big-M LP relaxation at a fixed input with scipy: value, duals of the affine rows, primals.
+
+    Variables per layer l: z^l (in [L, U]); per hidden layer also xh^l >= 0 and a^l in [0, 1].
+    """
+    layers = network.layers
+    sizes = [l.n_out for l in layers]
+    offsets, n_var = [], 0
+    for l, layer in enumerate(layers):
+        hidden = layer.activation == "relu"
+        offsets.append((n_var, n_var + sizes[l], n_var + 2 * sizes[l]))
+        n_var += sizes[l] * (3 if hidden else 1)
+    c = np.zeros(n_var)
+    c[offsets[-1][0] : offsets[-1][0] + sizes[-1]] = omega if sense == "min" else -omega
+    a_eq, b_eq, a_ub, b_ub, var_bounds = [], [], [], [], [(None, None)] * n_var
+    for l, layer in enumerate(layers):
+        z0, h0, a0 = offsets[l]
+        lo, hi = bounds.lower[l], bounds.upper[l]
+        for j in range(sizes[l]):
+            row = np.zeros(n_var)
+            row[z0 + j] = 1.0
+            if l == 0:
+                rhs = layer.bias[j] + layer.weight[j] @ x
+            else:
+                row[offsets[l - 1][1] : offsets[l - 1][1] + sizes[l - 1]] = -layer.weight[j]
+                rhs = layer.bias[j]
+            a_eq.append(row)
+            b_eq.append(rhs)
+            var_bounds[z0 + j] = (lo[j], hi[j])
+            if layer.activation != "relu":
+                continue
+            var_bounds[h0 + j], var_bounds[a0 + j] = (0.0, None), (0.0, 1.0)
+            # z - xh <= 0;  xh - z - L a <= -L;  xh - U a <= 0
+            for coef, rhs in (
+                ({z0 + j: 1.0, h0 + j: -1.0}, 0.0),
+                ({h0 + j: 1.0, z0 + j: -1.0, a0 + j: -lo[j]}, -lo[j]),
+                ({h0 + j: 1.0, a0 + j: -hi[j]}, 0.0),
+            ):
+                row = np.zeros(n_var)
+                row[list(coef)] = list(coef.values())
+                a_ub.append(row)
+                b_ub.append(rhs)
+    res = linprog(c, a_ub, b_ub, a_eq, b_eq, var_bounds, method="highs")
+    sign = 1.0 if sense == "min" else -1.0
+    duals = sign * res.eqlin.marginals
+    split = np.cumsum(sizes)[:-1]
+    acts = [x] + [res.x[offsets[l][1] : offsets[l][1] + sizes[l]] for l in range(len(layers) - 1)]
+    return sign * res.fun, np.split(duals, split), acts, res.status == 0
+
+
+def _reference_relaxation_module(fail_every: int = 0) -> types.ModuleType:
+    """A stand-in for ``pyomo_nnrelax.relaxation`` (dual/primal part only; no bound gradients)."""
+
+    def solve_relaxations(
+        network, bounds, X, objective_weights, sense="min", backend="highs", solver=None
+    ):
+        module.backends.append(backend)
+        rows = [_reference_lp(network, bounds, x, np.asarray(objective_weights), sense) for x in X]
+        ok = np.array([r[3] for r in rows])
+        if fail_every:
+            ok[::fail_every] = False
+        n_layers = len(network.layers)
+        return types.SimpleNamespace(
+            value=np.array([r[0] for r in rows]),
+            affine_duals=[np.array([r[1][l] for r in rows]) for l in range(n_layers)],
+            activations=[np.array([r[2][l] for r in rows]) for l in range(n_layers)],
+            lower_grad=[np.zeros((len(X), l.n_out)) for l in network.layers],
+            upper_grad=[np.zeros((len(X), l.n_out)) for l in network.layers],
+            ok=ok,
+        )
+
+    module = types.ModuleType("pyomo_nnrelax.relaxation")
+    module.solve_relaxations = solve_relaxations
+    module.backends = []
+    return module
+
+
+@pytest.fixture
+def lp_layers() -> tuple[Layer, ...]:
+    return Network.mlp([2, 5, 5, 2], seed=7).layers
+
+
+LP_X = np.array([[0.3, 0.2], [-0.6, 1.1], [0.8, -0.3]])
+
+
+@pytest.mark.parametrize("sense", ["min", "max", "both"])
+def test_lpgap_gradient_with_fixed_bounds(sense, lp_layers, monkeypatch):
+    """Envelope-theorem gradient (L, U held fixed) against the reference LP."""
+    monkeypatch.setitem(sys.modules, "pyomo_nnrelax.relaxation", _reference_relaxation_module())
+    trace = ibp_forward(lp_layers, *BOX)
+    reg = LPGap(sense=sense, samples=2)
+
+    def gap(ls):
+        return reg.value_and_grad(_ctx(ls, LP_X, _ibp=trace))[0]
+
+    value, grads = reg.value_and_grad(_ctx(lp_layers, LP_X, _ibp=trace))
+    assert value > 1e-3
+    assert_gradient(gap, lp_layers, grads)
+
+
+def test_lpgap_counts_and_skips_failed_solves(lp_layers, monkeypatch):
+    monkeypatch.setitem(sys.modules, "pyomo_nnrelax.relaxation", _reference_relaxation_module(2))
+    ctx = _ctx(lp_layers, LP_X)
+    value, _ = LPGap(samples=3).value_and_grad(ctx)
+    assert ctx.lp_failures == 2 and value > 0
+
+
+def test_trainer_reports_lp_failures_and_passes_the_backend(monkeypatch):
+    fake = _reference_relaxation_module(2)
+    monkeypatch.setitem(sys.modules, "pyomo_nnrelax.relaxation", fake)
+    X = np.random.default_rng(0).uniform(*BOX, size=(40, 2))
+    trainer = Trainer(
+        Network.mlp([2, 4, 1], seed=0), X, X.sum(axis=1), input_bounds=BOX,
+        regularizer=LPGap(samples=3), lam=0.1, epochs=2, batch_size=20, lp_backend="pyomo",
+    )
+    history = trainer.fit().history
+    assert [h.lp_failures for h in history] == [4, 4]
+    assert set(fake.backends) == {"pyomo"} and len(fake.backends) == 4
+    assert all(h.regularizer > 0 for h in history)
+
+
+def test_lp_gap_training_shrinks_the_gap():
+    relaxation = pytest.importorskip("pyomo_nnrelax.relaxation")
+    from pyomo_nnrelax.benchmarks import box, latin_hypercube, peaks
+
+    domain = box("peaks")
+    X = latin_hypercube(300, domain, seed=0)
+
+    def mean_gap(net):
+        batch = relaxation.solve_relaxations(net, interval_bounds(net, domain), X[:40], np.ones(1))
+        assert batch.ok.all()
+        return np.mean(net.forward(X[:40])[:, 0] - batch.value)
+
+    gaps = {}
+    for lam in (0.0, 0.1):
+        trainer = Trainer(
+            Network.mlp([2, 8, 8, 1], seed=0), X, peaks(X), input_bounds=domain,
+            regularizer=LPGap(samples=4), lam=lam, epochs=6, batch_size=32, lr=3e-3,
+        )
+        result = trainer.fit()
+        assert sum(h.lp_failures for h in result.history) == 0
+        gaps[lam] = mean_gap(result.network)
+    assert gaps[0.1] < 0.2 * gaps[0.0]
+
+
+@pytest.mark.parametrize("exact_bounds", [False, True])
+@pytest.mark.parametrize("sense", ["min", "max"])
+def test_lpgap_gradient_with_relaxation_module(sense, exact_bounds, lp_layers):
+    """With the real LP solver: fixed-bounds gradient, and the total derivative through L, U."""
+    pytest.importorskip("pyomo_nnrelax.relaxation")
+    trace = ibp_forward(lp_layers, *BOX)
+    reg = LPGap(sense=sense, samples=2, exact_bounds=exact_bounds)
+    fixed = None if exact_bounds else trace
+
+    def gap(ls):
+        return reg.value_and_grad(_ctx(ls, LP_X, _ibp=fixed))[0]
+
+    value, grads = reg.value_and_grad(_ctx(lp_layers, LP_X, _ibp=fixed))
+    assert value > 1e-3
+    assert_gradient(gap, lp_layers, grads)
+    if exact_bounds:  # the term through L and U matters at this point
+        envelope = LPGap(sense=sense, samples=2).value_and_grad(_ctx(lp_layers, LP_X))[1]
+        assert np.abs(_flat_grads(grads) - _flat_grads(envelope)).max() > 0.1
+
+
+def test_reference_lp_agrees_with_relaxation_module(lp_layers):
+    relaxation = pytest.importorskip("pyomo_nnrelax.relaxation")
+    network = Network(lp_layers)
+    bounds = interval_bounds(network, BOX)
+    omega = np.array([0.3, 0.7])
+    for sense in ("min", "max"):
+        batch = relaxation.solve_relaxations(network, bounds, LP_X, omega, sense=sense)
+        ours = [_reference_lp(network, bounds, x, omega, sense)[0] for x in LP_X]
+        np.testing.assert_allclose(batch.value, ours, atol=1e-7)
