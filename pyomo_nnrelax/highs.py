@@ -4,6 +4,9 @@ re-solve from the previous basis.  Used by bound tightening and the trainer's LP
 
 from __future__ import annotations
 
+import os
+import sys
+import threading
 from dataclasses import dataclass
 
 import highspy
@@ -46,8 +49,7 @@ class HighsModel:
 
     def __init__(self, model: MatrixModel, relax: bool = False, **options) -> None:
         self.model = model
-        self.highs = highspy.Highs()
-        self.highs.setOptionValue("output_flag", False)
+        self.highs = quiet_highs()
         for key, value in options.items():
             self.highs.setOptionValue(key, value)
         lp = highspy.HighsLp()
@@ -123,6 +125,36 @@ class HighsModel:
             col_dual=np.asarray(solution.col_dual) if duals_ok else None,
             nodes=nodes,
         )
+
+
+_BANNER_LOCK = threading.Lock()
+_banner_shown = False
+
+
+def quiet_highs() -> highspy.Highs:
+    """A ``highspy.Highs`` with console output off.
+
+    HiGHS prints a banner on the process's standard output when its first instance is made,
+    before any option can be set; that one construction runs with file descriptor 1 sent to
+    the null device so that the package's own output (and ``--json`` output) stays clean.
+    """
+    global _banner_shown
+    with _BANNER_LOCK:
+        if _banner_shown:
+            highs = highspy.Highs()
+        else:
+            sys.stdout.flush()
+            saved = os.dup(1)
+            try:
+                with open(os.devnull, "w") as null:
+                    os.dup2(null.fileno(), 1)
+                    highs = highspy.Highs()
+            finally:
+                os.dup2(saved, 1)
+                os.close(saved)
+            _banner_shown = True
+    highs.setOptionValue("output_flag", False)
+    return highs
 
 
 def _finite_or_inf(values: np.ndarray) -> np.ndarray:

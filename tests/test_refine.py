@@ -80,6 +80,7 @@ def test_existing_checkpoints_are_not_overwritten_but_can_be_resumed(model_path,
     resumed = run(model_path, data, rounds=1, resume=True)
     assert [r["round"] for r in RefineHistory.load(out / "history.json").rows] == [0, 1, 2]
     assert resumed.checkpoints[-1].name == "round_002.onnx"
+    assert [r["epochs"] for r in resumed.history.rows] == [0, 2, 4]
 
 
 def test_bad_round_counts_are_rejected(model_path, data):

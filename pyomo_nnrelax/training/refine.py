@@ -149,10 +149,11 @@ def refine(
     output_dir.mkdir(parents=True, exist_ok=True)
     box = input_bounds if input_bounds is not None else network.input_bounds
     history = RefineHistory()
-    first_round = 0
+    first_round, epoch_offset = 0, 0
     if resume:
         history = RefineHistory.load(output_dir / HISTORY_FILE)
         first_round = int(history.rows[-1]["round"])
+        epoch_offset = int(history.rows[-1]["epochs"])
         network = read_onnx(_checkpoint(output_dir, first_round))
     elif not overwrite:
         existing = [p for p in output_dir.glob("round_*.onnx")]
@@ -188,7 +189,7 @@ def refine(
         network = result.network
         row = {
             "round": round_index,
-            "epochs": trainer.history_[-1].epoch,
+            "epochs": epoch_offset + trainer.history_[-1].epoch,
             "train_loss": result.history[-1].train_loss,
             "val_loss": result.history[-1].val_loss,
             "regularizer": result.history[-1].regularizer,

@@ -1,0 +1,92 @@
+"""PNG figures of a refinement history and of a sweep's accuracy / solve-time trade-off.
+
+matplotlib is imported inside each function with the Agg backend, so the package imports
+without it and plots render without a display.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .sweep import pareto_mask
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _column(rows: Sequence[dict[str, Any]], key: str) -> np.ndarray:
+    """``rows[i][key]`` as floats, NaN where missing or None."""
+    values = [row.get(key) for row in rows]
+    return np.array([math.nan if v is None or v == "" else float(v) for v in values])
+
+
+def plot_history(history_rows: Sequence[dict[str, Any]], path: str | os.PathLike) -> Path:
+    """Losses, unstable neurons and LP gap per round of a refinement history, as a PNG.
+
+    ``history_rows`` are :class:`~pyomo_nnrelax.training.refine.RefineHistory` rows.
+    """
+    plt = _pyplot()
+    from matplotlib.ticker import MaxNLocator
+
+    rounds = _column(history_rows, "round")
+    fig, axes = plt.subplots(3, 1, figsize=(6, 8), sharex=True)
+    for key, label in (("train_loss", "training loss"), ("val_loss", "validation loss")):
+        values = _column(history_rows, key)
+        if np.isfinite(values).any():
+            axes[0].plot(rounds, values, marker="o", label=label)
+    axes[0].set_ylabel("loss (scaled)")
+    axes[0].legend()
+    axes[1].plot(rounds, _column(history_rows, "unstable"), marker="o", color="tab:red")
+    axes[1].set_ylabel("unstable neurons")
+    axes[2].plot(rounds, _column(history_rows, "lp_gap"), marker="o", color="tab:green")
+    axes[2].set_ylabel("LP gap")
+    axes[2].set_xlabel("round")
+    axes[2].xaxis.set_major_locator(MaxNLocator(integer=True))
+    for ax in axes:
+        ax.grid(alpha=0.3)
+    fig.tight_layout()
+    path = Path(path)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def plot_pareto(
+    rows: Sequence[dict[str, Any]],
+    path: str | os.PathLike,
+    error: str = "test_rmse",
+    seconds: str = "milp_seconds",
+) -> Path:
+    """Test error against MILP solve time per run, coloured by regularizer, front highlighted."""
+    plt = _pyplot()
+    e, t = _column(rows, error), _column(rows, seconds)
+    front = pareto_mask(e, t)
+    fig, ax = plt.subplots(figsize=(6, 4.5))
+    names = [str(row.get("regularizer")) for row in rows]
+    for name in dict.fromkeys(names):
+        chosen = np.array([n == name for n in names])
+        ax.scatter(t[chosen], e[chosen], label=name, alpha=0.8)
+    order = np.argsort(t[front])
+    ax.plot(t[front][order], e[front][order], color="black", marker="*", markersize=12,
+            linestyle="--", label="Pareto front")
+    ax.set_xlabel(f"MILP solve time, s ({seconds})")
+    ax.set_ylabel(f"test error ({error})")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    path = Path(path)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
