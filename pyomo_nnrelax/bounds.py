@@ -81,6 +81,12 @@ class NetworkBounds:
         )
 
 
+def affine_interval(weights: np.ndarray, lower: np.ndarray, upper: np.ndarray):
+    """Interval bounds of ``weights @ h`` for ``lower <= h <= upper`` (no bias)."""
+    w_pos, w_neg = np.maximum(weights, 0.0), np.minimum(weights, 0.0)
+    return w_pos @ lower + w_neg @ upper, w_pos @ upper + w_neg @ lower
+
+
 def interval_bounds(network: Network, input_bounds=None) -> NetworkBounds:
     """Interval bound propagation over the input box.
 
@@ -93,9 +99,8 @@ def interval_bounds(network: Network, input_bounds=None) -> NetworkBounds:
     lowers, uppers = [], []
     h_lo, h_hi = lo, hi
     for layer in network.layers:
-        w_pos, w_neg = np.maximum(layer.weight, 0.0), np.minimum(layer.weight, 0.0)
-        z_lo = w_pos @ h_lo + w_neg @ h_hi + layer.bias
-        z_hi = w_pos @ h_hi + w_neg @ h_lo + layer.bias
+        z_lo, z_hi = affine_interval(layer.weight, h_lo, h_hi)
+        z_lo, z_hi = z_lo + layer.bias, z_hi + layer.bias
         lowers.append(z_lo)
         uppers.append(z_hi)
         if layer.activation == "relu":

@@ -60,6 +60,33 @@ class Formulation:
     start_values: StartValues
 
 
+def relu_output_vars(
+    builder: MatrixModelBuilder,
+    layer_index: int,
+    z_cols: np.ndarray,
+    z_bounds: tuple[np.ndarray, np.ndarray],
+    output_name: str,
+) -> np.ndarray:
+    """Add the ``xh`` columns of a ReLU layer and the ``xh = z`` rows of its stable-active neurons.
+
+    Stable-inactive neurons need nothing more: their ``xh`` column has bounds ``[0, 0]``.
+    """
+    lo, hi = z_bounds
+    out_layer = None if output_name == "outputs" else layer_index
+    xh_cols = builder.add_vars(output_name, np.maximum(lo, 0.0), np.maximum(hi, 0.0), out_layer)
+    active = np.flatnonzero(lo >= 0.0)
+    ones = np.ones(active.size)
+    builder.add_rows(
+        "relu_copy",
+        [(xh_cols[active], ones), (z_cols[active], -ones)],
+        0.0,
+        0.0,
+        layer_index,
+        active,
+    )
+    return xh_cols
+
+
 def network_model(
     network: Network,
     bounds: NetworkBounds,

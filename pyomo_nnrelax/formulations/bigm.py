@@ -19,7 +19,7 @@ import numpy as np
 from ..bounds import NetworkBounds
 from ..matrix_model import MatrixModel, MatrixModelBuilder
 from ..network import Layer, Network
-from . import Formulation, network_model
+from . import Formulation, network_model, relu_output_vars
 
 
 def bigm_relu(
@@ -35,15 +35,8 @@ def bigm_relu(
 ) -> np.ndarray:
     """Write the big-M rows of one ReLU layer; see the module docstring."""
     lo, hi = z_bounds
-    out_layer = None if output_name == "outputs" else layer_index
-    xh_cols = builder.add_vars(output_name, np.maximum(lo, 0.0), np.maximum(hi, 0.0), out_layer)
-    active = np.flatnonzero(lo >= 0.0)
+    xh_cols = relu_output_vars(builder, layer_index, z_cols, z_bounds, output_name)
     unstable = np.flatnonzero((lo < 0.0) & (hi > 0.0))
-    ones = np.ones(active.size)
-    builder.add_rows(
-        "relu_copy", [(xh_cols[active], ones), (z_cols[active], -ones)], 0.0, 0.0,
-        layer_index, active,
-    )
     a_cols = builder.add_vars(
         "is_active", np.zeros(unstable.size), 1.0, layer_index, unstable, integer=not relax
     )

@@ -1,0 +1,238 @@
+"""Partition-based formulation of ReLU neurons (Tsay, Kronqvist, Thebelt, Misener, NeurIPS 2021).
+
+The nonzero-weight inputs of an unstable neuron ``z = w @ h + b`` are split into ``N``
+disjoint sets ``S_1..S_N``; ``v_k = sum_{i in S_k} w_i h_i`` has interval bounds
+``[l_k, u_k]`` over the box of ``h``.  With ``sigma = 1`` meaning *inactive*:
+
+.. math::
+
+    xh &= \\sum_k p_k + (1 - \\sigma) b \\\\
+    \\sum_k (v_k - p_k) + \\sigma b &\\le 0 \\\\
+    \\sum_k p_k + (1 - \\sigma) b &\\ge 0 \\\\
+    \\sigma l_k \\le v_k - p_k &\\le \\sigma u_k \\\\
+    (1 - \\sigma) l_k \\le p_k &\\le (1 - \\sigma) u_k, \\qquad \\sigma \\in \\{0, 1\\}
+
+``N = 1`` is as tight as big-M over interval bounds; ``N`` = number of inputs gives the
+convex hull of one neuron over the box.  ``v_k`` is an expression of the ``h`` columns, not
+a variable.  Stable neurons are written as in big-M (``xh = z`` or ``xh = 0``).
+
+Groups added for layer ``l``: variables ``xh``, ``inactive`` (``sigma``, indexed by the
+unstable neurons) and ``partition_p`` (``p_k``); rows ``relu_copy`` (stable-active),
+``partition_out``, ``partition_inactive``, ``partition_active`` (one per unstable neuron),
+``partition_v_lower``, ``partition_v_upper``, ``partition_p_lower``, ``partition_p_upper``
+(one per ``p_k``).  A ``p_k`` label is ``neuron * n_partitions + k``, so
+``(neuron, k) = divmod(label, n_partitions)``; after clamping, a neuron with fewer groups
+simply has no labels for the missing ``k``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import partial
+
+import numpy as np
+
+from ..bounds import affine_interval
+from ..matrix_model import MatrixModelBuilder
+from ..network import Layer
+from . import Formulation, relu_output_vars
+
+STRATEGIES = ("equal_size", "equal_range", "random")
+
+
+@dataclass(frozen=True)
+class _Partition:
+    """The groups of one layer's unstable neurons, flattened to one row per ``p_k``.
+
+    ``unstable`` are the neuron indices; ``owner[r]`` is the position (in ``unstable``) of
+    the neuron of ``p``-row ``r`` and ``slot[r]`` its group number ``k``; ``weights[r]`` is
+    the neuron's weight row restricted to ``S_k`` (zeros elsewhere), so ``v = weights @ h``.
+    """
+
+    unstable: np.ndarray
+    owner: np.ndarray
+    slot: np.ndarray
+    weights: np.ndarray
+
+
+def split_inputs(
+    weights: np.ndarray, n_partitions: int, strategy: str, seed: int | tuple[int, ...] = 0
+) -> np.ndarray:
+    """Group id (0..m-1, with m <= n_partitions) of every input of one neuron; -1 for zero weights.
+
+    ``n_partitions`` is clamped to the number of nonzero weights.  "equal_size" sorts the
+    inputs by weight and cuts them into equal-size runs, "equal_range" cuts the weight range
+    into equal intervals (empty intervals are dropped), "random" shuffles with ``seed``.
+    """
+    nonzero = np.flatnonzero(weights)
+    groups = np.full(weights.size, -1, dtype=np.int64)
+    n = min(n_partitions, nonzero.size)
+    if n == 0:
+        return groups
+    if strategy == "equal_range":
+        w = weights[nonzero]
+        edges = np.linspace(w.min(), w.max(), n + 1)
+        bins = np.clip(np.searchsorted(edges, w, side="right") - 1, 0, n - 1)
+        groups[nonzero] = np.unique(bins, return_inverse=True)[1]
+        return groups
+    if strategy == "random":
+        order = np.random.default_rng(seed).permutation(nonzero)
+    else:
+        order = nonzero[np.argsort(weights[nonzero], kind="stable")]
+    for k, members in enumerate(np.array_split(order, n)):
+        groups[members] = k
+    return groups
+
+
+def _partition(
+    layer: Layer,
+    z_bounds: tuple[np.ndarray, np.ndarray],
+    n_partitions: int,
+    strategy: str,
+    seed: int,
+) -> _Partition:
+    """Split the inputs of every unstable neuron of ``layer`` (see :func:`split_inputs`).
+
+    The random strategy seeds each neuron with ``(seed, neuron)`` so that the rows and the
+    start values of a layer agree.
+    """
+    lo, hi = z_bounds
+    unstable = np.flatnonzero((lo < 0.0) & (hi > 0.0))
+    groups = np.array(
+        [split_inputs(layer.weight[j], n_partitions, strategy, (seed, j)) for j in unstable],
+        dtype=np.int64,
+    ).reshape(unstable.size, layer.n_in)
+    counts = groups.max(axis=1, initial=-1) + 1
+    owner = np.repeat(np.arange(unstable.size), counts)
+    slot = np.concatenate([np.arange(c) for c in counts] or [np.zeros(0, np.int64)])
+    in_group = groups[owner] == slot[:, None]
+    weights = np.where(in_group, layer.weight[unstable][owner], 0.0)
+    return _Partition(unstable, owner, slot, weights)
+
+
+def _sum_terms(cols: np.ndarray, owner: np.ndarray, slot: np.ndarray, n_rows: int, coef: float):
+    """Row terms adding ``coef * x[cols[r]]`` to row ``owner[r]``: one term per group number."""
+    terms = []
+    for k in range(int(slot.max(initial=-1)) + 1):
+        pick = slot == k
+        term_cols, term_coefs = np.zeros(n_rows, np.int64), np.zeros(n_rows)
+        term_cols[owner[pick]] = cols[pick]
+        term_coefs[owner[pick]] = coef
+        terms.append((term_cols, term_coefs))
+    return terms
+
+
+def partition_relu(
+    builder: MatrixModelBuilder,
+    layer_index: int,
+    layer: Layer,
+    h_cols: np.ndarray,
+    h_bounds: tuple[np.ndarray, np.ndarray],
+    z_cols: np.ndarray,
+    z_bounds: tuple[np.ndarray, np.ndarray],
+    output_name: str,
+    relax: bool,
+    *,
+    n_partitions: int,
+    strategy: str,
+    seed: int,
+) -> np.ndarray:
+    """Write the partition rows of one ReLU layer; see the module docstring."""
+    xh_cols = relu_output_vars(builder, layer_index, z_cols, z_bounds, output_name)
+    part = _partition(layer, z_bounds, n_partitions, strategy, seed)
+    u, owner, n_u = part.unstable, part.owner, part.unstable.size
+    v_lo, v_hi = affine_interval(part.weights, *h_bounds)
+    labels = u[owner] * n_partitions + part.slot
+    p = builder.add_vars(
+        "partition_p", np.minimum(v_lo, 0.0), np.maximum(v_hi, 0.0), layer_index, labels
+    )
+    sigma = builder.add_vars("inactive", np.zeros(n_u), 1.0, layer_index, u, integer=not relax)
+    b = layer.bias[u]
+    minus_p = _sum_terms(p, owner, part.slot, n_u, -1.0)
+    builder.add_rows(
+        "partition_out", [(xh_cols[u], np.ones(n_u)), (sigma, b), *minus_p], b, b, layer_index, u
+    )
+    builder.add_rows(
+        "partition_inactive",
+        [(sigma, b), (h_cols, layer.weight[u]), *minus_p],
+        -np.inf,
+        0.0,
+        layer_index,
+        u,
+    )
+    builder.add_rows(
+        "partition_active",
+        [(sigma, -b), *_sum_terms(p, owner, part.slot, n_u, 1.0)],
+        -b,
+        np.inf,
+        layer_index,
+        u,
+    )
+    ones, v_term = np.ones(p.size), (h_cols, part.weights)
+    builder.add_rows(
+        "partition_v_lower",
+        [(p, -ones), (sigma[owner], -v_lo), v_term],
+        0.0,
+        np.inf,
+        layer_index,
+        labels,
+    )
+    builder.add_rows(
+        "partition_v_upper",
+        [(p, -ones), (sigma[owner], -v_hi), v_term],
+        -np.inf,
+        0.0,
+        layer_index,
+        labels,
+    )
+    builder.add_rows(
+        "partition_p_lower", [(p, ones), (sigma[owner], v_lo)], v_lo, np.inf, layer_index, labels
+    )
+    builder.add_rows(
+        "partition_p_upper", [(p, ones), (sigma[owner], v_hi)], -np.inf, v_hi, layer_index, labels
+    )
+    return xh_cols
+
+
+def partition_start_values(
+    layer: Layer,
+    h: np.ndarray,
+    z: np.ndarray,
+    h_bounds: tuple[np.ndarray, np.ndarray],
+    z_bounds: tuple[np.ndarray, np.ndarray],
+    *,
+    n_partitions: int,
+    strategy: str,
+    seed: int,
+) -> dict[str, np.ndarray]:
+    """``sigma`` (1 where ``z <= 0``) and ``p_k`` (``v_k`` if active, else 0) at a point."""
+    part = _partition(layer, z_bounds, n_partitions, strategy, seed)
+    sigma = (z[part.unstable] <= 0.0).astype(np.float64)
+    return {"inactive": sigma, "partition_p": (part.weights @ h) * (1.0 - sigma[part.owner])}
+
+
+def partition_formulation(
+    n_partitions: int = 2, strategy: str = "equal_size", seed: int = 0
+) -> Formulation:
+    """The partition formulation with ``n_partitions`` groups per unstable neuron.
+
+    Parameters
+    ----------
+    n_partitions : int
+        Groups per neuron (>= 1), clamped to the neuron's number of nonzero weights.
+    strategy : {"equal_size", "equal_range", "random"}
+        How inputs are split; see :func:`split_inputs`.
+    seed : int
+        Seed of the "random" strategy.
+    """
+    is_int = isinstance(n_partitions, (int, np.integer)) and not isinstance(n_partitions, bool)
+    if not is_int or n_partitions < 1:
+        raise ValueError(f"n_partitions must be an integer >= 1, got {n_partitions!r}")
+    if strategy not in STRATEGIES:
+        raise ValueError(f"strategy must be one of {STRATEGIES}, got {strategy!r}")
+    options = {"n_partitions": int(n_partitions), "strategy": strategy, "seed": int(seed)}
+    return Formulation(
+        f"partition(N={n_partitions}, {strategy})",
+        partial(partition_relu, **options),
+        partial(partition_start_values, **options),
+    )

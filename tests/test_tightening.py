@@ -1,0 +1,151 @@
+"""Bound tightening: validity on samples, never looser, MILP vs LP, executors, ONNX round trip."""
+
+from __future__ import annotations
+
+import multiprocessing
+from concurrent.futures import ProcessPoolExecutor
+
+import numpy as np
+import pytest
+
+from pyomo_nnrelax import Network, NetworkBounds, interval_bounds
+from pyomo_nnrelax.onnx_io import read_stored_bounds, write_onnx
+from pyomo_nnrelax.tightening import tighten_bounds
+
+NETWORKS = [([2, 10, 10, 1], 0), ([3, 8, 8, 8, 2], 1), ([4, 12, 8, 2], 2)]
+
+
+def _box(n: int) -> tuple[np.ndarray, np.ndarray]:
+    return -np.ones(n), np.ones(n)
+
+
+def _samples(n_inputs: int, seed: int, n: int = 5000) -> np.ndarray:
+    """Uniform points of the box plus its corners (where interval-style bounds are attained)."""
+    rng = np.random.default_rng(seed)
+    corners = np.array(np.meshgrid(*[[-1.0, 1.0]] * n_inputs)).reshape(n_inputs, -1).T
+    return np.vstack([rng.uniform(-1, 1, size=(n, n_inputs)), corners])
+
+
+def _widths(bounds: NetworkBounds) -> np.ndarray:
+    return np.concatenate([u - l for l, u in zip(bounds.lower, bounds.upper)])
+
+
+def _assert_within(inner: NetworkBounds, outer: NetworkBounds, tol: float = 1e-9) -> None:
+    for lo_in, hi_in, lo_out, hi_out in zip(inner.lower, inner.upper, outer.lower, outer.upper):
+        assert np.all(lo_in >= lo_out - tol) and np.all(hi_in <= hi_out + tol)
+
+
+@pytest.fixture(scope="module", params=NETWORKS, ids=lambda p: str(p[0]))
+def tightened(request):
+    sizes, seed = request.param
+    net = Network.mlp(sizes, seed=seed)
+    box = _box(sizes[0])
+    return (
+        net,
+        interval_bounds(net, box),
+        tighten_bounds(net, input_bounds=box, method="lp", executor="serial"),
+        tighten_bounds(net, input_bounds=box, method="milp", executor="serial"),
+    )
+
+
+def test_tightened_bounds_contain_samples_and_are_never_looser(tightened):
+    net, ib, lp, milp = tightened
+    X = _samples(net.n_inputs, seed=len(net.layers))
+    for bounds, method in ((lp, "lp"), (milp, "milp")):
+        assert bounds.method == method
+        assert bounds.contains(net, X)
+        _assert_within(bounds, ib)
+        assert bounds.unstable_count(net) <= ib.unstable_count(net)
+    _assert_within(milp, lp)
+    assert np.all(_widths(milp) <= _widths(lp) + 1e-9)
+    assert _widths(lp).sum() < _widths(ib).sum()
+
+
+def test_milp_bounds_are_attained_for_relu_layers(tightened):
+    """Exact MILP bounds of layer 1 (one ReLU layer before it) are close to the sampled range."""
+    net, _, _, milp = tightened
+    z = net.pre_activations(_samples(net.n_inputs, seed=1, n=20000))[1]
+    unstable = milp.stability(1) == 0
+    np.testing.assert_allclose(milp.lower[1][unstable], z.min(0)[unstable], atol=0.2)
+    np.testing.assert_allclose(milp.upper[1][unstable], z.max(0)[unstable], atol=0.2)
+
+
+def test_time_limited_milp_stays_valid():
+    net = Network.mlp([2, 30, 30, 30, 1], seed=3)
+    box = (-2 * np.ones(2), 2 * np.ones(2))
+    bounds = tighten_bounds(
+        net, input_bounds=box, method="milp", time_limit=0.01, executor="serial"
+    )
+    rng = np.random.default_rng(0)
+    assert bounds.contains(net, rng.uniform(-2, 2, size=(5000, 2)))
+    _assert_within(bounds, interval_bounds(net, box))
+
+
+def test_starting_bounds_and_rounding():
+    net = Network.mlp([3, 8, 8, 1], seed=4)
+    start = interval_bounds(net, _box(3))
+    plain = tighten_bounds(net, start, executor="serial")
+    rounded = tighten_bounds(net, start, executor="serial", rounding=1e-3)
+    _assert_within(plain, rounded)
+    _assert_within(rounded, start)
+    again = tighten_bounds(net, plain, executor="serial")
+    _assert_within(again, plain)
+
+
+def test_serial_and_process_pool_agree():
+    net = Network.mlp([3, 12, 12, 1], seed=5)
+    box = _box(3)
+    serial = tighten_bounds(net, input_bounds=box, method="milp", executor="serial")
+    # a forked child inherits HiGHS's thread pool without its threads and can hang: spawn
+    with ProcessPoolExecutor(2, mp_context=multiprocessing.get_context("spawn")) as pool:
+        pooled = tighten_bounds(net, input_bounds=box, method="milp", executor=pool)
+    default = tighten_bounds(net, input_bounds=box, method="milp")
+    for other in (pooled, default):
+        for a, b in zip(serial.lower + serial.upper, other.lower + other.upper):
+            np.testing.assert_allclose(a, b, atol=1e-7)
+
+
+def test_dask_executor():
+    distributed = pytest.importorskip("distributed")
+    net = Network.mlp([3, 10, 10, 1], seed=6)
+    serial = tighten_bounds(net, input_bounds=_box(3), executor="serial")
+    with distributed.Client(processes=False, n_workers=1, threads_per_worker=2) as client:
+        dasked = tighten_bounds(net, input_bounds=_box(3), executor=client.get_executor(), chunks=2)
+    for a, b in zip(serial.lower + serial.upper, dasked.lower + dasked.upper):
+        np.testing.assert_allclose(a, b, atol=1e-7)
+
+
+def test_onnx_round_trip(tmp_path):
+    net = Network.mlp([2, 6, 6, 1], seed=7).with_input_bounds(*_box(2))
+    bounds = tighten_bounds(net, executor="serial")
+    path = tmp_path / "net.onnx"
+    write_onnx(net, path, bounds=bounds, dtype="float64")
+    stored = read_stored_bounds(path)
+    assert stored.method == "lp"
+    for a, b in zip(bounds.lower + bounds.upper, stored.lower + stored.upper):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_progress_is_reported_per_layer():
+    net = Network.mlp([2, 4, 4, 1], seed=8)
+    calls = []
+    tighten_bounds(
+        net, input_bounds=_box(2), executor="serial", progress=lambda *a: calls.append(a)
+    )
+    assert calls == [(0, 3), (1, 3), (2, 3)]
+
+
+@pytest.mark.parametrize(
+    "kwargs, words",
+    [
+        ({"method": "sdp"}, "'lp', 'milp'"),
+        ({"executor": "threads"}, "serial"),
+        ({"time_limit": 0.0}, "time_limit"),
+        ({"rounding": -1.0}, "rounding"),
+        ({"chunks": 0}, "chunks"),
+    ],
+)
+def test_bad_arguments_raise(kwargs, words):
+    net = Network.mlp([2, 4, 1], seed=0)
+    with pytest.raises(ValueError, match=words):
+        tighten_bounds(net, input_bounds=_box(2), **kwargs)
