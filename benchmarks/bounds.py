@@ -53,11 +53,8 @@ def networks(quick: bool) -> dict[str, Network]:
 def solve_seconds(m: pyo.ConcreteModel, time_limit: float, warm: bool) -> str:
     """Minimise the model's objective with appsi_highs; seconds, '>' if time-limited."""
     opt = pyo.SolverFactory("appsi_highs")
-    opt.config.time_limit = time_limit
-    opt.config.load_solution = False
-    opt.config.warmstart = warm
     start = time.perf_counter()
-    result = opt.solve(m)
+    result = opt.solve(m, warmstart=warm, timelimit=time_limit, load_solutions=False)
     seconds = time.perf_counter() - start
     optimal = result.solver.termination_condition == pyo.TerminationCondition.optimal
     return ("" if optimal else ">") + f"{seconds:.2f}"

@@ -743,6 +743,22 @@ def _check_bounds_fit(
 
 
 # ====================================================================== writing
+def _check_bounds_survive_rounding(network: Network, np_dtype) -> None:
+    """Refuse to store bounds beside weights that the file's float type would round.
+
+    Bounds are valid for the weights they were computed from; stored next to rounded weights
+    they could exclude reachable pre-activations by a rounding error.
+    """
+    for i, layer in enumerate(network.layers):
+        for name, array in (("weight", layer.weight), ("bias", layer.bias)):
+            if not np.array_equal(array.astype(np_dtype).astype(np.float64), array):
+                raise InvalidNetworkError(
+                    f"layer {i} {name} is not exactly representable as {np.dtype(np_dtype).name}, "
+                    "so stored bounds could be invalid for the rounded weights; write with "
+                    "dtype='float64' (or compute the bounds from the rounded network)"
+                )
+
+
 def _bounds_json(bounds: NetworkBounds) -> str:
     return json.dumps(
         {
@@ -853,6 +869,7 @@ def build_onnx_model(
         metadata[INPUT_BOUNDS_KEY] = json.dumps({"lower": lower.tolist(), "upper": upper.tolist()})
     if bounds is not None:
         _check_bounds_fit(bounds, network, InvalidNetworkError, "bounds")
+        _check_bounds_survive_rounding(network, np_dtype=_FLOAT_TYPES[elem_type])
         metadata[BOUNDS_KEY] = _bounds_json(bounds)
     helper.set_model_props(model, metadata)
     onnx.checker.check_model(model)

@@ -204,9 +204,7 @@ def test_appsi_highs_solves_the_block_from_a_warm_start():
         assert (c.lower is None or body >= pyo.value(c.lower) - 1e-9) and (
             c.upper is None or body <= pyo.value(c.upper) + 1e-9
         ), c.name
-    opt = pyo.SolverFactory("appsi_highs")
-    opt.config.warmstart = True
-    opt.solve(m)
+    pyo.SolverFactory("appsi_highs").solve(m, warmstart=True)
     assert pyo.value(m.obj) <= start + 1e-9
     assert m.nn.check().max_abs_error < 1e-6
 

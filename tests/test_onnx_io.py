@@ -727,3 +727,15 @@ def test_checker_failure_raises_onnx_import_error(make_onnx_model):
 
     with pytest.raises(OnnxImportError, match="checker"):
         read_onnx(model, name_for_errors="my-model")
+
+
+def test_bounds_are_not_stored_beside_weights_that_float32_would_round(tmp_path):
+    net = Network.mlp([2, 5, 1], seed=0)
+    bounds = interval_bounds(net, [(-1, 1), (-1, 1)])
+    with pytest.raises(InvalidNetworkError, match="not exactly representable as float32"):
+        write_onnx(net, tmp_path / "m.onnx", bounds=bounds)
+    assert not (tmp_path / "m.onnx").exists()
+    write_onnx(net, tmp_path / "m64.onnx", bounds=bounds, dtype="float64")
+    assert read_stored_bounds(tmp_path / "m64.onnx").method == "interval"
+    rounded = read_onnx(write_onnx(net, dtype="float32"))
+    write_onnx(rounded, tmp_path / "m32.onnx", bounds=interval_bounds(rounded, [(-1, 1)] * 2))
