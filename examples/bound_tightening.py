@@ -7,7 +7,7 @@ The MILP of a ReLU network needs one binary per *unstable* neuron, and its big-M
 come from the pre-activation bounds, so deeper networks with loose bounds get slow.  This
 example
 
-1. fits a 2-50-50-50-1 network to ``peaks`` on [-2, 2]^2 (a short, unregularized fit);
+1. fits a 2-16-16-16-1 network to ``peaks`` on [-2, 2]^2 (a short, unregularized fit);
 2. computes its pre-activation bounds three ways with ``tighten_bounds``: interval
    propagation, LP-based tightening, and MILP-based tightening with a time limit per solve,
    and prints the unstable neurons, mean big-M constant and time of each;
@@ -115,7 +115,7 @@ def main() -> None:
     args = parser.parse_args()
     n, epochs, sizes, bound_limit, limit = (
         (300, 2, [2, 6, 6, 6, 1], 0.1, 3.0) if args.quick
-        else (3000, 40, [2, 50, 50, 50, 1], 0.3, 10.0)
+        else (3000, 40, [2, 16, 16, 16, 1], 1.0, 30.0)
     )
     domain = box("peaks")
     print(f"1. fitting a {'-'.join(map(str, sizes))} network to peaks ({epochs} epochs)")
