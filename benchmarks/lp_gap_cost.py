@@ -8,7 +8,10 @@ Three ways to get :class:`~pyomo_nnrelax.relaxation.RelaxationBatch` for a batch
   ``scipy.optimize.linprog(method="highs")`` (what the paper's reference code did);
 * ``pyomo``: :func:`solve_relaxations` with ``backend="pyomo"`` (NNBlock + persistent appsi_highs).
 
-    python benchmarks/lp_gap_cost.py [--points 64] [--repeats 3] [--no-pyomo]
+A second table times training epochs (peaks data, batch 64) with no regularizer, BW, and
+BW+LP at 8 LPs per mini-batch (the paper's subsample size), as ratios to no regularizer.
+
+    python benchmarks/lp_gap_cost.py [--points 64] [--repeats 3] [--no-pyomo] [--epochs 3]
 """
 
 from __future__ import annotations
@@ -20,7 +23,9 @@ import numpy as np
 from scipy.optimize import linprog
 
 from pyomo_nnrelax import Layer, Network, interval_bounds
+from pyomo_nnrelax.benchmarks.functions import box, latin_hypercube, peaks
 from pyomo_nnrelax.formulations.bigm import bigm_model
+from pyomo_nnrelax.training import BoundWidth, LPGap, Trainer
 from pyomo_nnrelax.relaxation import RelaxationBatch, Solutions, assemble, empty_solutions, solve_relaxations
 
 ARCHITECTURES = ([2] + [25] * 2 + [1], [2] + [25] * 3 + [1], [2] + [25] * 5 + [1])
@@ -77,6 +82,7 @@ def main() -> None:
     parser.add_argument("--points", type=int, default=64)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--no-pyomo", action="store_true", help="skip the Pyomo backend")
+    parser.add_argument("--epochs", type=int, default=3, help="epochs per training timing")
     args = parser.parse_args()
     X = np.random.default_rng(0).uniform(-1, 1, size=(args.points, 2))
     runs = {
@@ -103,6 +109,29 @@ def main() -> None:
         line += " ".join(f"{timed[n][0]:>11.3f}" for n in names)
         line += " " + " ".join(f"{timed[n][0] / timed['highs'][0]:>14.1f}" for n in names[1:])
         print(line + f" {diff:>13.2e}")
+    training_ratios(args.epochs)
+
+
+def training_ratios(epochs: int) -> None:
+    """Seconds per epoch of BW and BW+LP training relative to no regularizer, same data."""
+    domain = box("peaks")
+    X = latin_hypercube(3000, domain, seed=0)
+    y = peaks(X)
+    regularizers = {
+        "none": None, "bw": BoundWidth(), "bw+lp": BoundWidth() + LPGap(sense="min", samples=8),
+    }
+    print(f"\ntraining, 3000 points, batch 64, {epochs} epochs: seconds per epoch (ratio to none)")
+    print(f"{'network':>14} " + " ".join(f"{name:>16}" for name in regularizers))
+    for sizes in ARCHITECTURES:
+        seconds = {}
+        for name, reg in regularizers.items():
+            trainer = Trainer(Network.mlp(sizes, seed=0), X, y, input_bounds=domain,
+                              regularizer=reg, lam=1e-3 if reg else 0.0, epochs=epochs, seed=0)
+            start = time.perf_counter()
+            trainer.fit()
+            seconds[name] = (time.perf_counter() - start) / epochs
+        cells = " ".join(f"{t:>8.3f} ({t / seconds['none']:>4.1f}x)" for t in seconds.values())
+        print(f"{'-'.join(map(str, sizes)):>14} {cells}")
 
 
 if __name__ == "__main__":
