@@ -23,7 +23,7 @@ import numpy as np
 import onnx
 import pyomo.environ as pyo
 
-from pyomo_nnrelax import NNBlock, Network, interval_bounds
+from pyomo_nnrelax import Network, NNBlock, interval_bounds
 from pyomo_nnrelax.benchmarks.functions import box, latin_hypercube, peaks
 from pyomo_nnrelax.block import layer_statistics
 from pyomo_nnrelax.tightening import tighten_bounds
@@ -40,7 +40,9 @@ def networks(quick: bool) -> dict[str, Network]:
     trained = {
         f"peaks {'-'.join(map(str, s))}": Trainer(
             Network.mlp(s, seed=0), X, peaks(X), input_bounds=BOX, epochs=30, seed=0
-        ).fit().network
+        )
+        .fit()
+        .network
         for s in ([2, 20, 20, 1], [2, 16, 16, 16, 1])
     }
     random = {
@@ -85,22 +87,34 @@ def omlt(path: Path, formulation: str, time_limit: float) -> str:
 
 def report(name: str, net: Network, path: Path, time_limit: float) -> None:
     print(f"\n== {name} ({sum(l.n_out for l in net.layers[:-1])} hidden neurons)")
-    print(f"{'bounds':<9}{'unstable':>9}{'mean M':>9}{'tighten s':>10}{'bigm s':>9}"
-          f"{'bigm+ws s':>10}{'part s':>9}{'part+ws s':>10}")
+    print(
+        f"{'bounds':<9}{'unstable':>9}{'mean M':>9}{'tighten s':>10}{'bigm s':>9}"
+        f"{'bigm+ws s':>10}{'part s':>9}{'part+ws s':>10}"
+    )
     for method in ("interval", "lp", "milp"):
         start = time.perf_counter()
-        bounds = (interval_bounds(net, BOX) if method == "interval" else
-                  tighten_bounds(net, None, method, input_bounds=BOX, time_limit=time_limit / 10))
+        bounds = (
+            interval_bounds(net, BOX)
+            if method == "interval"
+            else tighten_bounds(net, None, method, input_bounds=BOX, time_limit=time_limit / 10)
+        )
         seconds = time.perf_counter() - start
         rows = layer_statistics(net, bounds)
         unstable = sum(r["unstable"] for r in rows)
         mean_m = sum(r["mean_big_m"] * r["unstable"] for r in rows) / max(unstable, 1)
-        times = [ours(net, bounds, f, time_limit, warm) for f in ("bigm", "partition")
-                 for warm in (False, True)]
-        print(f"{method:<9}{unstable:>9}{mean_m:>9.3g}{seconds:>10.2f}"
-              + "".join(f"{t:>{w}}" for t, w in zip(times, (9, 10, 9, 10))))
-    print(f"{'OMLT':<9}{'':>9}{'':>9}{'':>10}{omlt(path, 'bigm', time_limit):>9}{'':>10}"
-          f"{omlt(path, 'partition', time_limit):>9}")
+        times = [
+            ours(net, bounds, f, time_limit, warm)
+            for f in ("bigm", "partition")
+            for warm in (False, True)
+        ]
+        print(
+            f"{method:<9}{unstable:>9}{mean_m:>9.3g}{seconds:>10.2f}"
+            + "".join(f"{t:>{w}}" for t, w in zip(times, (9, 10, 9, 10)))
+        )
+    print(
+        f"{'OMLT':<9}{'':>9}{'':>9}{'':>10}{omlt(path, 'bigm', time_limit):>9}{'':>10}"
+        f"{omlt(path, 'partition', time_limit):>9}"
+    )
 
 
 def main() -> None:

@@ -25,8 +25,14 @@ from scipy.optimize import linprog
 from pyomo_nnrelax import Layer, Network, interval_bounds
 from pyomo_nnrelax.benchmarks.functions import box, latin_hypercube, peaks
 from pyomo_nnrelax.formulations.bigm import bigm_model
+from pyomo_nnrelax.relaxation import (
+    RelaxationBatch,
+    Solutions,
+    assemble,
+    empty_solutions,
+    solve_relaxations,
+)
 from pyomo_nnrelax.training import BoundWidth, LPGap, Trainer
-from pyomo_nnrelax.relaxation import RelaxationBatch, Solutions, assemble, empty_solutions, solve_relaxations
 
 ARCHITECTURES = ([2] + [25] * 2 + [1], [2] + [25] * 3 + [1], [2] + [25] * 5 + [1])
 BOX = (np.full(2, -1.0), np.full(2, 1.0))
@@ -48,15 +54,20 @@ def linprog_batch(network: Network, X: np.ndarray) -> RelaxationBatch:
         lower, upper = model.col_lower.copy(), model.col_upper.copy()
         lower[model.cols("inputs")] = upper[model.cols("inputs")] = x
         res = linprog(
-            c, A_ub=np.vstack([A[le], -A[ge]]), b_ub=np.concatenate([model.row_upper[le], -model.row_lower[ge]]),
-            A_eq=A[eq], b_eq=model.row_upper[eq], bounds=np.column_stack([lower, upper]), method="highs",
+            c,
+            A_ub=np.vstack([A[le], -A[ge]]),
+            b_ub=np.concatenate([model.row_upper[le], -model.row_lower[ge]]),
+            A_eq=A[eq],
+            b_eq=model.row_upper[eq],
+            bounds=np.column_stack([lower, upper]),
+            method="highs",
         )
         if res.status != 0:
             continue
         sol.value[i], sol.x[i], sol.ok[i] = res.fun, res.x, True
         sol.row_dual[i, eq] = res.eqlin.marginals
         sol.row_dual[i, le] = res.ineqlin.marginals[: le.sum()]
-        sol.row_dual[i, ge] = -res.ineqlin.marginals[le.sum():]
+        sol.row_dual[i, ge] = -res.ineqlin.marginals[le.sum() :]
         sol.col_dual[i] = res.lower.marginals + res.upper.marginals
     return assemble(network, bounds, model, sol, X)
 
@@ -90,7 +101,9 @@ def main() -> None:
         "linprog": linprog_batch,
     }
     if not args.no_pyomo:
-        runs["pyomo"] = lambda net, X: solve_relaxations(net, interval_bounds(net, BOX), X, [1.0], backend="pyomo")
+        runs["pyomo"] = lambda net, X: solve_relaxations(
+            net, interval_bounds(net, BOX), X, [1.0], backend="pyomo"
+        )
     names = list(runs)
     header = f"{'network':>14} {'binaries':>8} " + " ".join(f"{n + ' ms':>11}" for n in names)
     header += " " + " ".join(f"{n + '/highs':>14}" for n in names[1:]) + f" {'max |nu| diff':>13}"
@@ -101,7 +114,15 @@ def main() -> None:
         timed = {name: per_lp_ms(run, net, X, args.repeats) for name, run in runs.items()}
         ref = timed["highs"][1]
         diff = max(
-            float(np.max(np.abs(np.concatenate([a - b for a, b in zip(t[1].affine_duals, ref.affine_duals)], axis=1))))
+            float(
+                np.max(
+                    np.abs(
+                        np.concatenate(
+                            [a - b for a, b in zip(t[1].affine_duals, ref.affine_duals)], axis=1
+                        )
+                    )
+                )
+            )
             for t in timed.values()
         )
         name = "-".join(map(str, sizes))
@@ -118,15 +139,25 @@ def training_ratios(epochs: int) -> None:
     X = latin_hypercube(3000, domain, seed=0)
     y = peaks(X)
     regularizers = {
-        "none": None, "bw": BoundWidth(), "bw+lp": BoundWidth() + LPGap(sense="min", samples=8),
+        "none": None,
+        "bw": BoundWidth(),
+        "bw+lp": BoundWidth() + LPGap(sense="min", samples=8),
     }
     print(f"\ntraining, 3000 points, batch 64, {epochs} epochs: seconds per epoch (ratio to none)")
     print(f"{'network':>14} " + " ".join(f"{name:>16}" for name in regularizers))
     for sizes in ARCHITECTURES:
         seconds = {}
         for name, reg in regularizers.items():
-            trainer = Trainer(Network.mlp(sizes, seed=0), X, y, input_bounds=domain,
-                              regularizer=reg, lam=1e-3 if reg else 0.0, epochs=epochs, seed=0)
+            trainer = Trainer(
+                Network.mlp(sizes, seed=0),
+                X,
+                y,
+                input_bounds=domain,
+                regularizer=reg,
+                lam=1e-3 if reg else 0.0,
+                epochs=epochs,
+                seed=0,
+            )
             start = time.perf_counter()
             trainer.fit()
             seconds[name] = (time.perf_counter() - start) / epochs

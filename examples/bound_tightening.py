@@ -38,19 +38,33 @@ from pyomo_nnrelax.onnx_io import write_onnx
 from pyomo_nnrelax.tightening import tighten_bounds
 from pyomo_nnrelax.training import Trainer
 
-FORMULATIONS = (("big-M", {"formulation": "bigm"}),
-                ("partition", {"formulation": "partition", "partitions": 2}))
+FORMULATIONS = (
+    ("big-M", {"formulation": "bigm"}),
+    ("partition", {"formulation": "partition", "partitions": 2}),
+)
 
 
 def fit(sizes: list[int], n: int, epochs: int, domain: np.ndarray) -> Network:
     """A short, unregularized fit of ``peaks``: a typical deep surrogate with loose bounds."""
     X = latin_hypercube(n, domain, seed=0)
-    return Trainer(Network.mlp(sizes, seed=0), X, peaks(X), input_bounds=domain,
-                   epochs=epochs, lr=3e-3, seed=0).fit().network
+    return (
+        Trainer(
+            Network.mlp(sizes, seed=0),
+            X,
+            peaks(X),
+            input_bounds=domain,
+            epochs=epochs,
+            lr=3e-3,
+            seed=0,
+        )
+        .fit()
+        .network
+    )
 
 
-def all_bounds(network: Network, domain: np.ndarray,
-               time_limit: float) -> dict[str, tuple[NetworkBounds, float]]:
+def all_bounds(
+    network: Network, domain: np.ndarray, time_limit: float
+) -> dict[str, tuple[NetworkBounds, float]]:
     """Interval, LP- and MILP-tightened bounds over ``domain``, each with its time (s)."""
     results = {}
     for method in ("interval", "lp", "milp"):
@@ -72,8 +86,14 @@ def big_m_stats(network: Network, bounds: NetworkBounds) -> tuple[int, float]:
     return unstable, total / unstable if unstable else 0.0
 
 
-def solve(network: Network, domain: np.ndarray, bounds: NetworkBounds, options: dict,
-          warm: bool, time_limit: float) -> str:
+def solve(
+    network: Network,
+    domain: np.ndarray,
+    bounds: NetworkBounds,
+    options: dict,
+    warm: bool,
+    time_limit: float,
+) -> str:
     """Minimise the network on appsi_highs: the solve time, or '>limit gap' if stopped."""
     m = pyo.ConcreteModel()
     m.nn = NNBlock(network, input_bounds=domain, bounds=bounds, **options)
@@ -94,18 +114,28 @@ def solve(network: Network, domain: np.ndarray, bounds: NetworkBounds, options: 
     return f">{seconds:.0f} gap {best - bound:.3g}"
 
 
-def store_and_reload(network: Network, domain: np.ndarray, bounds: NetworkBounds,
-                     path: Path) -> None:
+def store_and_reload(
+    network: Network, domain: np.ndarray, bounds: NetworkBounds, path: Path
+) -> None:
     """Write the bounds into the ONNX metadata and show which bounds NNBlock then uses."""
-    write_onnx(network.with_input_bounds(domain[:, 0], domain[:, 1]), path, bounds=bounds,
-               dtype="float64", overwrite=True)
+    write_onnx(
+        network.with_input_bounds(domain[:, 0], domain[:, 1]),
+        path,
+        bounds=bounds,
+        dtype="float64",
+        overwrite=True,
+    )
     same = NNBlock(str(path))
-    print(f"NNBlock({path.name!r}) over the stored box: bounds.method = {same.bounds.method!r}, "
-          f"{same.bounds.unstable_count(same.network)} binaries")
+    print(
+        f"NNBlock({path.name!r}) over the stored box: bounds.method = {same.bounds.method!r}, "
+        f"{same.bounds.unstable_count(same.network)} binaries"
+    )
     other = NNBlock(str(path), input_bounds=domain / 2)
-    print(f"NNBlock({path.name!r}, input_bounds=[-1, 1]^2): bounds.method = "
-          f"{other.bounds.method!r} (stored bounds are for another box), "
-          f"{other.bounds.unstable_count(other.network)} binaries")
+    print(
+        f"NNBlock({path.name!r}, input_bounds=[-1, 1]^2): bounds.method = "
+        f"{other.bounds.method!r} (stored bounds are for another box), "
+        f"{other.bounds.unstable_count(other.network)} binaries"
+    )
 
 
 def main() -> None:
@@ -114,7 +144,8 @@ def main() -> None:
     parser.add_argument("--out", type=Path, help="keep the ONNX file here (default: a temp dir)")
     args = parser.parse_args()
     n, epochs, sizes, bound_limit, limit = (
-        (300, 2, [2, 6, 6, 6, 1], 0.1, 3.0) if args.quick
+        (300, 2, [2, 6, 6, 6, 1], 0.1, 3.0)
+        if args.quick
         else (3000, 40, [2, 16, 16, 16, 1], 1.0, 30.0)
     )
     domain = box("peaks")
@@ -122,18 +153,27 @@ def main() -> None:
     network = fit(sizes, n, epochs, domain)
     print(f"2. bounds over [-2, 2]^2 (MILP tightening: {bound_limit:g} s per solve)")
     print(f"3. minimising the network on appsi_highs, MILP time limit {limit:g} s\n")
-    print(f"{'bounds':<9}{'time s':>8}{'unstable':>9}{'mean M':>8}"
-          + "".join(f"{name + ws:>15}" for name, _ in FORMULATIONS for ws in ("", " +ws")))
+    print(
+        f"{'bounds':<9}{'time s':>8}{'unstable':>9}{'mean M':>8}"
+        + "".join(f"{name + ws:>15}" for name, _ in FORMULATIONS for ws in ("", " +ws"))
+    )
     computed = all_bounds(network, domain, bound_limit)
     for method, (bounds, seconds) in computed.items():
         unstable, mean_m = big_m_stats(network, bounds)
-        times = [solve(network, domain, bounds, options, warm, limit)
-                 for _, options in FORMULATIONS for warm in (False, True)]
-        print(f"{method:<9}{seconds:>8.2f}{unstable:>9}{mean_m:>8.3g}"
-              + "".join(f"{t:>15}" for t in times))
-    print("wall-clock solve times (s); '>' marks a solve stopped by its time limit, with the "
-          "gap |incumbent - bound| left\n(no sol.: no incumbent found); +ws = warm-started "
-          "from m.nn.warm_start()\n")
+        times = [
+            solve(network, domain, bounds, options, warm, limit)
+            for _, options in FORMULATIONS
+            for warm in (False, True)
+        ]
+        print(
+            f"{method:<9}{seconds:>8.2f}{unstable:>9}{mean_m:>8.3g}"
+            + "".join(f"{t:>15}" for t in times)
+        )
+    print(
+        "wall-clock solve times (s); '>' marks a solve stopped by its time limit, with the "
+        "gap |incumbent - bound| left\n(no sol.: no incumbent found); +ws = warm-started "
+        "from m.nn.warm_start()\n"
+    )
     with tempfile.TemporaryDirectory() as tmp:
         out = args.out or Path(tmp)
         out.mkdir(parents=True, exist_ok=True)

@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import pyomo.environ as pyo
 
-from pyomo_nnrelax import NNBlock, Network
+from pyomo_nnrelax import Network, NNBlock
 from pyomo_nnrelax.benchmarks.functions import box, latin_hypercube, peaks
 from pyomo_nnrelax.measure import difficulty
 from pyomo_nnrelax.training import BoundWidth, LPGap, Trainer
@@ -64,8 +64,19 @@ def main() -> None:
         out = args.out or Path(tmp)
         out.mkdir(parents=True, exist_ok=True)
         print(f"1. fitting a {'-'.join(map(str, sizes))} surrogate of peaks ({epochs} epochs)")
-        fitted = Trainer(Network.mlp(sizes, seed=0), X[:split], y[:split], validation=validation,
-                         input_bounds=domain, epochs=epochs, seed=0).fit().network
+        fitted = (
+            Trainer(
+                Network.mlp(sizes, seed=0),
+                X[:split],
+                y[:split],
+                validation=validation,
+                input_bounds=domain,
+                epochs=epochs,
+                seed=0,
+            )
+            .fit()
+            .network
+        )
         surrogate = out / "surrogate.onnx"
         fitted.to_onnx(surrogate, overwrite=True)
 
@@ -74,10 +85,19 @@ def main() -> None:
 
         print(f"3. refining with BW+LP (lambda 1e-3, {rounds} rounds of {epochs // 3 or 1} epochs)")
         refined = refine(
-            surrogate, X[:split], y[:split], input_bounds=domain, validation=validation,
-            regularizer=BoundWidth() + LPGap(sense="min"), lam=1e-3, rounds=rounds,
-            epochs_per_round=epochs // 3 or 1, output_dir=out / "refine", overwrite=True,
-            milp_time_limit=None, progress=not args.quick,
+            surrogate,
+            X[:split],
+            y[:split],
+            input_bounds=domain,
+            validation=validation,
+            regularizer=BoundWidth() + LPGap(sense="min"),
+            lam=1e-3,
+            rounds=rounds,
+            epochs_per_round=epochs // 3 or 1,
+            output_dir=out / "refine",
+            overwrite=True,
+            milp_time_limit=None,
+            progress=not args.quick,
         )
         refined_path = out / "refined.onnx"
         refined.network.to_onnx(refined_path, overwrite=True)
@@ -88,8 +108,10 @@ def main() -> None:
             d = difficulty(net, domain, "min", milp_time_limit=limit)
             mark = "" if d.milp.optimal else ">"
             mse = np.mean((net.forward(X_test)[:, 0] - peaks(X_test)) ** 2)
-            print(f"{name:<10}{d.unstable:>9}{d.lp_gap:>10.4g}{mark + format(d.milp.seconds, '.2f'):>9}"
-                  f"{d.milp.nodes:>7}{mse:>10.4f}")
+            print(
+                f"{name:<10}{d.unstable:>9}{d.lp_gap:>10.4g}{mark + format(d.milp.seconds, '.2f'):>9}"
+                f"{d.milp.nodes:>7}{mse:>10.4f}"
+            )
 
 
 if __name__ == "__main__":

@@ -77,10 +77,12 @@ def grid_reference(points: int, xi: np.ndarray) -> tuple[np.ndarray, float]:
     """The best decision on a ``points``^3 grid under the Monte Carlo objective."""
     axis = np.linspace(BOX[0, 0], BOX[0, 1], points)
     grid = np.stack(np.meshgrid(axis, axis, axis, indexing="ij"), axis=-1).reshape(-1, 3)
-    values = np.concatenate([
-        risk_objective(chunk, monte_carlo_quantiles(chunk, xi))
-        for chunk in np.array_split(grid, max(1, len(grid) // 200))
-    ])
+    values = np.concatenate(
+        [
+            risk_objective(chunk, monte_carlo_quantiles(chunk, xi))
+            for chunk in np.array_split(grid, max(1, len(grid) // 200))
+        ]
+    )
     best = int(np.argmin(values))
     return grid[best], float(values[best])
 
@@ -116,13 +118,22 @@ def first_stage(path: Path, time_limit: float) -> Decision:
     return Decision(m.nn.input_values(), m.nn.output_values(), seconds, binaries, optimal)
 
 
-def train(sizes: list[int], data: tuple[np.ndarray, np.ndarray], validation, epochs: int,
-          lam: float) -> Network:
+def train(
+    sizes: list[int], data: tuple[np.ndarray, np.ndarray], validation, epochs: int, lam: float
+) -> Network:
     """A quantile network fitted with the pinball loss, with BoundWidth when ``lam`` > 0."""
     trainer = Trainer(
-        Network.mlp(sizes, seed=0), *data, validation=validation, input_bounds=BOX,
-        loss="pinball", quantiles=QUANTILES, regularizer=BoundWidth() if lam > 0 else None,
-        lam=lam, epochs=epochs, lr=3e-3, seed=0,
+        Network.mlp(sizes, seed=0),
+        *data,
+        validation=validation,
+        input_bounds=BOX,
+        loss="pinball",
+        quantiles=QUANTILES,
+        regularizer=BoundWidth() if lam > 0 else None,
+        lam=lam,
+        epochs=epochs,
+        lr=3e-3,
+        seed=0,
     )
     return trainer.fit().network
 
@@ -138,7 +149,8 @@ def main() -> None:
     parser.add_argument("--out", type=Path, help="keep the ONNX files here (default: a temp dir)")
     args = parser.parse_args()
     n, epochs, sizes, mc, grid, limit = (
-        (400, 3, [3, 8, 8, 3], 2000, 6, 10.0) if args.quick
+        (400, 3, [3, 8, 8, 3], 2000, 6, 10.0)
+        if args.quick
         else (6000, 300, [3, 20, 20, 20, 3], 10000, 21, 120.0)
     )
     rng = np.random.default_rng(0)
@@ -148,8 +160,10 @@ def main() -> None:
     X_test = latin_hypercube(1000, BOX, seed=1)
     y_test = recourse(X_test, sample_demand(1000, rng))
     xi_mc = sample_demand(mc, rng)
-    print(f"{n} simulated (x, Q) pairs; {'-'.join(map(str, sizes))} networks for quantiles "
-          f"{QUANTILES}, {epochs} epochs each\n")
+    print(
+        f"{n} simulated (x, Q) pairs; {'-'.join(map(str, sizes))} networks for quantiles "
+        f"{QUANTILES}, {epochs} epochs each\n"
+    )
 
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
@@ -164,22 +178,30 @@ def main() -> None:
             pinball = PinballLoss(QUANTILES)(net.forward(X_test), y_test[:, None])[0]
             rows.append((name, seconds, pinball, first_stage(path, limit)))
 
-    print(f"{'network':<9}{'train s':>8}{'pinball':>8}{'binaries':>9}{'MILP s':>8}  "
-          f"{'decision x':<17}  {'predicted q10/50/90':<17}  {'Monte Carlo':<17}"
-          f"{'obj pred':>9}{'obj MC':>8}")
+    print(
+        f"{'network':<9}{'train s':>8}{'pinball':>8}{'binaries':>9}{'MILP s':>8}  "
+        f"{'decision x':<17}  {'predicted q10/50/90':<17}  {'Monte Carlo':<17}"
+        f"{'obj pred':>9}{'obj MC':>8}"
+    )
     for name, seconds, pinball, d in rows:
         sampled = monte_carlo_quantiles(d.x[None, :], xi_mc)[0]
         mark = "" if d.optimal else ">"
-        print(f"{name:<9}{seconds:>8.1f}{pinball:>8.3f}{d.binaries:>9}"
-              f"{mark + format(d.seconds, '.2f'):>8}  {numbers(d.x)}  {numbers(d.predicted)}  "
-              f"{numbers(sampled)}"
-              f"{risk_objective(d.x[None, :], d.predicted[None, :])[0]:>9.2f}"
-              f"{risk_objective(d.x[None, :], sampled[None, :])[0]:>8.2f}")
+        print(
+            f"{name:<9}{seconds:>8.1f}{pinball:>8.3f}{d.binaries:>9}"
+            f"{mark + format(d.seconds, '.2f'):>8}  {numbers(d.x)}  {numbers(d.predicted)}  "
+            f"{numbers(sampled)}"
+            f"{risk_objective(d.x[None, :], d.predicted[None, :])[0]:>9.2f}"
+            f"{risk_objective(d.x[None, :], sampled[None, :])[0]:>8.2f}"
+        )
     x_ref, obj_ref = grid_reference(grid, xi_mc)
-    print(f"\nbest decision on a {grid}^3 grid (Monte Carlo objective, {mc} demand samples): "
-          f"x = {numbers(x_ref)}, objective {obj_ref:.2f}")
-    print("objective = c'x + q50 + 0.25 (q90 - q10) of the second-stage cost; "
-          "'>' marks a MILP stopped by its time limit")
+    print(
+        f"\nbest decision on a {grid}^3 grid (Monte Carlo objective, {mc} demand samples): "
+        f"x = {numbers(x_ref)}, objective {obj_ref:.2f}"
+    )
+    print(
+        "objective = c'x + q50 + 0.25 (q90 - q10) of the second-stage cost; "
+        "'>' marks a MILP stopped by its time limit"
+    )
 
 
 if __name__ == "__main__":

@@ -74,11 +74,20 @@ def optimise(surrogate: Path, domain: np.ndarray, time_limit: float) -> Optimum:
     return Optimum(x, pyo.value(m.obj), float(himmelblau(x)[0]), seconds, optimal)
 
 
-def fit(sizes: list[int], X: np.ndarray, y: np.ndarray, validation, domain: np.ndarray,
-        epochs: int) -> Network:
+def fit(
+    sizes: list[int], X: np.ndarray, y: np.ndarray, validation, domain: np.ndarray, epochs: int
+) -> Network:
     """An ordinary (unregularized) fit, the user's starting surrogate."""
-    trainer = Trainer(Network.mlp(sizes, seed=0), X, y, validation=validation,
-                      input_bounds=domain, epochs=epochs, lr=3e-3, seed=0)
+    trainer = Trainer(
+        Network.mlp(sizes, seed=0),
+        X,
+        y,
+        validation=validation,
+        input_bounds=domain,
+        epochs=epochs,
+        lr=3e-3,
+        seed=0,
+    )
     return trainer.fit().network
 
 
@@ -87,23 +96,38 @@ def rmse(network: Network, X_test: np.ndarray) -> float:
     return float(np.sqrt(np.mean((network.forward(X_test)[:, 0] - himmelblau(X_test)) ** 2)))
 
 
-def print_table(networks: dict[str, Network], paths: dict[str, Path], domain: np.ndarray,
-                X_test: np.ndarray, time_limit: float) -> None:
+def print_table(
+    networks: dict[str, Network],
+    paths: dict[str, Path],
+    domain: np.ndarray,
+    X_test: np.ndarray,
+    time_limit: float,
+) -> None:
     """Difficulty of the plain minimisation, accuracy, and the user's constrained optimum."""
-    results = {name: (difficulty(net, domain, "min", milp_time_limit=time_limit),
-                      optimise(paths[name], domain, time_limit))
-               for name, net in networks.items()}
-    print(f"\n{'':<8}{'unstable':>9}{'mean M':>9}{'LP gap':>9}{'MILP s':>9}{'nodes':>7}"
-          f"{'test RMSE':>10} | {'x* (x0 + x1 >= 1)':>18}{'f_nn(x*)':>10}{'f(x*)':>9}{'user s':>8}")
+    results = {
+        name: (
+            difficulty(net, domain, "min", milp_time_limit=time_limit),
+            optimise(paths[name], domain, time_limit),
+        )
+        for name, net in networks.items()
+    }
+    print(
+        f"\n{'':<8}{'unstable':>9}{'mean M':>9}{'LP gap':>9}{'MILP s':>9}{'nodes':>7}"
+        f"{'test RMSE':>10} | {'x* (x0 + x1 >= 1)':>18}{'f_nn(x*)':>10}{'f(x*)':>9}{'user s':>8}"
+    )
     for name, (d, best) in results.items():
         x = np.array2string(best.x, precision=3, separator=",")
-        print(f"{name:<8}{d.unstable:>9}{d.mean_big_m:>9.3g}{d.lp_gap:>9.4g}"
-              f"{mark(d.milp.optimal, d.milp.seconds):>9}{d.milp.nodes:>7}"
-              f"{rmse(networks[name], X_test):>10.3f} | {x:>18}{best.predicted:>10.3f}"
-              f"{best.true:>9.3f}{mark(best.optimal, best.seconds):>8}")
-    print(f"\nMILP s: minimising the network alone (difficulty()); user s: the user's model. "
-          f"'>': stopped by the {time_limit:g} s time limit (x* is then the incumbent).\n"
-          "Himmelblau's minima with x0 + x1 >= 1: (3, 2) and (3.584, -1.848), value 0.")
+        print(
+            f"{name:<8}{d.unstable:>9}{d.mean_big_m:>9.3g}{d.lp_gap:>9.4g}"
+            f"{mark(d.milp.optimal, d.milp.seconds):>9}{d.milp.nodes:>7}"
+            f"{rmse(networks[name], X_test):>10.3f} | {x:>18}{best.predicted:>10.3f}"
+            f"{best.true:>9.3f}{mark(best.optimal, best.seconds):>8}"
+        )
+    print(
+        f"\nMILP s: minimising the network alone (difficulty()); user s: the user's model. "
+        f"'>': stopped by the {time_limit:g} s time limit (x* is then the incumbent).\n"
+        "Himmelblau's minima with x0 + x1 >= 1: (3, 2) and (3.584, -1.848), value 0."
+    )
 
 
 def mark(optimal: bool, seconds: float) -> str:
@@ -117,7 +141,8 @@ def main() -> None:
     parser.add_argument("--out", type=Path, help="keep the ONNX files here (default: a temp dir)")
     args = parser.parse_args()
     n, epochs, rounds, round_epochs, sizes, limit = (
-        (300, 3, 1, 1, [2, 8, 8, 8, 1], 10.0) if args.quick
+        (300, 3, 1, 1, [2, 8, 8, 8, 1], 10.0)
+        if args.quick
         else (4000, 150, 3, 10, [2, 25, 25, 25, 1], 60.0)
     )
     domain = box("himmelblau")
@@ -135,23 +160,42 @@ def main() -> None:
         surrogate = out / "himmelblau.onnx"
         fitted.to_onnx(surrogate, overwrite=True)
 
-        print(f"2. refining {surrogate.name} with BW+LP (lambda 1e-3, {rounds} rounds of "
-              f"{round_epochs} epochs)")
+        print(
+            f"2. refining {surrogate.name} with BW+LP (lambda 1e-3, {rounds} rounds of "
+            f"{round_epochs} epochs)"
+        )
         start = time.perf_counter()
         refined = refine(
-            surrogate, X[:split], y[:split], input_bounds=domain, validation=validation,
-            regularizer=BoundWidth() + LPGap(sense="min"), lam=1e-3, rounds=rounds,
-            epochs_per_round=round_epochs, output_dir=out / "himmelblau_refined",
-            overwrite=True, milp_time_limit=None, progress=False, lr=1e-3,
+            surrogate,
+            X[:split],
+            y[:split],
+            input_bounds=domain,
+            validation=validation,
+            regularizer=BoundWidth() + LPGap(sense="min"),
+            lam=1e-3,
+            rounds=rounds,
+            epochs_per_round=round_epochs,
+            output_dir=out / "himmelblau_refined",
+            overwrite=True,
+            milp_time_limit=None,
+            progress=False,
+            lr=1e-3,
         )
-        print(f"   {time.perf_counter() - start:.1f} s, stopped after {refined.stopped_by}; "
-              f"unstable neurons per round: {refined.history.column('unstable')}")
+        print(
+            f"   {time.perf_counter() - start:.1f} s, stopped after {refined.stopped_by}; "
+            f"unstable neurons per round: {refined.history.column('unstable')}"
+        )
         refined_path = out / "himmelblau_refined.onnx"
         refined.network.to_onnx(refined_path, overwrite=True)
 
         print("3-4. optimising over both surrogates on HiGHS")
-        print_table({"before": fitted, "after": refined.network},
-                    {"before": surrogate, "after": refined_path}, domain, X_test, limit)
+        print_table(
+            {"before": fitted, "after": refined.network},
+            {"before": surrogate, "after": refined_path},
+            domain,
+            X_test,
+            limit,
+        )
 
 
 if __name__ == "__main__":

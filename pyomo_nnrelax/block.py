@@ -72,15 +72,24 @@ def resolve_bounds(
     against the box).
     """
     if isinstance(method, NetworkBounds):
-        if not (np.array_equal(method.input_lower, box[0]) and np.array_equal(method.input_upper, box[1])):
-            raise InputBoundsError("the NetworkBounds given were computed over a different input box")
+        if not (
+            np.array_equal(method.input_lower, box[0])
+            and np.array_equal(method.input_upper, box[1])
+        ):
+            raise InputBoundsError(
+                "the NetworkBounds given were computed over a different input box"
+            )
         return method
     if method not in (None, *BOUND_METHODS):
-        raise ValueError(f"bounds must be one of {BOUND_METHODS} or a NetworkBounds, got {method!r}")
+        raise ValueError(
+            f"bounds must be one of {BOUND_METHODS} or a NetworkBounds, got {method!r}"
+        )
     if method in (None, "stored"):
         stored = read_stored_bounds(onnx_source) if onnx_source is not None else None
-        same_box = stored is not None and np.array_equal(stored.input_lower, box[0]) and np.array_equal(
-            stored.input_upper, box[1]
+        same_box = (
+            stored is not None
+            and np.array_equal(stored.input_lower, box[0])
+            and np.array_equal(stored.input_upper, box[1])
         )
         if same_box:
             return stored
@@ -178,8 +187,11 @@ class NNBlock(ScalarBlock):
             f"{int(self._matrix.integer.sum())} binaries, {self._matrix.n_cols} variables, "
             f"{self._matrix.n_rows} constraints"
         )
-        lines = [head, f"{'layer':>5} {'neurons':>7} {'unstable':>8} {'active':>6} {'inactive':>8} "
-                       f"{'mean M':>10} {'max M':>10}"]
+        lines = [
+            head,
+            f"{'layer':>5} {'neurons':>7} {'unstable':>8} {'active':>6} {'inactive':>8} "
+            f"{'mean M':>10} {'max M':>10}",
+        ]
         for r in rows:
             lines.append(
                 f"{r['layer']:>5} {r['neurons']:>7} {r['unstable']:>8} {r['stable_active']:>6} "
@@ -195,7 +207,7 @@ class NNBlock(ScalarBlock):
         """Current values of the output variables."""
         return _values(self.outputs, self._network.n_outputs, "outputs")
 
-    def check(self) -> "CheckResult":
+    def check(self) -> CheckResult:
         """Compare the block's output values with onnxruntime at the block's input values."""
         x = self.input_values()
         source = self._onnx_source
@@ -217,7 +229,9 @@ class NNBlock(ScalarBlock):
             x = self._best_sample(samples, seed)
         x = np.asarray(x, dtype=np.float64).reshape(-1)
         if x.size != self._network.n_inputs:
-            raise InputBoundsError(f"warm_start: x has {x.size} entries, the network takes {self._network.n_inputs}")
+            raise InputBoundsError(
+                f"warm_start: x has {x.size} entries, the network takes {self._network.n_inputs}"
+            )
         values = start_values(self._network, self._bounds, self._formulation, x)
         for (name, layer), vals in values.items():
             component = _group_component(self, name, layer)
@@ -328,7 +342,9 @@ def start_values(
             xh = np.maximum(z, 0.0)
             values[("outputs", None) if l == last else ("xh", l)] = xh
             z_bounds = (bounds.lower[l], bounds.upper[l])
-            extra = formulation.start_values(layer, h, z, bounds.post_activation(network, l - 1), z_bounds)
+            extra = formulation.start_values(
+                layer, h, z, bounds.post_activation(network, l - 1), z_bounds
+            )
             values.update({(name, l): v for name, v in extra.items()})
             h = xh
         else:

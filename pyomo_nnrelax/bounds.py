@@ -63,7 +63,7 @@ class NetworkBounds:
             )
         )
 
-    def intersect(self, other: "NetworkBounds", method: str | None = None) -> "NetworkBounds":
+    def intersect(self, other: NetworkBounds, method: str | None = None) -> NetworkBounds:
         """Elementwise tightest of two valid bound sets over the same box."""
         return NetworkBounds(
             self.input_lower,

@@ -140,19 +140,27 @@ def _callback(parse: Callable[[str], Any]):
 
 MODEL = click.argument("model", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 INPUT_BOUNDS = click.option(
-    "--input-bounds", callback=_callback(parse_bounds_text), metavar="LO,HI[;LO,HI...]",
+    "--input-bounds",
+    callback=_callback(parse_bounds_text),
+    metavar="LO,HI[;LO,HI...]",
     help="Input box: one 'lo,hi' pair per input, or one pair for all. "
-         "Default: the box stored in the model, else (refine, sweep) the data's bounding box.",
+    "Default: the box stored in the model, else (refine, sweep) the data's bounding box.",
 )
 FORCE = click.option("--force", is_flag=True, help="Replace existing output files.")
 QUIET = click.option("--quiet", "-q", is_flag=True, help="No progress bars or messages on stderr.")
-TIME_LIMIT = click.option("--time-limit", type=click.FloatRange(min=0, min_open=True),
-                          help="Seconds per solve.")
+TIME_LIMIT = click.option(
+    "--time-limit", type=click.FloatRange(min=0, min_open=True), help="Seconds per solve."
+)
 
 
 def _output_option(help_text: str):
-    return click.option("-o", "--output", required=True, help=help_text,
-                        type=click.Path(dir_okay=False, path_type=Path))
+    return click.option(
+        "-o",
+        "--output",
+        required=True,
+        help=help_text,
+        type=click.Path(dir_okay=False, path_type=Path),
+    )
 
 
 def _check_outputs(outputs: Sequence[Path], inputs: Sequence[Path], force: bool) -> None:
@@ -262,8 +270,14 @@ def format_inspect(report: dict[str, Any]) -> str:
 @main.command()
 @MODEL
 @INPUT_BOUNDS
-@click.option("--bounds", "method", type=click.Choice(BOUND_CHOICES), default="interval",
-              show_default=True, help="How pre-activation bounds are computed.")
+@click.option(
+    "--bounds",
+    "method",
+    type=click.Choice(BOUND_CHOICES),
+    default="interval",
+    show_default=True,
+    help="How pre-activation bounds are computed.",
+)
 @TIME_LIMIT
 @click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON.")
 def inspect(
@@ -276,8 +290,9 @@ def inspect(
     network = read_onnx(model)
     box = _box(network, input_bounds)
     with _stdout_to_stderr():
-        bounds = resolve_bounds(network, check_input_bounds(box, network.n_inputs), method, model,
-                                time_limit, None)
+        bounds = resolve_bounds(
+            network, check_input_bounds(box, network.n_inputs), method, model, time_limit, None
+        )
     report = inspect_report(model, network, box, bounds)
     click.echo(json.dumps(report, indent=2) if as_json else format_inspect(report))
 
@@ -286,16 +301,35 @@ def inspect(
 @main.command()
 @MODEL
 @_output_option("Where to write the network with its tightened bounds (ONNX).")
-@click.option("--bounds", "method", type=click.Choice(("lp", "milp")), default="lp",
-              show_default=True, help="Tighten with LPs or MILPs per neuron.")
+@click.option(
+    "--bounds",
+    "method",
+    type=click.Choice(("lp", "milp")),
+    default="lp",
+    show_default=True,
+    help="Tighten with LPs or MILPs per neuron.",
+)
 @TIME_LIMIT
 @INPUT_BOUNDS
-@click.option("--rounding", type=click.FloatRange(min=0), default=0.0, show_default=True,
-              help="Absolute outward rounding of every solved bound.")
+@click.option(
+    "--rounding",
+    type=click.FloatRange(min=0),
+    default=0.0,
+    show_default=True,
+    help="Absolute outward rounding of every solved bound.",
+)
 @FORCE
 @QUIET
-def tighten(model: Path, output: Path, method: str, time_limit: float | None, input_bounds,
-            rounding: float, force: bool, quiet: bool) -> None:
+def tighten(
+    model: Path,
+    output: Path,
+    method: str,
+    time_limit: float | None,
+    input_bounds,
+    rounding: float,
+    force: bool,
+    quiet: bool,
+) -> None:
     """Tighten the bounds of MODEL; write them into the metadata of OUTPUT."""
     from .bounds import interval_bounds
     from .onnx_io import read_onnx, write_onnx
@@ -314,7 +348,11 @@ def tighten(model: Path, output: Path, method: str, time_limit: float | None, in
     try:
         with _stdout_to_stderr():
             tight = tighten_bounds(
-                network, start, method, time_limit=time_limit, rounding=rounding,
+                network,
+                start,
+                method,
+                time_limit=time_limit,
+                rounding=rounding,
                 progress=progress if bar is not None else None,
             )
         if bar is not None and bar.total:
@@ -344,35 +382,84 @@ def history_paths(output: Path) -> tuple[Path, Path, Path]:
 
 @main.command()
 @MODEL
-@click.option("--data", required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path),
-              help="Training data: .npz with arrays X and y, or .csv (targets last).")
+@click.option(
+    "--data",
+    required=True,
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="Training data: .npz with arrays X and y, or .csv (targets last).",
+)
 @_output_option("Where to write the refined network (ONNX); the history goes next to it.")
-@click.option("--targets", type=click.IntRange(min=1), default=1, show_default=True,
-              help="Number of target columns at the end of a CSV file.")
-@click.option("--regularizer", "spec", default="bw+lp", show_default=True,
-              help="E.g. bw, bw+lp, 0.5*bw+lp, sn, rs, l1, l2, lp or none.")
-@click.option("--lam", type=click.FloatRange(min=0), default=1e-3, show_default=True,
-              help="Weight of the regularizer.")
+@click.option(
+    "--targets",
+    type=click.IntRange(min=1),
+    default=1,
+    show_default=True,
+    help="Number of target columns at the end of a CSV file.",
+)
+@click.option(
+    "--regularizer",
+    "spec",
+    default="bw+lp",
+    show_default=True,
+    help="E.g. bw, bw+lp, 0.5*bw+lp, sn, rs, l1, l2, lp or none.",
+)
+@click.option(
+    "--lam",
+    type=click.FloatRange(min=0),
+    default=1e-3,
+    show_default=True,
+    help="Weight of the regularizer.",
+)
 @click.option("--rounds", type=click.IntRange(min=1), default=5, show_default=True)
-@click.option("--epochs", type=click.IntRange(min=1), default=20, show_default=True,
-              help="Epochs per round.")
+@click.option(
+    "--epochs", type=click.IntRange(min=1), default=20, show_default=True, help="Epochs per round."
+)
 @click.option("--batch-size", type=click.IntRange(min=1), default=64, show_default=True)
 @click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=1e-3, show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--sense", type=click.Choice(("min", "max")), default="min", show_default=True,
-              help="Optimisation sense of the downstream MILP (LP gap and measurements).")
+@click.option(
+    "--sense",
+    type=click.Choice(("min", "max")),
+    default="min",
+    show_default=True,
+    help="Optimisation sense of the downstream MILP (LP gap and measurements).",
+)
 @INPUT_BOUNDS
-@click.option("--output-dir", type=click.Path(file_okay=False, path_type=Path),
-              help="Checkpoint directory. Default: <OUTPUT stem>_rounds next to OUTPUT.")
-@click.option("--milp-time-limit", type=click.FloatRange(min=0, min_open=True), default=60.0,
-              show_default=True, help="Seconds for each round's MILP measurement.")
+@click.option(
+    "--output-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Checkpoint directory. Default: <OUTPUT stem>_rounds next to OUTPUT.",
+)
+@click.option(
+    "--milp-time-limit",
+    type=click.FloatRange(min=0, min_open=True),
+    default=60.0,
+    show_default=True,
+    help="Seconds for each round's MILP measurement.",
+)
 @click.option("--resume", is_flag=True, help="Continue from the last checkpoint in --output-dir.")
 @FORCE
 @QUIET
-def refine(model: Path, data: Path, output: Path, targets: int, spec: str, lam: float, rounds: int,
-           epochs: int, batch_size: int, lr: float, seed: int, sense: str, input_bounds,
-           output_dir: Path | None, milp_time_limit: float, resume: bool, force: bool,
-           quiet: bool) -> None:
+def refine(
+    model: Path,
+    data: Path,
+    output: Path,
+    targets: int,
+    spec: str,
+    lam: float,
+    rounds: int,
+    epochs: int,
+    batch_size: int,
+    lr: float,
+    seed: int,
+    sense: str,
+    input_bounds,
+    output_dir: Path | None,
+    milp_time_limit: float,
+    resume: bool,
+    force: bool,
+    quiet: bool,
+) -> None:
     """Train MODEL toward an easier MILP; write checkpoints and a history."""
     from .onnx_io import read_onnx
     from .plots import plot_history
@@ -389,11 +476,23 @@ def refine(model: Path, data: Path, output: Path, targets: int, spec: str, lam: 
     box = _box(network, input_bounds, X)
     with _stdout_to_stderr():
         result = run_refine(
-            model, X, y, input_bounds=box, rounds=rounds, epochs_per_round=epochs,
-            regularizer=regularizer, lam=lam if regularizer is not None else 0.0,
+            model,
+            X,
+            y,
+            input_bounds=box,
+            rounds=rounds,
+            epochs_per_round=epochs,
+            regularizer=regularizer,
+            lam=lam if regularizer is not None else 0.0,
             output_dir=output_dir or output.with_name(output.stem + "_rounds"),
-            milp_time_limit=milp_time_limit, sense=sense, resume=resume, overwrite=force,
-            progress=not quiet, batch_size=batch_size, lr=lr, seed=seed,
+            milp_time_limit=milp_time_limit,
+            sense=sense,
+            resume=resume,
+            overwrite=force,
+            progress=not quiet,
+            batch_size=batch_size,
+            lr=lr,
+            seed=seed,
         )
     shutil.copyfile(result.checkpoints[-1], output)
     json_path, csv_path, png_path = history_paths(output)
@@ -468,21 +567,45 @@ def _solve_legacy(m, name: str, time_limit: float | None) -> dict[str, Any]:
 
 @main.command()
 @MODEL
-@click.option("--minimize/--maximize", "minimize", default=True, show_default=True,
-              help="Optimisation sense.")
-@click.option("--output", "output_index", type=click.IntRange(min=0), default=0, show_default=True,
-              help="Index of the (flattened) network output to optimise.")
-@click.option("--formulation", type=click.Choice(("bigm", "partition")), default="bigm",
-              show_default=True)
-@click.option("--bounds", "method", type=click.Choice(BOUND_CHOICES),
-              help="Pre-activation bounds. Default: stored ones matching the box, else interval.")
+@click.option(
+    "--minimize/--maximize", "minimize", default=True, show_default=True, help="Optimisation sense."
+)
+@click.option(
+    "--output",
+    "output_index",
+    type=click.IntRange(min=0),
+    default=0,
+    show_default=True,
+    help="Index of the (flattened) network output to optimise.",
+)
+@click.option(
+    "--formulation", type=click.Choice(("bigm", "partition")), default="bigm", show_default=True
+)
+@click.option(
+    "--bounds",
+    "method",
+    type=click.Choice(BOUND_CHOICES),
+    help="Pre-activation bounds. Default: stored ones matching the box, else interval.",
+)
 @INPUT_BOUNDS
-@click.option("--solver", default="highs", show_default=True,
-              help="A pyomo.contrib.solver name (highs, gurobi_direct, ...) or any "
-                   "pyo.SolverFactory name (appsi_highs, cbc, ...).")
+@click.option(
+    "--solver",
+    default="highs",
+    show_default=True,
+    help="A pyomo.contrib.solver name (highs, gurobi_direct, ...) or any "
+    "pyo.SolverFactory name (appsi_highs, cbc, ...).",
+)
 @TIME_LIMIT
-def solve(model: Path, minimize: bool, output_index: int, formulation: str, method: str | None,
-          input_bounds, solver: str, time_limit: float | None) -> None:
+def solve(
+    model: Path,
+    minimize: bool,
+    output_index: int,
+    formulation: str,
+    method: str | None,
+    input_bounds,
+    solver: str,
+    time_limit: float | None,
+) -> None:
     """Optimise one output of MODEL; check the optimum with onnxruntime."""
     import pyomo.environ as pyo
     from pyomo.contrib.solver.common.factory import SolverFactory
@@ -493,27 +616,38 @@ def solve(model: Path, minimize: bool, output_index: int, formulation: str, meth
 
     network = read_onnx(model)
     if output_index >= network.n_outputs:
-        raise click.BadParameter(f"the network has {network.n_outputs} outputs",
-                                 param_hint="'--output'")
+        raise click.BadParameter(
+            f"the network has {network.n_outputs} outputs", param_hint="'--output'"
+        )
     m = pyo.ConcreteModel()
     contrib = solver in SolverFactory._cls
     with _stdout_to_stderr():
-        m.nn = NNBlock(model, input_bounds=_box(network, input_bounds), formulation=formulation,
-                       bounds=method, bound_time_limit=time_limit)
+        m.nn = NNBlock(
+            model,
+            input_bounds=_box(network, input_bounds),
+            formulation=formulation,
+            bounds=method,
+            bound_time_limit=time_limit,
+        )
         weights = np.eye(network.n_outputs)[output_index]
-        m.obj = pyo.Objective(expr=objective_expression(m.nn, weights),
-                              sense=pyo.minimize if minimize else pyo.maximize)
+        m.obj = pyo.Objective(
+            expr=objective_expression(m.nn, weights),
+            sense=pyo.minimize if minimize else pyo.maximize,
+        )
         stats = (_solve_contrib if contrib else _solve_legacy)(m, solver, time_limit)
     nodes = "n/a" if stats["nodes"] is None else stats["nodes"]
     click.echo(f"{m.nn.summary()}")
-    click.echo(f"status: {stats['status']} (solver {solver}), time {stats['seconds']:.3f} s, "
-               f"nodes {nodes}")
+    click.echo(
+        f"status: {stats['status']} (solver {solver}), time {stats['seconds']:.3f} s, nodes {nodes}"
+    )
     if not stats["solution"]:
         raise click.ClickException(f"{solver} found no solution: {stats['status']}")
     check = m.nn.check()
     word = "minimum" if minimize else "maximum"
-    click.echo(f"{word} of output {output_index}: {stats['objective']:.10g}"
-               + ("" if stats["bound"] is None else f" (bound {stats['bound']:.10g})"))
+    click.echo(
+        f"{word} of output {output_index}: {stats['objective']:.10g}"
+        + ("" if stats["bound"] is None else f" (bound {stats['bound']:.10g})")
+    )
     click.echo(f"arg{word[:3]}: {np.array2string(check.inputs, precision=8)}")
     click.echo(f"check against onnxruntime: {check}")
 
@@ -541,37 +675,91 @@ def _executor(scheduler: str | None, workers: int | None, n_runs: int):
 
 
 @main.command()
-@click.option("--data", required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path),
-              help="Data: .npz with arrays X and y, or .csv (targets last).")
-@click.option("--model", type=click.Path(exists=True, dir_okay=False, path_type=Path),
-              help="Start every run from this ONNX network.")
-@click.option("--arch", callback=_callback(parse_arch), metavar="W0-W1-...-WL",
-              help="Start from Network.mlp(widths, seed) instead, e.g. 2-25-25-1.")
+@click.option(
+    "--data",
+    required=True,
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="Data: .npz with arrays X and y, or .csv (targets last).",
+)
+@click.option(
+    "--model",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="Start every run from this ONNX network.",
+)
+@click.option(
+    "--arch",
+    callback=_callback(parse_arch),
+    metavar="W0-W1-...-WL",
+    help="Start from Network.mlp(widths, seed) instead, e.g. 2-25-25-1.",
+)
 @_output_option("Results table (CSV); the Pareto plot goes next to it (.png).")
-@click.option("--regularizers", default="none,bw,bw+lp", show_default=True,
-              help="Comma-separated regularizer specs.")
-@click.option("--lams", default="1e-4,1e-3", show_default=True,
-              callback=_callback(lambda t: parse_number_list(t, float)), help="Comma-separated.")
-@click.option("--seeds", default="0", show_default=True,
-              callback=_callback(lambda t: parse_number_list(t, int)), help="Comma-separated.")
+@click.option(
+    "--regularizers",
+    default="none,bw,bw+lp",
+    show_default=True,
+    help="Comma-separated regularizer specs.",
+)
+@click.option(
+    "--lams",
+    default="1e-4,1e-3",
+    show_default=True,
+    callback=_callback(lambda t: parse_number_list(t, float)),
+    help="Comma-separated.",
+)
+@click.option(
+    "--seeds",
+    default="0",
+    show_default=True,
+    callback=_callback(lambda t: parse_number_list(t, int)),
+    help="Comma-separated.",
+)
 @click.option("--epochs", type=click.IntRange(min=1), default=50, show_default=True)
-@click.option("--targets", type=click.IntRange(min=1), default=1, show_default=True,
-              help="Number of target columns at the end of a CSV file.")
+@click.option(
+    "--targets",
+    type=click.IntRange(min=1),
+    default=1,
+    show_default=True,
+    help="Number of target columns at the end of a CSV file.",
+)
 @click.option("--batch-size", type=click.IntRange(min=1), default=64, show_default=True)
 @click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=1e-3, show_default=True)
 @click.option("--sense", type=click.Choice(("min", "max")), default="min", show_default=True)
 @INPUT_BOUNDS
-@click.option("--milp-time-limit", type=click.FloatRange(min=0, min_open=True), default=60.0,
-              show_default=True, help="Seconds for each run's MILP measurement.")
+@click.option(
+    "--milp-time-limit",
+    type=click.FloatRange(min=0, min_open=True),
+    default=60.0,
+    show_default=True,
+    help="Seconds for each run's MILP measurement.",
+)
 @click.option("--scheduler", metavar="ADDRESS", help="dask.distributed scheduler to run on.")
-@click.option("--workers", type=click.IntRange(min=1),
-              help="Local worker processes (default: one per CPU, at most one per run).")
+@click.option(
+    "--workers",
+    type=click.IntRange(min=1),
+    help="Local worker processes (default: one per CPU, at most one per run).",
+)
 @FORCE
 @QUIET
-def sweep(data: Path, model: Path | None, arch, output: Path, regularizers: str, lams, seeds,
-          epochs: int, targets: int, batch_size: int, lr: float, sense: str, input_bounds,
-          milp_time_limit: float, scheduler: str | None, workers: int | None, force: bool,
-          quiet: bool) -> None:
+def sweep(
+    data: Path,
+    model: Path | None,
+    arch,
+    output: Path,
+    regularizers: str,
+    lams,
+    seeds,
+    epochs: int,
+    targets: int,
+    batch_size: int,
+    lr: float,
+    sense: str,
+    input_bounds,
+    milp_time_limit: float,
+    scheduler: str | None,
+    workers: int | None,
+    force: bool,
+    quiet: bool,
+) -> None:
     """Train a grid of networks; table and plot test error against MILP time."""
     from .plots import plot_pareto
     from .sweep import grid, run_sweep
@@ -582,10 +770,16 @@ def sweep(data: Path, model: Path | None, arch, output: Path, regularizers: str,
     png = output.with_suffix(".png")
     _check_outputs([output, png], [data, *([model] if model else [])], force)
     base = {
-        "data": os.fspath(data.resolve()), "model": os.fspath(model.resolve()) if model else None,
-        "arch": arch, "input_bounds": tuple(input_bounds) if input_bounds else None,
-        "targets": targets, "epochs": epochs, "batch_size": batch_size, "lr": lr,
-        "sense": sense, "milp_time_limit": milp_time_limit,
+        "data": os.fspath(data.resolve()),
+        "model": os.fspath(model.resolve()) if model else None,
+        "arch": arch,
+        "input_bounds": tuple(input_bounds) if input_bounds else None,
+        "targets": targets,
+        "epochs": epochs,
+        "batch_size": batch_size,
+        "lr": lr,
+        "sense": sense,
+        "milp_time_limit": milp_time_limit,
     }
     try:
         configs = grid(base, [s for s in regularizers.split(",") if s.strip()], lams, seeds)
@@ -599,8 +793,9 @@ def sweep(data: Path, model: Path | None, arch, output: Path, regularizers: str,
         bar = tqdm(total=len(configs), desc="sweep", unit="run", file=sys.stderr)
     try:
         with _stdout_to_stderr():
-            rows = run_sweep(configs, executor,
-                             progress=None if bar is None else lambda row: bar.update(1))
+            rows = run_sweep(
+                configs, executor, progress=None if bar is None else lambda row: bar.update(1)
+            )
     finally:
         close()
         if bar is not None:
@@ -610,8 +805,11 @@ def sweep(data: Path, model: Path | None, arch, output: Path, regularizers: str,
     failed = [row for row in rows if "error" in row]
     if not quiet:
         for row in failed:
-            click.echo(f"run {row['regularizer']} lam={row['lam']} seed={row['seed']} failed: "
-                       f"{one_line(row['error'])}", err=True)
+            click.echo(
+                f"run {row['regularizer']} lam={row['lam']} seed={row['seed']} failed: "
+                f"{one_line(row['error'])}",
+                err=True,
+            )
     click.echo(f"{len(rows) - len(failed)} of {len(rows)} runs done; wrote {output} and {png}")
     if failed and len(failed) == len(rows):
         raise click.ClickException("every run of the sweep failed")

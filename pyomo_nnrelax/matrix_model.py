@@ -9,8 +9,8 @@ components in one pass, and bound tightening and the trainer's LPs hand it to Hi
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import numpy as np
 
@@ -81,11 +81,19 @@ class MatrixModel:
         np.add.at(out, (rows, self.indices), self.data)
         return out
 
-    def relaxed(self) -> "MatrixModel":
+    def relaxed(self) -> MatrixModel:
         """The same model with every integer column made continuous (the LP relaxation)."""
         return MatrixModel(
-            self.col_lower, self.col_upper, np.zeros_like(self.integer), self.row_lower,
-            self.row_upper, self.indptr, self.indices, self.data, self.var_groups, self.row_groups,
+            self.col_lower,
+            self.col_upper,
+            np.zeros_like(self.integer),
+            self.row_lower,
+            self.row_upper,
+            self.indptr,
+            self.indices,
+            self.data,
+            self.var_groups,
+            self.row_groups,
         )
 
 
@@ -183,10 +191,16 @@ class MatrixModelBuilder:
         indptr = np.zeros(self._n_rows + 1, dtype=np.int64)
         np.cumsum(np.bincount(r, minlength=self._n_rows), out=indptr[1:])
         return MatrixModel(
-            _concat(self._lower, np.float64), _concat(self._upper, np.float64),
+            _concat(self._lower, np.float64),
+            _concat(self._upper, np.float64),
             _concat(self._integer, bool),
-            _concat(self._row_lower, np.float64), _concat(self._row_upper, np.float64),
-            indptr, c, v, dict(self._var_groups), dict(self._row_groups),
+            _concat(self._row_lower, np.float64),
+            _concat(self._row_upper, np.float64),
+            indptr,
+            c,
+            v,
+            dict(self._var_groups),
+            dict(self._row_groups),
         )
 
 

@@ -7,9 +7,9 @@ nothing (``"linear"``).  Every ONNX graph the package accepts is folded into thi
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from math import prod
-from typing import Sequence
 
 import numpy as np
 
@@ -136,7 +136,7 @@ class Network:
         sizes: Sequence[int],
         seed: int | None = 0,
         input_bounds: tuple[np.ndarray, np.ndarray] | None = None,
-    ) -> "Network":
+    ) -> Network:
         """A ReLU MLP with He-uniform random weights, e.g. ``Network.mlp([2, 25, 25, 1])``.
 
         Hidden layers use ReLU and the last layer is linear.
@@ -157,7 +157,7 @@ class Network:
         return cls(tuple(layers), input_bounds=input_bounds)
 
     @classmethod
-    def from_onnx(cls, source, **kwargs) -> "Network":
+    def from_onnx(cls, source, **kwargs) -> Network:
         """Read a network from an ONNX path or ``onnx.ModelProto`` (see :func:`onnx_io.read_onnx`)."""
         from .onnx_io import read_onnx
 
@@ -169,7 +169,7 @@ class Network:
 
         return write_onnx(self, path, **kwargs)
 
-    def with_layers(self, layers: Sequence[Layer]) -> "Network":
+    def with_layers(self, layers: Sequence[Layer]) -> Network:
         """A copy with new layers (e.g. trained weights) and the same names, shapes and bounds."""
         return Network(
             tuple(layers),
@@ -180,11 +180,15 @@ class Network:
             self.input_bounds,
         )
 
-    def with_input_bounds(self, lower, upper) -> "Network":
+    def with_input_bounds(self, lower, upper) -> Network:
         """A copy that carries the input box ``[lower, upper]``."""
         return Network(
-            self.layers, self.input_shape, self.output_shape, self.input_name,
-            self.output_name, (np.asarray(lower), np.asarray(upper)),
+            self.layers,
+            self.input_shape,
+            self.output_shape,
+            self.input_name,
+            self.output_name,
+            (np.asarray(lower), np.asarray(upper)),
         )
 
     # ------------------------------------------------------------------ evaluation
@@ -286,6 +290,8 @@ def check_input_bounds(bounds, n_inputs: int) -> tuple[np.ndarray, np.ndarray]:
 
 def _looks_like_pair_of_arrays(bounds) -> bool:
     """True when ``bounds`` was given as ``(lower_array, upper_array)`` (numpy arrays)."""
-    return isinstance(bounds, (tuple, list)) and len(bounds) == 2 and all(
-        isinstance(b, np.ndarray) for b in bounds
+    return (
+        isinstance(bounds, (tuple, list))
+        and len(bounds) == 2
+        and all(isinstance(b, np.ndarray) for b in bounds)
     )

@@ -793,8 +793,14 @@ def _layer_nodes(
         z = final if last_layer and not relu else f"nnrelax/layer{i}/z"
         nodes.append(
             helper.make_node(
-                "Gemm", [current, w, b], [z], name=f"layer{i}_gemm",
-                alpha=1.0, beta=1.0, transA=0, transB=1,
+                "Gemm",
+                [current, w, b],
+                [z],
+                name=f"layer{i}_gemm",
+                alpha=1.0,
+                beta=1.0,
+                transA=0,
+                transB=1,
             )
         )
         current = z

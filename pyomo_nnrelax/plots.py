@@ -79,8 +79,15 @@ def plot_pareto(
         chosen = np.array([n == name for n in names])
         ax.scatter(t[chosen], e[chosen], label=name, alpha=0.8)
     order = np.argsort(t[front])
-    ax.plot(t[front][order], e[front][order], color="black", marker="*", markersize=12,
-            linestyle="--", label="Pareto front")
+    ax.plot(
+        t[front][order],
+        e[front][order],
+        color="black",
+        marker="*",
+        markersize=12,
+        linestyle="--",
+        label="Pareto front",
+    )
     ax.set_xlabel(f"MILP solve time, s ({seconds})")
     ax.set_ylabel(f"test error ({error})")
     ax.grid(alpha=0.3)

@@ -77,7 +77,9 @@ class RelaxationBatch:
 
     def weight_grads(self) -> list[np.ndarray]:
         """``dV/dW^l`` per sample, each of shape (n, n_out_l, n_in_l)."""
-        return [nu[:, :, None] * h[:, None, :] for nu, h in zip(self.affine_duals, self.activations)]
+        return [
+            nu[:, :, None] * h[:, None, :] for nu, h in zip(self.affine_duals, self.activations)
+        ]
 
 
 @dataclass(frozen=True)
@@ -115,10 +117,12 @@ def bound_duals(model: MatrixModel, sol: Solutions, key: Key) -> tuple[np.ndarra
     return np.where(at_lower, d, 0.0), np.where(at_lower, 0.0, d)
 
 
-def assemble(network: Network, bounds: NetworkBounds, model: MatrixModel, sol: Solutions, X) -> RelaxationBatch:
+def assemble(
+    network: Network, bounds: NetworkBounds, model: MatrixModel, sol: Solutions, X
+) -> RelaxationBatch:
     """Gradient pieces of :class:`RelaxationBatch` from primal and dual solutions."""
     affine, acts, lower, upper = [], [np.where(sol.ok[:, None], X, 0.0)], [], []
-    for l, layer in enumerate(network.layers):
+    for l in range(len(network.layers)):
         affine.append(sol.row_dual[:, model.rows("affine", l)])
         z_key, xh_key = layer_keys(network, l)
         if l + 1 < len(network.layers):
@@ -141,8 +145,11 @@ def assemble(network: Network, bounds: NetworkBounds, model: MatrixModel, sol: S
 def empty_solutions(model: MatrixModel, n: int) -> Solutions:
     """Arrays for ``n`` samples, all marked failed until filled."""
     return Solutions(
-        np.full(n, np.nan), np.zeros((n, model.n_cols)), np.zeros((n, model.n_rows)),
-        np.zeros((n, model.n_cols)), np.zeros(n, dtype=bool),
+        np.full(n, np.nan),
+        np.zeros((n, model.n_cols)),
+        np.zeros((n, model.n_rows)),
+        np.zeros((n, model.n_cols)),
+        np.zeros(n, dtype=bool),
     )
 
 
@@ -188,7 +195,11 @@ class RelaxationSolver:
             result = self.highs.solve()
             if result.optimal and result.row_dual is not None:
                 sol.value[i] = result.objective
-                sol.x[i], sol.row_dual[i], sol.col_dual[i] = result.x, result.row_dual, result.col_dual
+                sol.x[i], sol.row_dual[i], sol.col_dual[i] = (
+                    result.x,
+                    result.row_dual,
+                    result.col_dual,
+                )
                 sol.ok[i] = True
         return sol
 
@@ -202,10 +213,14 @@ class RelaxationSolver:
 
 def same_layout(a: MatrixModel, b: MatrixModel) -> bool:
     """True when two models have the same groups with the same labels (a basis fits both)."""
-    return a.var_groups.keys() == b.var_groups.keys() and a.row_groups.keys() == b.row_groups.keys() and all(
-        np.array_equal(ga.index, gb.index)
-        for groups_a, groups_b in ((a.var_groups, b.var_groups), (a.row_groups, b.row_groups))
-        for ga, gb in zip(groups_a.values(), groups_b.values())
+    return (
+        a.var_groups.keys() == b.var_groups.keys()
+        and a.row_groups.keys() == b.row_groups.keys()
+        and all(
+            np.array_equal(ga.index, gb.index)
+            for groups_a, groups_b in ((a.var_groups, b.var_groups), (a.row_groups, b.row_groups))
+            for ga, gb in zip(groups_a.values(), groups_b.values())
+        )
     )
 
 
@@ -216,7 +231,9 @@ def _solve_chunk(network: Network, bounds: NetworkBounds, X, weights, sense: str
 
 def concat_solutions(parts: list[Solutions]) -> Solutions:
     """The solutions of consecutive chunks of a batch, as one batch."""
-    return Solutions(*(np.concatenate([getattr(p, f.name) for p in parts]) for f in fields(Solutions)))
+    return Solutions(
+        *(np.concatenate([getattr(p, f.name) for p in parts]) for f in fields(Solutions))
+    )
 
 
 _CACHE_LOCK = threading.Lock()
@@ -243,12 +260,16 @@ def solve_highs(
             cached = cached_solver(network, bounds)
             return cached.model, cached.solve_raw(X, weights, sense)
     chunks = [c for c in np.array_split(np.arange(len(X)), os.cpu_count() or 1) if c.size]
-    futures = [executor.submit(_solve_chunk, network, bounds, X[c], weights[c], sense) for c in chunks]
+    futures = [
+        executor.submit(_solve_chunk, network, bounds, X[c], weights[c], sense) for c in chunks
+    ]
     return bigm_model(network, bounds, relax=True), concat_solutions([f.result() for f in futures])
 
 
 # ---------------------------------------------------------------------- Pyomo backend
-def solve_pyomo(network, bounds, X, weights, sense, solver: str | None) -> tuple[MatrixModel, Solutions]:
+def solve_pyomo(
+    network, bounds, X, weights, sense, solver: str | None
+) -> tuple[MatrixModel, Solutions]:
     """Raw solutions with an :class:`NNBlock` LP and a Pyomo solver (persistent by default).
 
     The inputs are fixed with ``Var.fix`` and the objective's coefficients are mutable
@@ -257,7 +278,9 @@ def solve_pyomo(network, bounds, X, weights, sense, solver: str | None) -> tuple
     from .block import NNBlock
 
     m = pyo.ConcreteModel()
-    m.nn = NNBlock(network, input_bounds=(bounds.input_lower, bounds.input_upper), relax=True, bounds=bounds)
+    m.nn = NNBlock(
+        network, input_bounds=(bounds.input_lower, bounds.input_upper), relax=True, bounds=bounds
+    )
     model = m.nn.matrix_model
     m.w = pyo.Param(range(network.n_outputs), mutable=True, initialize=0.0)
     m.obj = pyo.Objective(

@@ -226,9 +226,16 @@ def run_config(config: RunConfig) -> dict[str, Any]:
         network = Network.mlp(config.arch, seed=config.seed)
     box = config.input_bounds or network.input_bounds or data_box(X)
     trainer = Trainer(
-        network, *train, input_bounds=box, validation=val,
-        regularizer=parse_regularizer(config.regularizer, config.sense), lam=config.lam,
-        epochs=config.epochs, batch_size=config.batch_size, lr=config.lr, seed=config.seed,
+        network,
+        *train,
+        input_bounds=box,
+        validation=val,
+        regularizer=parse_regularizer(config.regularizer, config.sense),
+        lam=config.lam,
+        epochs=config.epochs,
+        batch_size=config.batch_size,
+        lr=config.lr,
+        seed=config.seed,
     )
     start = time.perf_counter()
     result = trainer.fit()

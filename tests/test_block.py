@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import numpy as np
-import onnx
 import pyomo.environ as pyo
 import pytest
 
@@ -61,13 +60,22 @@ def test_torch_export_with_matrix_input_and_two_outputs_reproduces_onnxruntime(t
     torch = pytest.importorskip("torch")
     torch.manual_seed(0)
     module = torch.nn.Sequential(
-        torch.nn.Flatten(), torch.nn.Linear(6, 12), torch.nn.ReLU(), torch.nn.Linear(12, 8),
-        torch.nn.ReLU(), torch.nn.Linear(8, 2),
+        torch.nn.Flatten(),
+        torch.nn.Linear(6, 12),
+        torch.nn.ReLU(),
+        torch.nn.Linear(12, 8),
+        torch.nn.ReLU(),
+        torch.nn.Linear(8, 2),
     ).double()
     path = tmp_path / "torch.onnx"
     torch.onnx.export(
-        module, (torch.zeros(1, 2, 3, dtype=torch.float64),), str(path), dynamo=False,
-        input_names=["x"], output_names=["y"], dynamic_axes={"x": {0: "batch"}},
+        module,
+        (torch.zeros(1, 2, 3, dtype=torch.float64),),
+        str(path),
+        dynamo=False,
+        input_names=["x"],
+        output_names=["y"],
+        dynamic_axes={"x": {0: "batch"}},
     )
     net = Network.from_onnx(path)
     assert net.input_shape == (2, 3)
@@ -121,7 +129,9 @@ def test_milp_minimum_is_below_sampling_and_exact_at_its_argmin():
     m.nn = NNBlock(net, input_bounds=box(2))
     m.obj = pyo.Objective(expr=m.nn.outputs[0], sense=pyo.minimize)
     solve(m)
-    grid = np.stack(np.meshgrid(np.linspace(-2, 2, 401), np.linspace(-2, 2, 401)), -1).reshape(-1, 2)
+    grid = np.stack(np.meshgrid(np.linspace(-2, 2, 401), np.linspace(-2, 2, 401)), -1).reshape(
+        -1, 2
+    )
     assert pyo.value(m.obj) <= net.forward(grid).min() + 1e-9
     assert m.nn.check().max_abs_error < 1e-6
     assert abs(net.forward(m.nn.input_values())[0, 0] - pyo.value(m.obj)) < 1e-6
@@ -246,8 +256,10 @@ def test_unsupported_op_is_reported_before_any_component_is_built(make_onnx_mode
     from onnx import helper
 
     model = make_onnx_model(
-        [helper.make_node("Gemm", ["x", "W", "b"], ["h"], name="fc"),
-         helper.make_node("Sigmoid", ["h"], ["y"], name="act")],
+        [
+            helper.make_node("Gemm", ["x", "W", "b"], ["h"], name="fc"),
+            helper.make_node("Sigmoid", ["h"], ["y"], name="act"),
+        ],
         {"W": np.ones((3, 2)), "b": np.zeros(2)},
         input_shape=(3,),
     )

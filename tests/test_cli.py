@@ -51,8 +51,13 @@ def error_line(result) -> str:
 def test_parse_bounds_text():
     assert parse_bounds_text("-2,2;-1, 1.5") == [(-2.0, 2.0), (-1.0, 1.5)]
     assert parse_bounds_text("0,0") == [(0.0, 0.0)]
-    for bad, why in (("1,2,3", "not 'lo,hi'"), ("2,-2", "inverted"), ("a,1", "two numbers"),
-                     ("0,inf", "not finite"), ("-1,1;", "not 'lo,hi'")):
+    for bad, why in (
+        ("1,2,3", "not 'lo,hi'"),
+        ("2,-2", "inverted"),
+        ("a,1", "two numbers"),
+        ("0,inf", "not finite"),
+        ("-1,1;", "not 'lo,hi'"),
+    ):
         with pytest.raises(ValueError, match=why):
             parse_bounds_text(bad)
 
@@ -119,12 +124,33 @@ def test_tighten_writes_stored_bounds_and_refuses_to_overwrite(model, tmp_path):
 
 def test_refine_writes_network_history_and_plot_then_resumes(model, data, tmp_path):
     out = tmp_path / "refined.onnx"
-    args = ["refine", model, "--data", data, "-o", out, "--regularizer", "0.5*bw+lp",
-            "--lam", "1e-2", "--epochs", "1", "--milp-time-limit", "5", "--batch-size", "32"]
+    args = [
+        "refine",
+        model,
+        "--data",
+        data,
+        "-o",
+        out,
+        "--regularizer",
+        "0.5*bw+lp",
+        "--lam",
+        "1e-2",
+        "--epochs",
+        "1",
+        "--milp-time-limit",
+        "5",
+        "--batch-size",
+        "32",
+    ]
     result = invoke(*args, "--rounds", "2", "--quiet")
     assert result.exit_code == 0, result.output
-    for name in ("refined.onnx", "refined.history.json", "refined.history.csv",
-                 "refined.history.png", "refined_rounds/round_002.onnx"):
+    for name in (
+        "refined.onnx",
+        "refined.history.json",
+        "refined.history.csv",
+        "refined.history.png",
+        "refined_rounds/round_002.onnx",
+    ):
         assert (tmp_path / name).exists(), name
     assert (tmp_path / "refined.history.png").read_bytes()[:4] == b"\x89PNG"
     rows = json.loads((tmp_path / "refined.history.json").read_text())
@@ -141,16 +167,32 @@ def test_refine_reads_csv_data_without_a_regularizer(model, tmp_path):
     X = np.random.default_rng(1).uniform(-2, 2, (40, 2))
     path = tmp_path / "data.csv"
     np.savetxt(path, np.c_[X, X.sum(axis=1)], delimiter=",", header="a,b,y", comments="")
-    result = invoke("refine", model, "--data", path, "-o", tmp_path / "r.onnx", "--regularizer",
-                    "none", "--rounds", "1", "--epochs", "1", "--milp-time-limit", "5", "-q")
+    result = invoke(
+        "refine",
+        model,
+        "--data",
+        path,
+        "-o",
+        tmp_path / "r.onnx",
+        "--regularizer",
+        "none",
+        "--rounds",
+        "1",
+        "--epochs",
+        "1",
+        "--milp-time-limit",
+        "5",
+        "-q",
+    )
     assert result.exit_code == 0, result.output
     assert "rounds 0..1" in result.stdout
 
 
 @pytest.mark.parametrize("formulation", ["bigm", "partition"])
 def test_solve_prints_optimum_and_check(model, formulation):
-    result = invoke("solve", model, "--maximize", "--formulation", formulation,
-                    "--time-limit", "10")
+    result = invoke(
+        "solve", model, "--maximize", "--formulation", formulation, "--time-limit", "10"
+    )
     assert result.exit_code == 0, result.output
     assert "status: convergenceCriteriaSatisfied (solver highs)" in result.stdout
     value = float(result.stdout.split("maximum of output 0: ")[1].split()[0])
@@ -171,9 +213,27 @@ def test_solve_with_a_legacy_pyomo_solver(model):
 
 def test_sweep_command_writes_table_and_pareto_plot(data, tmp_path):
     out = tmp_path / "results.csv"
-    result = invoke("sweep", "--data", data, "--arch", "2-6-6-1", "--regularizers", "none,bw",
-                    "--lams", "1e-2", "--seeds", "0", "--epochs", "1", "--milp-time-limit", "5",
-                    "-o", out, "--workers", "1")
+    result = invoke(
+        "sweep",
+        "--data",
+        data,
+        "--arch",
+        "2-6-6-1",
+        "--regularizers",
+        "none,bw",
+        "--lams",
+        "1e-2",
+        "--seeds",
+        "0",
+        "--epochs",
+        "1",
+        "--milp-time-limit",
+        "5",
+        "-o",
+        out,
+        "--workers",
+        "1",
+    )
     assert result.exit_code == 0, result.output
     assert "2 of 2 runs done" in result.stdout
     with out.open() as handle:
@@ -183,17 +243,37 @@ def test_sweep_command_writes_table_and_pareto_plot(data, tmp_path):
     assert out.with_suffix(".png").read_bytes()[:4] == b"\x89PNG"
 
 
-@pytest.mark.skipif(importlib.util.find_spec("distributed") is None,
-                    reason="dask.distributed is not installed (pip install 'dask[distributed]')")
+@pytest.mark.skipif(
+    importlib.util.find_spec("distributed") is None,
+    reason="dask.distributed is not installed (pip install 'dask[distributed]')",
+)
 def test_sweep_command_on_a_dask_scheduler(model, data, tmp_path):
     from distributed import LocalCluster
 
     out = tmp_path / "results.csv"
-    with LocalCluster(processes=False, n_workers=1, threads_per_worker=1,
-                      dashboard_address=None) as cluster:
-        result = invoke("sweep", "--data", data, "--model", model, "--regularizers", "bw",
-                        "--lams", "1e-2", "--epochs", "1", "--milp-time-limit", "5", "-o", out,
-                        "--scheduler", cluster.scheduler_address, "--quiet")
+    with LocalCluster(
+        processes=False, n_workers=1, threads_per_worker=1, dashboard_address=None
+    ) as cluster:
+        result = invoke(
+            "sweep",
+            "--data",
+            data,
+            "--model",
+            model,
+            "--regularizers",
+            "bw",
+            "--lams",
+            "1e-2",
+            "--epochs",
+            "1",
+            "--milp-time-limit",
+            "5",
+            "-o",
+            out,
+            "--scheduler",
+            cluster.scheduler_address,
+            "--quiet",
+        )
     assert result.exit_code == 0, result.output
     assert "1 of 1 runs done" in result.stdout
 
@@ -207,13 +287,38 @@ def test_sweep_command_on_a_dask_scheduler(model, data, tmp_path):
         (["inspect", "{model}", "--input-bounds", "2,-2"], 2, "inverted"),
         (["inspect", "{model}", "--input-bounds", "0,1;0,1;0,1"], 1, "3 pairs"),
         (["refine", "{model}", "-o", "{tmp}/r.onnx"], 2, "Missing option '--data'"),
-        (["refine", "{model}", "--data", "{data}", "-o", "{tmp}/r.onnx",
-          "--regularizer", "bw+xx"], 2, "allowed: bw, lp, sn, rs, l1, l2, none"),
+        (
+            [
+                "refine",
+                "{model}",
+                "--data",
+                "{data}",
+                "-o",
+                "{tmp}/r.onnx",
+                "--regularizer",
+                "bw+xx",
+            ],
+            2,
+            "allowed: bw, lp, sn, rs, l1, l2, none",
+        ),
         (["tighten", "{model}", "-o", "{model}", "--force"], 2, "is an input file"),
         (["sweep", "--data", "{data}", "-o", "{tmp}/s.csv"], 2, "exactly one of --model"),
         (["sweep", "--data", "{data}", "--arch", "2-x", "-o", "{tmp}/s.csv"], 2, "--arch"),
-        (["sweep", "--data", "{data}", "--arch", "2-3-1", "--regularizers", "none,bw+zz",
-          "-o", "{tmp}/s.csv"], 2, "unknown regularizer 'zz'"),
+        (
+            [
+                "sweep",
+                "--data",
+                "{data}",
+                "--arch",
+                "2-3-1",
+                "--regularizers",
+                "none,bw+zz",
+                "-o",
+                "{tmp}/s.csv",
+            ],
+            2,
+            "unknown regularizer 'zz'",
+        ),
         (["solve", "{model}", "--output", "3"], 2, "1 outputs"),
         (["solve", "{tmp}/bad.onnx"], 1, "bad.onnx"),
     ],
@@ -232,8 +337,9 @@ def test_module_entry_point_in_a_subprocess(model, tmp_path):
     ok = subprocess.run([*command, "--json"], capture_output=True, text=True, timeout=120)
     assert ok.returncode == 0, ok.stderr
     assert json.loads(ok.stdout)["widths"] == [2, 6, 6, 1]
-    bad = subprocess.run([*command, "--input-bounds", "2,-2"],
-                         capture_output=True, text=True, timeout=120)
+    bad = subprocess.run(
+        [*command, "--input-bounds", "2,-2"], capture_output=True, text=True, timeout=120
+    )
     assert bad.returncode == 2 and bad.stdout == ""
     assert bad.stderr.strip().splitlines() == [
         "Error: Invalid value for '--input-bounds': pair 0 '2,-2' is inverted (lo > hi)"

@@ -32,8 +32,15 @@ def model_path(tmp_path):
 
 def run(model_path, data, **options):
     X, y = data
-    defaults = dict(rounds=2, epochs_per_round=2, regularizer=BoundWidth(), lam=1e-2,
-                    milp_time_limit=20, progress=False, batch_size=32)
+    defaults = dict(
+        rounds=2,
+        epochs_per_round=2,
+        regularizer=BoundWidth(),
+        lam=1e-2,
+        milp_time_limit=20,
+        progress=False,
+        batch_size=32,
+    )
     return refine(model_path, X, y, **{**defaults, **options})
 
 
@@ -42,7 +49,11 @@ def test_refine_writes_a_checkpoint_per_round_and_keeps_its_input(model_path, da
     result = run(model_path, data)
     assert model_path.read_bytes() == before
     out = model_path.with_name("model_refined")
-    assert [p.name for p in result.checkpoints] == ["round_000.onnx", "round_001.onnx", "round_002.onnx"]
+    assert [p.name for p in result.checkpoints] == [
+        "round_000.onnx",
+        "round_001.onnx",
+        "round_002.onnx",
+    ]
     assert all(p.parent == out and p.exists() for p in result.checkpoints)
     last = read_onnx(result.checkpoints[-1])
     X = data[0][:50]

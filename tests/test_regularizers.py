@@ -12,7 +12,6 @@ from scipy.optimize import linprog
 from pyomo_nnrelax import Layer, Network, interval_bounds
 from pyomo_nnrelax.training import (
     L1,
-    Trainer,
     L2,
     BoundWidth,
     Combination,
@@ -20,6 +19,7 @@ from pyomo_nnrelax.training import (
     RegContext,
     ReLUStability,
     StableNeuron,
+    Trainer,
     ibp_backward,
     ibp_forward,
 )
@@ -269,8 +269,15 @@ def test_trainer_reports_lp_failures_and_passes_the_backend(monkeypatch):
     monkeypatch.setitem(sys.modules, "pyomo_nnrelax.relaxation", fake)
     X = np.random.default_rng(0).uniform(*BOX, size=(40, 2))
     trainer = Trainer(
-        Network.mlp([2, 4, 1], seed=0), X, X.sum(axis=1), input_bounds=BOX,
-        regularizer=LPGap(samples=3), lam=0.1, epochs=2, batch_size=20, lp_backend="pyomo",
+        Network.mlp([2, 4, 1], seed=0),
+        X,
+        X.sum(axis=1),
+        input_bounds=BOX,
+        regularizer=LPGap(samples=3),
+        lam=0.1,
+        epochs=2,
+        batch_size=20,
+        lp_backend="pyomo",
     )
     history = trainer.fit().history
     assert [h.lp_failures for h in history] == [4, 4]
@@ -293,8 +300,15 @@ def test_lp_gap_training_shrinks_the_gap():
     gaps = {}
     for lam in (0.0, 0.1):
         trainer = Trainer(
-            Network.mlp([2, 8, 8, 1], seed=0), X, peaks(X), input_bounds=domain,
-            regularizer=LPGap(samples=4), lam=lam, epochs=6, batch_size=32, lr=3e-3,
+            Network.mlp([2, 8, 8, 1], seed=0),
+            X,
+            peaks(X),
+            input_bounds=domain,
+            regularizer=LPGap(samples=4),
+            lam=lam,
+            epochs=6,
+            batch_size=32,
+            lr=3e-3,
         )
         result = trainer.fit()
         assert sum(h.lp_failures for h in result.history) == 0

@@ -58,7 +58,9 @@ def assert_matches_fd(v0, v_plus, v_minus, analytic, min_checked: int) -> int:
     """
     forward, backward = (v_plus - v0) / EPS, (v0 - v_minus) / EPS
     smooth = np.abs(forward - backward) < 1e-4
-    np.testing.assert_allclose(analytic[smooth], ((v_plus - v_minus) / (2 * EPS))[smooth], atol=1e-4)
+    np.testing.assert_allclose(
+        analytic[smooth], ((v_plus - v_minus) / (2 * EPS))[smooth], atol=1e-4
+    )
     assert smooth.sum() >= min_checked
     return int(smooth.sum())
 
@@ -93,7 +95,11 @@ def test_affine_duals_and_weight_gradients_match_finite_differences(net, points,
         for name, idx in params:
             v_plus = values(with_param(net, l, name, idx, EPS), bounds, points, sense)
             v_minus = values(with_param(net, l, name, idx, -EPS), bounds, points, sense)
-            grad = batch.affine_duals[l][:, idx[0]] if name == "bias" else weight_grads[l][(slice(None), *idx)]
+            grad = (
+                batch.affine_duals[l][:, idx[0]]
+                if name == "bias"
+                else weight_grads[l][(slice(None), *idx)]
+            )
             checked += assert_matches_fd(v0, v_plus, v_minus, grad, 0)
     assert checked > 0.8 * len(points) * sum(L.n_out * (L.n_in + 1) for L in net.layers)
 
@@ -119,11 +125,13 @@ def test_bound_gradients_match_finite_differences(net, points, sense):
 
 def test_active_bound_of_a_stable_neuron_gets_its_column_dual():
     """A stable-active neuron (z, xh in [L, U]) whose upper bound U caps the LP: dV/dU = 1."""
-    net = Network((
-        Layer(np.array([[1.0], [-1.0]]), np.zeros(2)),
-        Layer(np.array([[1.0, 1.0]]), np.array([1.0])),
-        Layer(np.array([[1.0]]), np.zeros(1), "linear"),
-    ))
+    net = Network(
+        (
+            Layer(np.array([[1.0], [-1.0]]), np.zeros(2)),
+            Layer(np.array([[1.0, 1.0]]), np.array([1.0])),
+            Layer(np.array([[1.0]]), np.zeros(1), "linear"),
+        )
+    )
     ibp = interval_bounds(net, (np.array([-1.0]), np.array([1.0])))
     # z^1 = xh_0 + xh_1 + 1 is 1.5 at x = 0.5 and 2 in the relaxation; cap it at 1.8
     bounds = with_bound(ibp, 1, "upper", 0, 1.8 - ibp.upper[1][0])
@@ -161,7 +169,9 @@ def test_parallel_executor_gives_the_serial_result(points):
     with ThreadPoolExecutor(max_workers=3) as pool:
         parallel = solve_relaxations(net, bounds, X, [0.3, 0.7], "min", executor=pool)
     np.testing.assert_allclose(parallel.value, serial.value, atol=1e-9)
-    for a, b in zip(parallel.affine_duals + parallel.upper_grad, serial.affine_duals + serial.upper_grad):
+    for a, b in zip(
+        parallel.affine_duals + parallel.upper_grad, serial.affine_duals + serial.upper_grad
+    ):
         np.testing.assert_allclose(a, b, atol=1e-7)
 
 

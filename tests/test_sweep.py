@@ -32,8 +32,9 @@ def data_file(tmp_path):
 
 
 def base(data_file, **overrides):
-    options = dict(data=str(data_file), arch=(2, 6, 6, 1), epochs=1, milp_time_limit=5.0,
-                   batch_size=32)
+    options = dict(
+        data=str(data_file), arch=(2, 6, 6, 1), epochs=1, milp_time_limit=5.0, batch_size=32
+    )
     return {**options, **overrides}
 
 
@@ -65,8 +66,12 @@ def test_parse_regularizer_none_sense_and_errors():
 def test_grid_runs_the_baseline_once_per_seed(data_file):
     configs = grid(base(data_file), ["none", "bw"], [1e-3, 1e-2], [0, 1])
     assert [(c.regularizer, c.lam, c.seed) for c in configs] == [
-        ("none", 0.0, 0), ("none", 0.0, 1),
-        ("bw", 1e-3, 0), ("bw", 1e-3, 1), ("bw", 1e-2, 0), ("bw", 1e-2, 1),
+        ("none", 0.0, 0),
+        ("none", 0.0, 1),
+        ("bw", 1e-3, 0),
+        ("bw", 1e-3, 1),
+        ("bw", 1e-2, 0),
+        ("bw", 1e-2, 1),
     ]
     with pytest.raises(ValueError, match="exactly one"):
         RunConfig(data="d.npz", regularizer="bw", lam=0.1, seed=0, epochs=1)
@@ -124,7 +129,10 @@ def test_run_sweep_on_a_process_pool_keeps_config_order(data_file):
     with ProcessPoolExecutor(2, mp_context=multiprocessing.get_context("spawn")) as pool:
         rows = run_sweep(configs, pool, progress=seen.append)
     assert [(r["regularizer"], r["seed"]) for r in rows] == [
-        ("none", 0), ("none", 1), ("bw", 0), ("bw", 1)
+        ("none", 0),
+        ("none", 1),
+        ("bw", 0),
+        ("bw", 1),
     ]
     assert len(seen) == 4 and all("error" not in r for r in rows)
     assert rows[0]["test_mse"] != rows[1]["test_mse"]  # seeds give different initial weights
@@ -137,14 +145,20 @@ def test_a_failing_run_becomes_an_error_row(tmp_path, data_file):
     assert row["error"].startswith("FileNotFoundError") and row["regularizer"] == "bw"
 
 
-@pytest.mark.skipif(importlib.util.find_spec("distributed") is None,
-                    reason="dask.distributed is not installed (pip install 'dask[distributed]')")
+@pytest.mark.skipif(
+    importlib.util.find_spec("distributed") is None,
+    reason="dask.distributed is not installed (pip install 'dask[distributed]')",
+)
 def test_run_sweep_on_a_dask_local_cluster(data_file, tmp_path):
     from distributed import Client, LocalCluster
 
     configs = grid(base(data_file), ["none", "bw"], [1e-2], [0])
-    with LocalCluster(processes=False, n_workers=1, threads_per_worker=1,
-                      dashboard_address=None) as cluster, Client(cluster) as client:
+    with (
+        LocalCluster(
+            processes=False, n_workers=1, threads_per_worker=1, dashboard_address=None
+        ) as cluster,
+        Client(cluster) as client,
+    ):
         rows = run_sweep(configs, client.get_executor())
     assert [r["regularizer"] for r in rows] == ["none", "bw"]
     assert all(np.isfinite(r["test_mse"]) for r in rows)

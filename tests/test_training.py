@@ -46,6 +46,7 @@ def test_backprop_gradient_matches_finite_differences():
     np.testing.assert_allclose(out, net.forward(X))
     grads = backward(net.layers, inputs, pre, seed)
     for l, layer in enumerate(net.layers):
+
         def objective(w, b, l=l):
             layers = list(net.layers)
             layers[l] = type(layer)(w, b, layer.activation)
@@ -170,8 +171,14 @@ def test_pinball_training_orders_quantiles():
     X = rng.uniform(-1, 1, size=(800, 1))
     y = X[:, 0] + rng.normal(scale=0.5, size=800)
     trainer = Trainer(
-        Network.mlp([1, 8, 3], seed=0), X, y, loss="pinball", quantiles=[0.1, 0.5, 0.9],
-        epochs=15, batch_size=32, lr=1e-2,
+        Network.mlp([1, 8, 3], seed=0),
+        X,
+        y,
+        loss="pinball",
+        quantiles=[0.1, 0.5, 0.9],
+        epochs=15,
+        batch_size=32,
+        lr=1e-2,
     )
     pred = trainer.fit().network.forward(np.zeros((1, 1)))[0]
     assert pred[0] < pred[1] < pred[2]

@@ -46,9 +46,7 @@ def bigm_relu(
     builder.add_rows(
         "relu_upper", [(xh, ones), (z, -ones), (a_cols, -L)], -np.inf, -L, layer_index, unstable
     )
-    builder.add_rows(
-        "relu_big_m", [(xh, ones), (a_cols, -U)], -np.inf, 0.0, layer_index, unstable
-    )
+    builder.add_rows("relu_big_m", [(xh, ones), (a_cols, -U)], -np.inf, 0.0, layer_index, unstable)
     return xh_cols
 
 

@@ -8,7 +8,7 @@ Layers are anything with ``weight`` (n_out, n_in), ``bias`` (n_out,) and ``activ
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 

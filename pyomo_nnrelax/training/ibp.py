@@ -7,8 +7,8 @@ read off ``dR/dW^l`` and ``dR/db^l`` (method.md section 1).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import numpy as np
 

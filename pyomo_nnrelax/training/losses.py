@@ -6,8 +6,9 @@ size or the number of outputs and ``lam`` keeps one meaning across problems.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Protocol, Sequence
+from typing import Protocol
 
 import numpy as np
 

@@ -46,7 +46,7 @@ class RefineHistory:
         return path
 
     @classmethod
-    def load(cls, path: str | os.PathLike) -> "RefineHistory":
+    def load(cls, path: str | os.PathLike) -> RefineHistory:
         """Read a history written by :meth:`save` in JSON."""
         return cls(json.loads(Path(path).read_text()))
 
@@ -163,12 +163,20 @@ def refine(
                 "pass resume=True to continue them or overwrite=True to replace them"
             )
     trainer = Trainer(
-        network, X, y, input_bounds=box, validation=validation, lam=lam,
+        network,
+        X,
+        y,
+        input_bounds=box,
+        validation=validation,
+        lam=lam,
         regularizer=regularizer if regularizer is not None else BoundWidth() + LPGap(sense=sense),
-        epochs=epochs_per_round, **trainer_options,
+        epochs=epochs_per_round,
+        **trainer_options,
     )
     targets = {
-        "unstable": target_unstable, "lp_gap": target_lp_gap, "milp_seconds": target_milp_seconds,
+        "unstable": target_unstable,
+        "lp_gap": target_lp_gap,
+        "milp_seconds": target_milp_seconds,
     }
 
     def measure(net: Network):

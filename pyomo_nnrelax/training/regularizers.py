@@ -8,8 +8,8 @@ Bound-based regularizers differentiate IBP exactly with one reverse pass
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Sequence
 
 import numpy as np
 
@@ -72,15 +72,15 @@ class Regularizer:
         """``R`` at ``ctx.layers`` and ``[(dR/dW^l, dR/db^l) for each layer]``."""
         raise NotImplementedError
 
-    def _terms(self) -> tuple[tuple[float, "Regularizer"], ...]:
+    def _terms(self) -> tuple[tuple[float, Regularizer], ...]:
         return ((1.0, self),)
 
-    def __add__(self, other: "Regularizer") -> "Combination":
+    def __add__(self, other: Regularizer) -> Combination:
         if not isinstance(other, Regularizer):
             return NotImplemented
         return Combination(self._terms() + other._terms())
 
-    def __mul__(self, weight: float) -> "Combination":
+    def __mul__(self, weight: float) -> Combination:
         if isinstance(weight, bool) or not isinstance(weight, (int, float)):
             return NotImplemented
         return Combination(tuple((float(weight) * w, r) for w, r in self._terms()))
@@ -245,8 +245,13 @@ class LPGap(Regularizer):
         total, grads = 0.0, zero_grads(ctx.layers)
         for sense in ("min", "max") if self.sense == "both" else (self.sense,):
             relax = solve_relaxations(
-                ctx.network, bounds, X, omega,
-                sense=sense, backend=ctx.lp_backend, solver=self.solver,
+                ctx.network,
+                bounds,
+                X,
+                omega,
+                sense=sense,
+                backend=ctx.lp_backend,
+                solver=self.solver,
             )
             ok = np.asarray(relax.ok, dtype=bool)
             ctx.lp_failures += int(np.count_nonzero(~ok))
@@ -269,6 +274,5 @@ class LPGap(Regularizer):
 
     def __repr__(self) -> str:
         return (
-            f"LPGap(sense={self.sense!r}, samples={self.samples}, "
-            f"exact_bounds={self.exact_bounds})"
+            f"LPGap(sense={self.sense!r}, samples={self.samples}, exact_bounds={self.exact_bounds})"
         )

@@ -8,8 +8,8 @@ exactly into a linear last layer: ``y = scale * z + offset``.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import numpy as np
 
@@ -29,7 +29,7 @@ class TargetScaling:
     scale: np.ndarray
 
     @classmethod
-    def min_max(cls, y: np.ndarray, n_outputs: int) -> "TargetScaling":
+    def min_max(cls, y: np.ndarray, n_outputs: int) -> TargetScaling:
         """Scaling of the columns of ``y`` (n, n_outputs or 1) to [0, 1].
 
         A single column is shared by all outputs; a constant column gets scale 1.
@@ -39,7 +39,7 @@ class TargetScaling:
         return cls(np.broadcast_to(lo, n_outputs).copy(), np.broadcast_to(span, n_outputs).copy())
 
     @classmethod
-    def identity(cls, n_outputs: int) -> "TargetScaling":
+    def identity(cls, n_outputs: int) -> TargetScaling:
         """No scaling."""
         return cls(np.zeros(n_outputs), np.ones(n_outputs))
 
