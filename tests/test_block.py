@@ -29,10 +29,10 @@ def box(n: int, lo: float = -2.0, hi: float = 2.0) -> list[tuple[float, float]]:
     return [(lo, hi)] * n
 
 
-def fixed_input_outputs(source, bounds, x, **options) -> np.ndarray:
+def fixed_input_outputs(source, input_box, x, **options) -> np.ndarray:
     """Solve the block with its inputs fixed at ``x`` and return its output values."""
     m = pyo.ConcreteModel()
-    m.nn = NNBlock(source, input_bounds=bounds, **options)
+    m.nn = NNBlock(source, input_bounds=input_box, **options)
     for i, v in enumerate(x):
         m.nn.inputs[i].fix(float(v))
     m.obj = pyo.Objective(expr=sum(m.nn.outputs.values()))
@@ -286,3 +286,54 @@ def test_check_before_solving_says_to_solve_first():
     m.nn = NNBlock(Network.mlp([2, 3, 1]), input_bounds=box(2))
     with pytest.raises(Exception, match="solve the model"):
         m.nn.check()
+
+
+# ------------------------------------------------------------- formulations x bounds
+COMBINATIONS = [
+    (formulation, bounds)
+    for formulation in ("bigm", "partition")
+    for bounds in ("interval", "lp", "milp")
+]
+
+
+@pytest.mark.parametrize("formulation, bounds", COMBINATIONS)
+def test_every_formulation_and_bounds_combination_is_exact(tmp_path, formulation, bounds):
+    net = Network.mlp([3, 8, 8, 2], seed=11)
+    path = tmp_path / "net.onnx"
+    net.to_onnx(path, dtype="float64")
+    options = dict(formulation=formulation, bounds=bounds, partitions=2, executor="serial")
+    for x in np.random.default_rng(2).uniform(-2, 2, size=(2, 3)):
+        got = fixed_input_outputs(path, box(3), x, **options)
+        np.testing.assert_allclose(got, run_onnxruntime(path, x[None])[0], atol=1e-6, rtol=0)
+
+
+@pytest.mark.parametrize("formulation, bounds", COMBINATIONS)
+def test_every_formulation_and_bounds_combination_finds_the_same_optimum(formulation, bounds):
+    net = Network.mlp([2, 10, 10, 1], seed=6)
+    m = pyo.ConcreteModel()
+    m.nn = NNBlock(
+        net, input_bounds=box(2), formulation=formulation, bounds=bounds, executor="serial"
+    )
+    m.obj = pyo.Objective(expr=m.nn.outputs[0], sense=pyo.maximize)
+    m.nn.warm_start()
+    solve(m)
+    reference = pyo.ConcreteModel()
+    reference.nn = NNBlock(net, input_bounds=box(2))
+    reference.obj = pyo.Objective(expr=reference.nn.outputs[0], sense=pyo.maximize)
+    solve(reference)
+    assert pyo.value(m.obj) == pytest.approx(pyo.value(reference.obj), abs=1e-6)
+    assert m.nn.check().max_abs_error < 1e-6
+    assert m.nn.bounds.method == bounds
+
+
+def test_warm_start_satisfies_every_partition_constraint():
+    net = Network.mlp([3, 8, 8, 1], seed=4)
+    m = pyo.ConcreteModel()
+    m.nn = NNBlock(net, input_bounds=box(3), formulation="partition", partitions=3)
+    m.nn.warm_start(np.array([0.5, -1.0, 1.5]))
+    for c in m.component_data_objects(pyo.Constraint):
+        body = pyo.value(c.body)
+        assert c.lower is None or body >= pyo.value(c.lower) - 1e-9, c.name
+        assert c.upper is None or body <= pyo.value(c.upper) + 1e-9, c.name
+    for v in m.component_data_objects(pyo.Var):
+        assert v.value is not None, v.name
