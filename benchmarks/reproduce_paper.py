@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import multiprocessing
 import time
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
@@ -113,7 +114,8 @@ def main() -> None:
         for reg in args.regularizers
         for lam in ([0.0] if reg == "none" else args.lams)
     ]
-    with ProcessPoolExecutor(args.workers) as pool:
+    spawn = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(args.workers, mp_context=spawn) as pool:
         trained = list(pool.map(train, configs))
     rows = []
     for item in trained:

@@ -160,6 +160,18 @@ def sample_weights(objective_weights, n: int, n_outputs: int) -> np.ndarray:
 
 
 # ---------------------------------------------------------------------- highspy backend
+ITERATIONS_PER_SIZE = 20
+"""Simplex iteration limit per LP, per row and column: a warm-started solve needs a few dozen
+iterations, so hitting it means stalling (seen on degenerate LPs of trained networks); the
+LP then counts as failed instead of hanging training."""
+
+
+def lp_model(model: MatrixModel) -> HighsModel:
+    """The LP relaxation of ``model`` in HiGHS, with a per-solve iteration limit."""
+    limit = ITERATIONS_PER_SIZE * (model.n_rows + model.n_cols)
+    return HighsModel(model, relax=True, simplex_iteration_limit=limit)
+
+
 class RelaxationSolver:
     """One big-M LP relaxation loaded into HiGHS, re-solved per input from the previous basis.
 
@@ -173,14 +185,14 @@ class RelaxationSolver:
         self.network = network
         self.bounds = bounds
         self.model = bigm_model(network, bounds, relax=True)
-        self.highs = HighsModel(self.model, relax=True)
+        self.highs = lp_model(self.model)
 
     def update(self, network: Network, bounds: NetworkBounds) -> None:
         """Use ``network`` and ``bounds`` from now on (nothing happens if they are the same objects)."""
         if network is self.network and bounds is self.bounds:
             return
         model = bigm_model(network, bounds, relax=True)
-        highs = HighsModel(model, relax=True)
+        highs = lp_model(model)
         if same_layout(model, self.model):
             highs.highs.setBasis(self.highs.highs.getBasis())
         self.network, self.bounds, self.model, self.highs = network, bounds, model, highs
@@ -193,6 +205,8 @@ class RelaxationSolver:
             self.highs.set_objective(outputs, w, sense)
             self.highs.set_col_bounds(inputs, x, x)
             result = self.highs.solve()
+            if not result.optimal:
+                self.highs.highs.clearSolver()
             if result.optimal and result.row_dual is not None:
                 sol.value[i] = result.objective
                 sol.x[i], sol.row_dual[i], sol.col_dual[i] = (
