@@ -763,7 +763,7 @@ def sweep(
     """Train a grid of networks; table and plot test error against MILP time."""
     from .plots import plot_pareto
     from .sweep import grid, run_sweep
-    from .training.refine import RefineHistory
+    from .training.refine import save_rows
 
     if (model is None) == (arch is None):
         raise click.UsageError("give exactly one of --model and --arch")
@@ -800,7 +800,7 @@ def sweep(
         close()
         if bar is not None:
             bar.close()
-    RefineHistory(rows).save(output)  # rows of any columns -> one CSV table
+    save_rows(rows, output)
     plot_pareto(rows, png)
     failed = [row for row in rows if "error" in row]
     if not quiet:

@@ -42,3 +42,13 @@ def make_onnx_model() -> Callable[..., onnx.ModelProto]:
         return helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
 
     return make
+
+
+@pytest.fixture
+def npz_data(tmp_path):
+    """A small regression data set (X, y) saved as ``data.npz``; returns its path."""
+    rng = np.random.default_rng(0)
+    X = rng.uniform(-2, 2, (60, 2))
+    path = tmp_path / "data.npz"
+    np.savez(path, X=X, y=np.sin(X[:, 0]) * X[:, 1])
+    return path

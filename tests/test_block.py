@@ -11,6 +11,7 @@ from pyomo_nnrelax import (
     InvalidNetworkError,
     Layer,
     Network,
+    NNRelaxError,
     UnsupportedOperationError,
     interval_bounds,
 )
@@ -284,7 +285,7 @@ def test_wrong_source_type_is_a_type_error():
 def test_check_before_solving_says_to_solve_first():
     m = pyo.ConcreteModel()
     m.nn = NNBlock(Network.mlp([2, 3, 1]), input_bounds=box(2))
-    with pytest.raises(Exception, match="solve the model"):
+    with pytest.raises(NNRelaxError, match="solve the model"):
         m.nn.check()
 
 

@@ -28,12 +28,8 @@ def model(tmp_path):
 
 
 @pytest.fixture
-def data(tmp_path):
-    rng = np.random.default_rng(0)
-    X = rng.uniform(-2, 2, (60, 2))
-    path = tmp_path / "data.npz"
-    np.savez(path, X=X, y=np.sin(X[:, 0]) * X[:, 1])
-    return path
+def data(npz_data):
+    return npz_data
 
 
 def invoke(*args: str):

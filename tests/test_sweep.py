@@ -23,12 +23,8 @@ from pyomo_nnrelax.training import LPGap
 
 
 @pytest.fixture
-def data_file(tmp_path):
-    rng = np.random.default_rng(0)
-    X = rng.uniform(-2, 2, (60, 2))
-    path = tmp_path / "data.npz"
-    np.savez(path, X=X, y=np.sin(X[:, 0]) * X[:, 1])
-    return path
+def data_file(npz_data):
+    return npz_data
 
 
 def base(data_file, **overrides):

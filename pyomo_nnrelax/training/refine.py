@@ -34,16 +34,7 @@ class RefineHistory:
 
     def save(self, path: str | os.PathLike) -> Path:
         """Write the rows to ``path``: ``.csv`` as a table, anything else as JSON."""
-        path = Path(path)
-        if path.suffix.lower() == ".csv":
-            columns = list(dict.fromkeys(k for row in self.rows for k in row))
-            with path.open("w", newline="") as handle:
-                writer = csv.DictWriter(handle, fieldnames=columns)
-                writer.writeheader()
-                writer.writerows(self.rows)
-        else:
-            path.write_text(json.dumps(self.rows, indent=2, default=_json_default))
-        return path
+        return save_rows(self.rows, path)
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> RefineHistory:
@@ -62,6 +53,20 @@ class RefineResult:
     history: RefineHistory
     checkpoints: list[Path]
     stopped_by: str
+
+
+def save_rows(rows: list[dict[str, Any]], path: str | os.PathLike) -> Path:
+    """Write dict rows to ``path``: ``.csv`` as a table (union of the keys), else as JSON."""
+    path = Path(path)
+    if path.suffix.lower() == ".csv":
+        columns = list(dict.fromkeys(k for row in rows for k in row))
+        with path.open("w", newline="") as handle:
+            writer = csv.DictWriter(handle, fieldnames=columns)
+            writer.writeheader()
+            writer.writerows(rows)
+    else:
+        path.write_text(json.dumps(rows, indent=2, default=_json_default))
+    return path
 
 
 def _json_default(value):
