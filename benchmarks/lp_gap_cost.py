@@ -2,8 +2,10 @@
 
 Three ways to get :class:`~pyomo_nnrelax.relaxation.RelaxationBatch` for a batch of points:
 
-* ``highs``: :func:`solve_relaxations`, one highspy model re-solved from the previous basis;
-  every call gets a new network object (as in training), so the model is rebuilt once per batch;
+* ``highs``: :func:`solve_relaxations`, the projected LP in one highspy model re-solved from
+  the previous basis; every call gets a new network object (as in training), so the model is
+  rebuilt once per batch;
+* ``big-M``: the same, on the full big-M LP (``z``, ``xh`` and ``a`` columns) in highspy;
 * ``linprog``: dense ``A_eq``/``A_ub`` built for every sample and solved with
   ``scipy.optimize.linprog(method="highs")`` (what the paper's reference code did);
 * ``pyomo``: :func:`solve_relaxations` with ``backend="pyomo"`` (NNBlock + persistent appsi_highs).
@@ -25,6 +27,7 @@ from scipy.optimize import linprog
 from pyomo_nnrelax import Layer, Network, interval_bounds
 from pyomo_nnrelax.benchmarks.functions import box, latin_hypercube, peaks
 from pyomo_nnrelax.formulations.bigm import bigm_model
+from pyomo_nnrelax.highs import HighsModel
 from pyomo_nnrelax.relaxation import (
     RelaxationBatch,
     Solutions,
@@ -72,6 +75,22 @@ def linprog_batch(network: Network, X: np.ndarray) -> RelaxationBatch:
     return assemble(network, bounds, model, sol, X)
 
 
+def big_m_batch(network: Network, X: np.ndarray) -> RelaxationBatch:
+    """The big-M LP in one highspy model, inputs fixed by column bounds, warm-started."""
+    bounds = interval_bounds(network, BOX)
+    model = bigm_model(network, bounds, relax=True)
+    highs = HighsModel(model, relax=True)
+    highs.set_objective(model.cols("outputs"), [1.0], "min")
+    sol = empty_solutions(model, len(X))
+    for i, x in enumerate(X):
+        highs.set_col_bounds(model.cols("inputs"), x, x)
+        result = highs.solve()
+        if result.optimal and result.row_dual is not None:
+            sol.value[i], sol.x[i], sol.ok[i] = result.objective, result.x, True
+            sol.row_dual[i], sol.col_dual[i] = result.row_dual, result.col_dual
+    return assemble(network, bounds, model, sol, X)
+
+
 def retrained(network: Network) -> Network:
     """A new network object with the same weights, as after a (zero-size) training step."""
     return network.with_layers([Layer(L.weight, L.bias, L.activation) for L in network.layers])
@@ -98,6 +117,7 @@ def main() -> None:
     X = np.random.default_rng(0).uniform(-1, 1, size=(args.points, 2))
     runs = {
         "highs": lambda net, X: solve_relaxations(net, interval_bounds(net, BOX), X, [1.0]),
+        "big-M": big_m_batch,
         "linprog": linprog_batch,
     }
     if not args.no_pyomo:
@@ -105,7 +125,7 @@ def main() -> None:
             net, interval_bounds(net, BOX), X, [1.0], backend="pyomo"
         )
     names = list(runs)
-    header = f"{'network':>14} {'binaries':>8} " + " ".join(f"{n + ' ms':>11}" for n in names)
+    header = f"{'network':>18} {'binaries':>8} " + " ".join(f"{n + ' ms':>11}" for n in names)
     header += " " + " ".join(f"{n + '/highs':>14}" for n in names[1:]) + f" {'max |nu| diff':>13}"
     print(f"ms per LP (solve + duals + gradients), best of {args.repeats}, {args.points} points")
     print(header)
@@ -126,7 +146,7 @@ def main() -> None:
             for t in timed.values()
         )
         name = "-".join(map(str, sizes))
-        line = f"{name:>14} {interval_bounds(net, BOX).unstable_count(net):>8} "
+        line = f"{name:>18} {interval_bounds(net, BOX).unstable_count(net):>8} "
         line += " ".join(f"{timed[n][0]:>11.3f}" for n in names)
         line += " " + " ".join(f"{timed[n][0] / timed['highs'][0]:>14.1f}" for n in names[1:])
         print(line + f" {diff:>13.2e}")
@@ -144,7 +164,7 @@ def training_ratios(epochs: int) -> None:
         "bw+lp": BoundWidth() + LPGap(sense="min", samples=8),
     }
     print(f"\ntraining, 3000 points, batch 64, {epochs} epochs: seconds per epoch (ratio to none)")
-    print(f"{'network':>14} " + " ".join(f"{name:>16}" for name in regularizers))
+    print(f"{'network':>18} " + " ".join(f"{name:>16}" for name in regularizers))
     for sizes in ARCHITECTURES:
         seconds = {}
         for name, reg in regularizers.items():
@@ -162,7 +182,7 @@ def training_ratios(epochs: int) -> None:
             trainer.fit()
             seconds[name] = (time.perf_counter() - start) / epochs
         cells = " ".join(f"{t:>8.3f} ({t / seconds['none']:>4.1f}x)" for t in seconds.values())
-        print(f"{'-'.join(map(str, sizes)):>14} {cells}")
+        print(f"{'-'.join(map(str, sizes)):>18} {cells}")
 
 
 if __name__ == "__main__":

@@ -19,10 +19,11 @@ bound of its column) for the sense actually solved, so
   Linear layers only have the ``z`` bound terms.  The stability pattern itself is held fixed:
   these are one-sided derivatives where ``L`` or ``U`` crosses 0.
 
-Two backends produce the same primal/dual arrays in the :class:`MatrixModel`'s ordering and
-share the assembly: ``"highs"`` (one ``highspy`` model, inputs fixed by column bounds,
-re-solved from the previous basis) and ``"pyomo"`` (an :class:`~pyomo_nnrelax.block.NNBlock`
-solved with a Pyomo solver, persistent ``appsi_highs`` by default).
+Two backends give the same values and derivatives: ``"highs"`` solves the LP projected onto
+the layer outputs (:mod:`pyomo_nnrelax.projected_lp`, about half the size) with ``highspy``,
+re-solved from the previous basis; ``"pyomo"`` solves the big-M LP of an
+:class:`~pyomo_nnrelax.block.NNBlock` with a Pyomo solver (persistent ``appsi_highs`` by
+default) and reads the derivatives off the :class:`MatrixModel`'s rows and columns.
 """
 
 from __future__ import annotations
@@ -30,56 +31,19 @@ from __future__ import annotations
 import os
 import threading
 from concurrent.futures import Executor
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field
 
 import numpy as np
 import pyomo.environ as pyo
 
 from .bounds import NetworkBounds
-from .formulations.bigm import bigm_model
-from .highs import HighsModel
 from .matrix_model import Key, MatrixModel
 from .network import Network
+from .projected_lp import ProjectedLPSolver, projected_lp
+from .relaxation_batch import RelaxationBatch, concat_batches
 
 SENSES = ("min", "max")
 BACKENDS = ("highs", "pyomo")
-
-
-@dataclass(frozen=True)
-class RelaxationBatch:
-    """LP relaxation values at ``n`` fixed inputs and the pieces of their gradients.
-
-    Attributes
-    ----------
-    value : ndarray (n,)
-        LP optimum of ``w' outputs``; NaN where the LP did not solve to optimality.
-    affine_duals : list of ndarray (n, n_out_l)
-        ``dV/db^l``.
-    activations : list of ndarray (n, n_in_l)
-        The LP's input to layer ``l`` (``activations[0]`` is ``X``), so that
-        ``dV/dW^l = affine_duals[l][i, :, None] * activations[l][i, None, :]``.
-    lower_grad, upper_grad : list of ndarray (n, n_out_l)
-        ``dV/dL^l`` and ``dV/dU^l`` with everything else held fixed (see the module docstring).
-    ok : ndarray of bool (n,)
-        Which LPs solved to optimality; the other entries have zero gradients.
-    """
-
-    value: np.ndarray
-    affine_duals: list[np.ndarray]
-    activations: list[np.ndarray]
-    lower_grad: list[np.ndarray]
-    upper_grad: list[np.ndarray]
-    ok: np.ndarray
-
-    @property
-    def failures(self) -> int:
-        return int(np.count_nonzero(~self.ok))
-
-    def weight_grads(self) -> list[np.ndarray]:
-        """``dV/dW^l`` per sample, each of shape (n, n_out_l, n_in_l)."""
-        return [
-            nu[:, :, None] * h[:, None, :] for nu, h in zip(self.affine_duals, self.activations)
-        ]
 
 
 @dataclass(frozen=True)
@@ -160,124 +124,52 @@ def sample_weights(objective_weights, n: int, n_outputs: int) -> np.ndarray:
 
 
 # ---------------------------------------------------------------------- highspy backend
-ITERATIONS_PER_SIZE = 20
-"""Simplex iteration limit per LP, per row and column: a warm-started solve needs a few dozen
-iterations, so hitting it means stalling (seen on degenerate LPs of trained networks); the
-LP then counts as failed instead of hanging training."""
+@dataclass
+class _Slot:
+    """A cached solver and the lock that keeps it to one caller at a time."""
+
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    solver: ProjectedLPSolver | None = None
 
 
-def lp_model(model: MatrixModel) -> HighsModel:
-    """The LP relaxation of ``model`` in HiGHS, with a per-solve iteration limit."""
-    limit = ITERATIONS_PER_SIZE * (model.n_rows + model.n_cols)
-    return HighsModel(model, relax=True, simplex_iteration_limit=limit)
+_SLOTS: dict[int, _Slot] = {}
+_SLOTS_LOCK = threading.Lock()
 
 
-class RelaxationSolver:
-    """One big-M LP relaxation loaded into HiGHS, re-solved per input from the previous basis.
+def solve_on_slot(
+    slot: int, network: Network, bounds: NetworkBounds, X, weights, sense: str, lp=None
+) -> RelaxationBatch:
+    """Solve on this process's ``slot``-th cached solver, warm from its previous use.
 
-    :meth:`update` swaps in a new network or new bounds.  It rebuilds the matrix model and the
-    HiGHS model (about 5 ms for 2-25x5, cheaper than ``changeCoeff`` on every changed entry)
-    and, when the new model has the same layout (same stability pattern), hands the old
-    optimal basis to the new model so the first solve is warm too.
+    Chunk ``k`` of a parallel batch always uses slot ``k``, so a training run sees the same
+    warm starts (and the same duals at degenerate optima) every time it is repeated.
+    ``lp`` is the already built :class:`ProjectedLP` of ``network``/``bounds``, if any.
     """
-
-    def __init__(self, network: Network, bounds: NetworkBounds) -> None:
-        self.network = network
-        self.bounds = bounds
-        self.model = bigm_model(network, bounds, relax=True)
-        self.highs = lp_model(self.model)
-
-    def update(self, network: Network, bounds: NetworkBounds) -> None:
-        """Use ``network`` and ``bounds`` from now on (nothing happens if they are the same objects)."""
-        if network is self.network and bounds is self.bounds:
-            return
-        model = bigm_model(network, bounds, relax=True)
-        highs = lp_model(model)
-        if same_layout(model, self.model):
-            highs.highs.setBasis(self.highs.highs.getBasis())
-        self.network, self.bounds, self.model, self.highs = network, bounds, model, highs
-
-    def solve_raw(self, X: np.ndarray, weights: np.ndarray, sense: str) -> Solutions:
-        """Solve one LP per row of ``X`` with objective ``weights[i]' outputs``."""
-        sol = empty_solutions(self.model, len(X))
-        inputs, outputs = self.model.cols("inputs"), self.model.cols("outputs")
-        for i, (x, w) in enumerate(zip(X, weights)):
-            self.highs.set_objective(outputs, w, sense)
-            self.highs.set_col_bounds(inputs, x, x)
-            result = self.highs.solve()
-            if not result.optimal:
-                self.highs.highs.clearSolver()
-            if result.optimal and result.row_dual is not None:
-                sol.value[i] = result.objective
-                sol.x[i], sol.row_dual[i], sol.col_dual[i] = (
-                    result.x,
-                    result.row_dual,
-                    result.col_dual,
-                )
-                sol.ok[i] = True
-        return sol
-
-    def solve(self, X, objective_weights, sense: str = "min") -> RelaxationBatch:
-        """:class:`RelaxationBatch` at the rows of ``X`` (serially, on this model)."""
-        X = np.asarray(X, dtype=np.float64).reshape(-1, self.network.n_inputs)
-        weights = sample_weights(objective_weights, len(X), self.network.n_outputs)
-        sol = self.solve_raw(X, weights, check_sense(sense))
-        return assemble(self.network, self.bounds, self.model, sol, X)
+    with _SLOTS_LOCK:
+        cached = _SLOTS.setdefault(slot, _Slot())
+    with cached.lock:
+        if cached.solver is None:
+            cached.solver = ProjectedLPSolver(network, bounds, lp)
+        else:
+            cached.solver.update(network, bounds, lp)
+        return cached.solver.solve(X, weights, sense)
 
 
-def same_layout(a: MatrixModel, b: MatrixModel) -> bool:
-    """True when two models have the same groups with the same labels (a basis fits both)."""
-    return (
-        a.var_groups.keys() == b.var_groups.keys()
-        and a.row_groups.keys() == b.row_groups.keys()
-        and all(
-            np.array_equal(ga.index, gb.index)
-            for groups_a, groups_b in ((a.var_groups, b.var_groups), (a.row_groups, b.row_groups))
-            for ga, gb in zip(groups_a.values(), groups_b.values())
-        )
-    )
+def solve_highs(network, bounds, X, weights, sense, executor: Executor | None) -> RelaxationBatch:
+    """The projected LPs in highspy: one cached solver serially, or one per chunk.
 
-
-def _solve_chunk(network: Network, bounds: NetworkBounds, X, weights, sense: str) -> Solutions:
-    """Worker of the parallel path: its own HiGHS model for one chunk of samples."""
-    return RelaxationSolver(network, bounds).solve_raw(X, weights, sense)
-
-
-def concat_solutions(parts: list[Solutions]) -> Solutions:
-    """The solutions of consecutive chunks of a batch, as one batch."""
-    return Solutions(
-        *(np.concatenate([getattr(p, f.name) for p in parts]) for f in fields(Solutions))
-    )
-
-
-_CACHE_LOCK = threading.Lock()
-_CACHE: list[RelaxationSolver] = []
-
-
-def cached_solver(network: Network, bounds: NetworkBounds) -> RelaxationSolver:
-    """The module's one cached :class:`RelaxationSolver`, updated to ``network``/``bounds``.
-
-    Call with ``_CACHE_LOCK`` held.
+    Threads run in parallel (``highspy`` releases the GIL while HiGHS runs); the LP is built
+    once and shared by the chunks.
     """
-    if not _CACHE:
-        _CACHE.append(RelaxationSolver(network, bounds))
-    _CACHE[0].update(network, bounds)
-    return _CACHE[0]
-
-
-def solve_highs(
-    network, bounds, X, weights, sense, executor: Executor | None
-) -> tuple[MatrixModel, Solutions]:
-    """Raw solutions with highspy: the cached model serially, or one model per chunk."""
     if executor is None:
-        with _CACHE_LOCK:
-            cached = cached_solver(network, bounds)
-            return cached.model, cached.solve_raw(X, weights, sense)
-    chunks = [c for c in np.array_split(np.arange(len(X)), os.cpu_count() or 1) if c.size]
+        return solve_on_slot(0, network, bounds, X, weights, sense)
+    lp = projected_lp(network, bounds)
+    parts = np.array_split(np.arange(len(X)), os.cpu_count() or 1)
     futures = [
-        executor.submit(_solve_chunk, network, bounds, X[c], weights[c], sense) for c in chunks
+        executor.submit(solve_on_slot, k, network, bounds, X[c], weights[c], sense, lp)
+        for k, c in enumerate(p for p in parts if p.size)
     ]
-    return bigm_model(network, bounds, relax=True), concat_solutions([f.result() for f in futures])
+    return concat_batches([f.result() for f in futures])
 
 
 # ---------------------------------------------------------------------- Pyomo backend
@@ -365,11 +257,13 @@ def solve_relaxations(
         The LP optimises ``w' outputs``.
     sense : {"min", "max"}
     backend : {"highs", "pyomo"}
-        ``"highs"``: one highspy model re-solved from the previous basis (cached between calls,
-        updated when ``network``/``bounds`` change).  ``"pyomo"``: an :class:`NNBlock` and
-        the Pyomo solver ``solver`` (default ``"appsi_highs"``).
+        ``"highs"``: the projected LP in one highspy model, re-solved from the previous basis
+        (cached between calls, rebuilt when ``network``/``bounds`` change).  ``"pyomo"``: an
+        :class:`NNBlock` and the Pyomo solver ``solver`` (default ``"appsi_highs"``).
     executor : concurrent.futures.Executor, optional
-        ``"highs"`` only: split ``X`` into one chunk per CPU, each solved on its own model.
+        ``"highs"`` only: split ``X`` into one chunk per CPU, each solved on its own cached
+        model, on this executor (threads or processes).  It pays off for large batches;
+        a training step's few LPs are faster serially.
 
     Returns
     -------
@@ -380,9 +274,8 @@ def solve_relaxations(
     X = np.asarray(X, dtype=np.float64).reshape(-1, network.n_inputs)
     weights = sample_weights(objective_weights, len(X), network.n_outputs)
     if backend == "highs":
-        model, sol = solve_highs(network, bounds, X, weights, sense, executor)
-    elif backend == "pyomo":
+        return solve_highs(network, bounds, X, weights, sense, executor)
+    if backend == "pyomo":
         model, sol = solve_pyomo(network, bounds, X, weights, sense, solver)
-    else:
-        raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
-    return assemble(network, bounds, model, sol, X)
+        return assemble(network, bounds, model, sol, X)
+    raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")

@@ -11,7 +11,8 @@ import pytest
 from pyomo_nnrelax import Layer, Network, NetworkBounds, interval_bounds
 from pyomo_nnrelax.formulations.bigm import bigm_model
 from pyomo_nnrelax.highs import HighsModel
-from pyomo_nnrelax.relaxation import RelaxationSolver, solve_relaxations
+from pyomo_nnrelax.projected_lp import ProjectedLPSolver
+from pyomo_nnrelax.relaxation import solve_relaxations
 
 BOX = (np.full(2, -1.0), np.full(2, 1.0))
 EPS = 1e-6
@@ -177,13 +178,14 @@ def test_parallel_executor_gives_the_serial_result(points):
 
 def test_solver_update_warm_starts_a_changed_network(net, points):
     bounds = interval_bounds(net, BOX)
-    solver = RelaxationSolver(net, bounds)
-    solver.solve(points, [1.0])
+    ones = np.ones((len(points), 1))
+    solver = ProjectedLPSolver(net, bounds)
+    solver.solve(points, ones, "min")
     moved = with_param(net, 0, "bias", (0,), 1e-3)
     moved_bounds = interval_bounds(moved, BOX)
     solver.update(moved, moved_bounds)
-    fresh = RelaxationSolver(moved, moved_bounds).solve(points, [1.0])
-    np.testing.assert_allclose(solver.solve(points, [1.0]).value, fresh.value, atol=1e-9)
+    fresh = ProjectedLPSolver(moved, moved_bounds).solve(points, ones, "min")
+    np.testing.assert_allclose(solver.solve(points, ones, "min").value, fresh.value, atol=1e-9)
 
 
 def test_per_sample_weights_and_errors(points):
@@ -200,10 +202,10 @@ def test_per_sample_weights_and_errors(points):
 
 
 def test_failed_lps_are_marked_with_nan_values_and_zero_gradients(net, points):
-    solver = RelaxationSolver(net, interval_bounds(net, BOX))
-    solver.highs.set_option("presolve", "off")
-    solver.highs.set_option("simplex_iteration_limit", 0)
-    batch = solver.solve(points, [1.0])
+    solver = ProjectedLPSolver(net, interval_bounds(net, BOX))
+    solver.set_option("presolve", "off")
+    solver.set_option("simplex_iteration_limit", 0)
+    batch = solver.solve(points, np.ones((len(points), 1)), "min")
     assert batch.failures == len(points) and not batch.ok.any()
     assert np.isnan(batch.value).all()
     for grads in (batch.affine_duals, batch.lower_grad, batch.upper_grad, batch.activations[1:]):
