@@ -11,7 +11,8 @@ Three ways to get :class:`~pyomo_nnrelax.relaxation.RelaxationBatch` for a batch
 * ``pyomo``: :func:`solve_relaxations` with ``backend="pyomo"`` (NNBlock + persistent appsi_highs).
 
 A second table times training epochs (peaks data, batch 64) with no regularizer, BW, and
-BW+LP at 8 LPs per mini-batch (the paper's subsample size), as ratios to no regularizer.
+BW+LP at 8 LPs per mini-batch (the paper's subsample size), as ratios to no regularizer; with
+torch installed, also BW+LP relative to the same unregularized loop in PyTorch.
 
     python benchmarks/lp_gap_cost.py [--points 64] [--repeats 3] [--no-pyomo] [--epochs 3]
 """
@@ -153,8 +154,34 @@ def main() -> None:
     training_ratios(args.epochs)
 
 
+def torch_epoch_seconds(sizes: list[int], X: np.ndarray, y: np.ndarray, epochs: int) -> float:
+    """Seconds per epoch of the same unregularized training loop in PyTorch (CPU, one thread
+    per core as configured): the kind of baseline the paper's training-time ratios use."""
+    import torch
+
+    torch.manual_seed(0)
+    layers: list[torch.nn.Module] = []
+    for n_in, n_out in zip(sizes[:-2], sizes[1:-1]):
+        layers += [torch.nn.Linear(n_in, n_out), torch.nn.ReLU()]
+    model = torch.nn.Sequential(*layers, torch.nn.Linear(sizes[-2], sizes[-1])).double()
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+    X_t = torch.from_numpy(X)
+    y_t = torch.from_numpy(((y - y.min()) / (y.max() - y.min())).reshape(-1, 1))
+    start = time.perf_counter()
+    for _ in range(epochs):
+        for batch in torch.randperm(len(X_t)).split(64):
+            optimizer.zero_grad()
+            loss = torch.nn.functional.mse_loss(model(X_t[batch]), y_t[batch])
+            loss.backward()
+            optimizer.step()
+    return (time.perf_counter() - start) / epochs
+
+
 def training_ratios(epochs: int) -> None:
-    """Seconds per epoch of BW and BW+LP training relative to no regularizer, same data."""
+    """Seconds per epoch of BW and BW+LP training relative to no regularizer, same data.
+
+    With torch installed, a last column gives BW+LP relative to unregularized PyTorch.
+    """
     domain = box("peaks")
     X = latin_hypercube(3000, domain, seed=0)
     y = peaks(X)
@@ -163,8 +190,15 @@ def training_ratios(epochs: int) -> None:
         "bw": BoundWidth(),
         "bw+lp": BoundWidth() + LPGap(sense="min", samples=8),
     }
+    try:
+        import torch  # noqa: F401
+
+        with_torch = True
+    except ImportError:
+        with_torch = False
     print(f"\ntraining, 3000 points, batch 64, {epochs} epochs: seconds per epoch (ratio to none)")
-    print(f"{'network':>18} " + " ".join(f"{name:>16}" for name in regularizers))
+    header = f"{'network':>18} " + " ".join(f"{name:>16}" for name in regularizers)
+    print(header + (f" {'torch none':>11} {'bw+lp/torch':>12}" if with_torch else ""))
     for sizes in ARCHITECTURES:
         seconds = {}
         for name, reg in regularizers.items():
@@ -182,6 +216,9 @@ def training_ratios(epochs: int) -> None:
             trainer.fit()
             seconds[name] = (time.perf_counter() - start) / epochs
         cells = " ".join(f"{t:>8.3f} ({t / seconds['none']:>4.1f}x)" for t in seconds.values())
+        if with_torch:
+            base = torch_epoch_seconds(list(sizes), X, y, epochs)
+            cells += f" {base:>11.3f} {seconds['bw+lp'] / base:>11.1f}x"
         print(f"{'-'.join(map(str, sizes)):>18} {cells}")
 
 

@@ -39,6 +39,12 @@ ITERATIONS_PER_SIZE = 20
 iterations, so hitting it means stalling (seen on degenerate LPs of trained networks); the
 LP then counts as failed instead of hanging training."""
 
+HIGHS_OPTIONS = {"simplex_scale_strategy": 0, "dual_simplex_cost_perturbation_multiplier": 0.0}
+"""Options for these warm-started re-solves.  Every training step changes the matrix a little;
+without scaling and cost perturbation the first solve after the change takes about half the
+dual simplex iterations (35 against 69 on a 2-25x5 network) and the later ones about 6
+instead of 8 (measured).  A stalling solve still stops at the iteration limit."""
+
 NO_ROW = -1
 """Row index of a neuron that has no such row; it reads the zero appended to the duals."""
 
@@ -232,6 +238,8 @@ class ProjectedLPSolver:
     ) -> None:
         self.network, self.bounds = network, bounds
         self.highs = quiet_highs()
+        for key, value in HIGHS_OPTIONS.items():
+            self.highs.setOptionValue(key, value)
         self.lp: ProjectedLP | None = None
         self._last_box: np.ndarray | None = None  # where the last solve's basis is optimal
         self._load(lp if lp is not None else projected_lp(network, bounds))
