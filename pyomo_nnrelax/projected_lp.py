@@ -311,7 +311,7 @@ class ProjectedLPSolver:
         )
 
     def _solve_all(self, box_lo, box_hi, feasible, weights, sense: str) -> _Solved:
-        n, lp = len(box_lo), self.lp
+        n, lp, highs = len(box_lo), self.lp, self.highs
         out = _Solved(
             np.full(n, np.nan),
             np.zeros((n, lp.n_cols)),
@@ -322,18 +322,22 @@ class ProjectedLPSolver:
         first = lp.layers[0]
         first_cols = first.col[first.kind >= 0].astype(np.int32)
         boxes = np.concatenate([box_lo, box_hi], axis=1)
+        one_objective = bool(np.all(weights == weights[0]))
+        if one_objective:
+            self._set_objective(weights[0], sense)
         for i in nearest_neighbour_path(boxes, np.flatnonzero(feasible), self._last_box):
+            if not one_objective:
+                self._set_objective(weights[i], sense)
+            highs.changeColsBounds(first_cols.size, first_cols, box_lo[i], box_hi[i])
+            highs.run()
             self._last_box = boxes[i]
-            self._set_objective(weights[i], sense)
-            self.highs.changeColsBounds(first_cols.size, first_cols, box_lo[i], box_hi[i])
-            self.highs.run()
-            if self.highs.getModelStatus() != highspy.HighsModelStatus.kOptimal:
-                self.highs.clearSolver()  # a stalled basis must not seed the next sample
+            if highs.getModelStatus() != highspy.HighsModelStatus.kOptimal:
+                highs.clearSolver()  # a stalled basis must not seed the next sample
                 continue
-            solution = self.highs.getSolution()
+            solution = highs.getSolution()
             if not solution.dual_valid:
                 continue
-            out.value[i] = self.highs.getInfo().objective_function_value
+            out.value[i] = highs.getInfo().objective_function_value
             out.x[i] = solution.col_value
             out.col_dual[i] = solution.col_dual
             out.row_dual[i] = solution.row_dual
@@ -349,22 +353,30 @@ class ProjectedLPSolver:
         return gradients(self.network, self.bounds, self.lp, solved, X, z0, box_lo, box_hi)
 
 
-def nearest_neighbour_path(points: np.ndarray, todo: np.ndarray, start: np.ndarray | None):
+def nearest_neighbour_path(
+    points: np.ndarray, todo: np.ndarray, start: np.ndarray | None
+) -> list[int]:
     """Indices ``todo`` ordered so that each point is the nearest unvisited one to the last.
 
     Re-solving from the previous optimal basis takes fewer simplex iterations the less the
     first layer's boxes move, so a short path through the samples is a cheaper one.
     """
-    todo = list(todo)
-    current = start
-    while todo:
-        if current is None:
-            k = 0
-        else:
-            k = int(np.argmin(np.abs(points[todo] - current).sum(axis=1)))
-        i = todo.pop(k)
-        current = points[i]
-        yield i
+    todo = [int(i) for i in todo]
+    if not todo:
+        return []
+    chosen = points[todo]
+    distance = np.abs(chosen[:, None, :] - chosen[None, :, :]).sum(axis=2).tolist()
+    if start is None:
+        k = 0
+    else:
+        k = int(np.argmin(np.abs(chosen - start).sum(axis=1)))
+    order, left = [k], set(range(len(todo))) - {k}
+    while left:
+        row = distance[order[-1]]
+        k = min(left, key=row.__getitem__)
+        order.append(k)
+        left.remove(k)
+    return [todo[k] for k in order]
 
 
 def split_by_nearer_bound(value, lower, upper, dual) -> tuple[np.ndarray, np.ndarray]:
