@@ -4,7 +4,7 @@ For each benchmark function and architecture, one network per regularizer is tra
 the same initial weights and data; then the output of each is minimised as a MILP on HiGHS
 (through NNBlock) one at a time, so solve times are not disturbed by training.
 
-    python benchmarks/reproduce_paper.py                 # reduced sizes, about 30 min on 2 cores
+    python benchmarks/reproduce_paper.py                 # reduced sizes, about 20 min on 2 cores
     python benchmarks/reproduce_paper.py --full          # the paper's sizes (many hours)
     python benchmarks/reproduce_paper.py --functions peaks --archs 5 --regularizers none bw bwlp
 
