@@ -199,13 +199,6 @@ class ReLUStability(NeuronBoundPenalty):
         return -t, slope * upper, slope * lower
 
 
-def positive_int(name: str, value) -> int:
-    """``value`` as an int, after checking it is a positive integer."""
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-        raise ValueError(f"{name} must be a positive integer, got {value!r}")
-    return int(value)
-
-
 class LPGap(Regularizer):
     """``R_LP``: mean gap between the network and its big-M LP relaxation at training points.
 
@@ -230,16 +223,14 @@ class LPGap(Regularizer):
     """
 
     def __init__(
-        self,
-        sense: str = "min",
-        samples: int = 8,
-        exact_bounds: bool = False,
-        solver=None,
+        self, sense: str = "min", samples: int = 8, exact_bounds: bool = False, solver=None
     ) -> None:
         if sense not in SENSES:
             raise ValueError(f"sense must be one of {SENSES}, got {sense!r}")
-        self.samples = positive_int("samples", samples)
-        self.sense, self.exact_bounds, self.solver = sense, bool(exact_bounds), solver
+        if isinstance(samples, bool) or not isinstance(samples, (int, np.integer)) or samples < 1:
+            raise ValueError(f"samples must be a positive integer, got {samples!r}")
+        self.sense, self.samples = sense, int(samples)
+        self.exact_bounds, self.solver = bool(exact_bounds), solver
 
     def value_and_grad(self, ctx: RegContext) -> tuple[float, Grads]:
         from ..relaxation import solve_relaxations  # the LP stack loads only when used
