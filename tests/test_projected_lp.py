@@ -144,3 +144,20 @@ def test_samples_are_visited_along_a_nearest_neighbour_path():
     order = list(nearest_neighbour_path(points, np.arange(5), np.array([8.5])))
     assert order == [3, 1, 4, 2, 0]
     assert list(nearest_neighbour_path(points, np.array([4, 2]), None)) == [4, 2]
+
+
+def test_badly_scaled_networks_still_match_without_solver_scaling():
+    """The projected LP runs without HiGHS's scaling; bounds up to ~1e8 must still agree."""
+    net = Network.mlp([2, 25, 25, 25, 1], seed=4)
+    net = net.with_layers([Layer(L.weight * 20, L.bias * 50, L.activation) for L in net.layers])
+    box = (np.full(2, -50.0), np.full(2, 50.0))
+    bounds = interval_bounds(net, box)
+    assert max(hi.max() for hi in bounds.upper) > 1e8
+    X = np.random.default_rng(0).uniform(-50, 50, size=(10, 2))
+    for sense in ("min", "max"):
+        fast = solve_relaxations(net, bounds, X, [1.0], sense)
+        big_m = solve_relaxations(net, bounds, X, [1.0], sense, backend="pyomo")
+        assert fast.ok.all() and big_m.ok.all()
+        np.testing.assert_allclose(fast.value, big_m.value, rtol=1e-9)
+        for a, b in zip(fast.affine_duals, big_m.affine_duals):
+            np.testing.assert_allclose(a, b, rtol=1e-9, atol=1e-9 * np.abs(b).max())
