@@ -155,8 +155,8 @@ def main() -> None:
 
 
 def torch_epoch_seconds(sizes: list[int], X: np.ndarray, y: np.ndarray, epochs: int) -> float:
-    """Seconds per epoch of the same unregularized training loop in PyTorch (CPU, one thread
-    per core as configured): the kind of baseline the paper's training-time ratios use."""
+    """Seconds per epoch of the same unregularized training loop in PyTorch (CPU, torch's
+    default threads, float64): the kind of baseline the paper's training-time ratios use."""
     import torch
 
     torch.manual_seed(0)
