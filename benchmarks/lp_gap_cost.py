@@ -48,7 +48,7 @@ def linprog_batch(network: Network, X: np.ndarray) -> RelaxationBatch:
     for i, x in enumerate(X):
         bounds = interval_bounds(network, BOX)
         model = bigm_model(network, bounds, relax=True)
-        sol = sol or empty_solutions(model, len(X))
+        sol = sol or empty_solutions(len(X), model.n_cols, model.n_rows)
         A = model.dense()
         eq = model.row_lower == model.row_upper
         le = ~eq & np.isfinite(model.row_upper)
@@ -82,7 +82,7 @@ def big_m_batch(network: Network, X: np.ndarray) -> RelaxationBatch:
     model = bigm_model(network, bounds, relax=True)
     highs = HighsModel(model, relax=True)
     highs.set_objective(model.cols("outputs"), [1.0], "min")
-    sol = empty_solutions(model, len(X))
+    sol = empty_solutions(len(X), model.n_cols, model.n_rows)
     for i, x in enumerate(X):
         highs.set_col_bounds(model.cols("inputs"), x, x)
         result = highs.solve()

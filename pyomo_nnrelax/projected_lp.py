@@ -28,7 +28,12 @@ from .bounds import NetworkBounds, affine_interval
 from .errors import SolverError
 from .highs import quiet_highs
 from .network import Network
-from .relaxation_batch import RelaxationBatch
+from .relaxation_batch import (
+    RelaxationBatch,
+    Solutions,
+    empty_solutions,
+    split_by_nearer_bound,
+)
 
 FEASIBILITY_TOLERANCE = 1e-7
 """HiGHS's default primal feasibility tolerance; a fixed first-layer ``z`` outside its bounds
@@ -215,17 +220,6 @@ def first_layer_boxes(
     return z, box_lo, box_hi, feasible
 
 
-@dataclass(frozen=True)
-class _Solved:
-    """Primal and dual arrays of a batch; failed samples hold zeros."""
-
-    value: np.ndarray
-    x: np.ndarray
-    col_dual: np.ndarray
-    row_dual: np.ndarray
-    ok: np.ndarray
-
-
 class ProjectedLPSolver:
     """The projected LP of one network in HiGHS, re-solved per input from the previous basis.
 
@@ -241,12 +235,14 @@ class ProjectedLPSolver:
         for key, value in HIGHS_OPTIONS.items():
             self.highs.setOptionValue(key, value)
         self.lp: ProjectedLP | None = None
+        self._signature: bytes | None = None  # of self.lp: a basis fits any LP with the same
         self._last_box: np.ndarray | None = None  # where the last solve's basis is optimal
         self._load(lp if lp is not None else projected_lp(network, bounds))
 
     def _load(self, lp: ProjectedLP) -> None:
         """Pass ``lp`` to the HiGHS instance, keeping the basis if the layout is the same."""
-        keep_basis = self.lp is not None and lp.signature() == self.lp.signature()
+        signature = lp.signature()
+        keep_basis = signature == self._signature
         basis = self.highs.getBasis() if keep_basis else None
         self.highs.setOptionValue(
             "simplex_iteration_limit", ITERATIONS_PER_SIZE * (lp.n_rows + lp.n_cols)
@@ -280,7 +276,7 @@ class ProjectedLPSolver:
             self.highs.setBasis(basis)
         else:
             self._last_box = None
-        self.lp, self._cost = lp, np.zeros(lp.n_cols)
+        self.lp, self._signature, self._cost = lp, signature, np.zeros(lp.n_cols)
 
     def update(
         self, network: Network, bounds: NetworkBounds, lp: ProjectedLP | None = None
@@ -310,15 +306,9 @@ class ProjectedLPSolver:
             highspy.ObjSense.kMinimize if sense == "min" else highspy.ObjSense.kMaximize
         )
 
-    def _solve_all(self, box_lo, box_hi, feasible, weights, sense: str) -> _Solved:
+    def _solve_all(self, box_lo, box_hi, feasible, weights, sense: str) -> Solutions:
         n, lp, highs = len(box_lo), self.lp, self.highs
-        out = _Solved(
-            np.full(n, np.nan),
-            np.zeros((n, lp.n_cols)),
-            np.zeros((n, lp.n_cols)),
-            np.zeros((n, lp.n_rows)),
-            np.zeros(n, dtype=bool),
-        )
+        out = empty_solutions(n, lp.n_cols, lp.n_rows)
         first = lp.layers[0]
         first_cols = first.col[first.kind >= 0].astype(np.int32)
         boxes = np.concatenate([box_lo, box_hi], axis=1)
@@ -379,17 +369,11 @@ def nearest_neighbour_path(
     return [todo[k] for k in order]
 
 
-def split_by_nearer_bound(value, lower, upper, dual) -> tuple[np.ndarray, np.ndarray]:
-    """A bound's (or row's) dual split into its lower-side and upper-side parts."""
-    at_lower = (value - lower) <= (upper - value)
-    return np.where(at_lower, dual, 0.0), np.where(at_lower, 0.0, dual)
-
-
 def gradients(
     network: Network,
     bounds: NetworkBounds,
     lp: ProjectedLP,
-    solved: _Solved,
+    solved: Solutions,
     X: np.ndarray,
     z0: np.ndarray,
     box_lo: np.ndarray,

@@ -40,25 +40,16 @@ from .bounds import NetworkBounds
 from .matrix_model import Key, MatrixModel
 from .network import Network
 from .projected_lp import ProjectedLPSolver, projected_lp
-from .relaxation_batch import RelaxationBatch, concat_batches
+from .relaxation_batch import (
+    RelaxationBatch,
+    Solutions,
+    concat_batches,
+    empty_solutions,
+    split_by_nearer_bound,
+)
 
 SENSES = ("min", "max")
 BACKENDS = ("highs", "pyomo")
-
-
-@dataclass(frozen=True)
-class Solutions:
-    """Raw LP solutions of a batch in the MatrixModel's column/row order.
-
-    ``row_dual``/``col_dual`` are ``dV/d(rhs)`` and ``dV/d(active bound)`` for the sense solved;
-    rows of failed samples are NaN (``value``) or zero (everything else).
-    """
-
-    value: np.ndarray
-    x: np.ndarray
-    row_dual: np.ndarray
-    col_dual: np.ndarray
-    ok: np.ndarray
 
 
 # ---------------------------------------------------------------------- assembly
@@ -71,14 +62,11 @@ def layer_keys(network: Network, l: int) -> tuple[Key, Key | None]:
 
 
 def bound_duals(model: MatrixModel, sol: Solutions, key: Key) -> tuple[np.ndarray, np.ndarray]:
-    """Column duals of a group split into the lower-bound and upper-bound parts.
-
-    A nonzero column dual belongs to the bound the primal value sits at (the nearer one).
-    """
+    """Column duals of a group split into the lower-bound and upper-bound parts."""
     cols = model.cols(*key)
-    x, d = sol.x[:, cols], sol.col_dual[:, cols]
-    at_lower = (x - model.col_lower[cols]) <= (model.col_upper[cols] - x)
-    return np.where(at_lower, d, 0.0), np.where(at_lower, 0.0, d)
+    return split_by_nearer_bound(
+        sol.x[:, cols], model.col_lower[cols], model.col_upper[cols], sol.col_dual[:, cols]
+    )
 
 
 def assemble(
@@ -104,17 +92,6 @@ def assemble(
         lower.append(d_lo)
         upper.append(d_hi)
     return RelaxationBatch(sol.value, affine, acts, lower, upper, sol.ok)
-
-
-def empty_solutions(model: MatrixModel, n: int) -> Solutions:
-    """Arrays for ``n`` samples, all marked failed until filled."""
-    return Solutions(
-        np.full(n, np.nan),
-        np.zeros((n, model.n_cols)),
-        np.zeros((n, model.n_rows)),
-        np.zeros((n, model.n_cols)),
-        np.zeros(n, dtype=bool),
-    )
 
 
 def sample_weights(objective_weights, n: int, n_outputs: int) -> np.ndarray:
@@ -198,7 +175,7 @@ def solve_pyomo(
     columns = block_components(m.nn, model.var_groups)
     rows = block_components(m.nn, model.row_groups)
     opt = pyo.SolverFactory(solver or "appsi_highs")
-    sol = empty_solutions(model, len(X))
+    sol = empty_solutions(len(X), model.n_cols, model.n_rows)
     for i, (x, w) in enumerate(zip(X, weights)):
         for j, v in enumerate(w.tolist()):
             m.w[j] = v

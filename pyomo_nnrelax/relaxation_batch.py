@@ -1,4 +1,5 @@
-"""Values of LP relaxations at fixed inputs, with the pieces of their gradients."""
+"""LP relaxations at fixed inputs: raw solutions of a batch, and the values and gradient
+pieces assembled from them."""
 
 from __future__ import annotations
 
@@ -43,6 +44,41 @@ class RelaxationBatch:
         return [
             nu[:, :, None] * h[:, None, :] for nu, h in zip(self.affine_duals, self.activations)
         ]
+
+
+@dataclass(frozen=True)
+class Solutions:
+    """Raw LP solutions of a batch, in the LP's column and row order.
+
+    ``row_dual``/``col_dual`` are ``dV/d(rhs)`` and ``dV/d(active bound)`` for the sense solved;
+    rows of failed samples are NaN (``value``) or zero (everything else).
+    """
+
+    value: np.ndarray
+    x: np.ndarray
+    row_dual: np.ndarray
+    col_dual: np.ndarray
+    ok: np.ndarray
+
+
+def empty_solutions(n: int, n_cols: int, n_rows: int) -> Solutions:
+    """Arrays for ``n`` samples of an LP of this size, all marked failed until filled."""
+    return Solutions(
+        np.full(n, np.nan),
+        np.zeros((n, n_cols)),
+        np.zeros((n, n_rows)),
+        np.zeros((n, n_cols)),
+        np.zeros(n, dtype=bool),
+    )
+
+
+def split_by_nearer_bound(value, lower, upper, dual) -> tuple[np.ndarray, np.ndarray]:
+    """A bound's (or ranged row's) dual split into its lower-side and upper-side parts.
+
+    A nonzero dual belongs to the bound the primal value sits at, the nearer one.
+    """
+    at_lower = (value - lower) <= (upper - value)
+    return np.where(at_lower, dual, 0.0), np.where(at_lower, 0.0, dual)
 
 
 def concat_batches(parts: list[RelaxationBatch]) -> RelaxationBatch:
