@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..checks import positive_int
+
 _BOXES = {"peaks": (-2.0, 2.0, 2), "himmelblau": (-5.0, 5.0, 2), "ackley": (-3.5, 3.5, None)}
 
 
@@ -73,8 +75,7 @@ def latin_hypercube(n: int, bounds, seed: int | None = 0) -> np.ndarray:
         raise ValueError(
             f"bounds must be (d, 2) rows of (lo, hi) with lo <= hi, got shape {bounds.shape}"
         )
-    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
-        raise ValueError(f"n must be a positive integer, got {n!r}")
+    n = positive_int("n", n)
     rng = np.random.default_rng(seed)
     d = bounds.shape[0]
     strata = np.stack([rng.permutation(n) for _ in range(d)], axis=1)

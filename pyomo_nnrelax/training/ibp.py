@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..bounds import NetworkBounds
+from ..bounds import NetworkBounds, affine_interval
 from ..network import Layer
 from .backprop import Grads
 
@@ -46,9 +46,8 @@ def ibp_forward(layers: Sequence[Layer], lower: np.ndarray, upper: np.ndarray) -
     h_lo, h_hi = np.asarray(lower, dtype=np.float64), np.asarray(upper, dtype=np.float64)
     trace = IBPTrace([], [], [], [])
     for layer in layers:
-        w_pos, w_neg = np.maximum(layer.weight, 0.0), np.minimum(layer.weight, 0.0)
-        z_lo = w_pos @ h_lo + w_neg @ h_hi + layer.bias
-        z_hi = w_pos @ h_hi + w_neg @ h_lo + layer.bias
+        z_lo, z_hi = affine_interval(layer.weight, h_lo, h_hi)
+        z_lo, z_hi = z_lo + layer.bias, z_hi + layer.bias
         trace.in_lower.append(h_lo)
         trace.in_upper.append(h_hi)
         trace.lower.append(z_lo)

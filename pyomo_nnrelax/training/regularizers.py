@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from ..checks import positive_int
 from ..network import Layer, Network
 from .backprop import Grads, add_grads, backward, forward_cache, zero_grads
 from .ibp import IBPTrace, ibp_backward, ibp_forward
@@ -227,9 +228,7 @@ class LPGap(Regularizer):
     ) -> None:
         if sense not in SENSES:
             raise ValueError(f"sense must be one of {SENSES}, got {sense!r}")
-        if isinstance(samples, bool) or not isinstance(samples, (int, np.integer)) or samples < 1:
-            raise ValueError(f"samples must be a positive integer, got {samples!r}")
-        self.sense, self.samples = sense, int(samples)
+        self.sense, self.samples = sense, positive_int("samples", samples)
         self.exact_bounds, self.solver = bool(exact_bounds), solver
 
     def value_and_grad(self, ctx: RegContext) -> tuple[float, Grads]:
@@ -241,11 +240,12 @@ class LPGap(Regularizer):
         omega = ctx.rng.random(n_outputs) if n_outputs > 1 else np.ones(1)
         omega = omega / omega.sum()
         out, inputs, pre = forward_cache(ctx.layers, X)
-        bounds = ctx.ibp.to_bounds()
+        # one Network and one NetworkBounds per step, so both senses reuse the built LP
+        network, bounds = ctx.network, ctx.ibp.to_bounds()
         total, grads = 0.0, zero_grads(ctx.layers)
         for sense in ("min", "max") if self.sense == "both" else (self.sense,):
             relax = solve_relaxations(
-                ctx.network,
+                network,
                 bounds,
                 X,
                 omega,

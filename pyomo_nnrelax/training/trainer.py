@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..checks import positive_float, positive_int
 from ..errors import InputBoundsError
 from ..network import Layer, Network, check_input_bounds
 from .backprop import add_grads, backward, forward_cache, predict
@@ -72,21 +73,6 @@ class TrainResult:
     network: Network
     history: list[EpochStats]
     best_epoch: int | None
-
-
-def _positive_int(name: str, value, allow_zero: bool = False) -> int:
-    low = 0 if allow_zero else 1
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
-        raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
-    return int(value)
-
-
-def _positive_float(name: str, value, allow_zero: bool = False) -> float:
-    ok = isinstance(value, (int, float, np.number)) and not isinstance(value, bool)
-    if not ok or not np.isfinite(value) or value < 0 or (value == 0 and not allow_zero):
-        bound = ">= 0" if allow_zero else "> 0"
-        raise ValueError(f"{name} must be a finite number {bound}, got {value!r}")
-    return float(value)
 
 
 def _data(name: str, X, y, network: Network, loss: str) -> tuple[np.ndarray, np.ndarray]:
@@ -191,10 +177,10 @@ class Trainer:
             self.validation = _data("validation", *validation, network, loss)
         self.quantiles = self._check_quantiles(quantiles, loss, network.n_outputs)
         self.regularizer = regularizer
-        self.lam = _positive_float("lam", lam, allow_zero=True)
-        self.epochs = _positive_int("epochs", epochs, allow_zero=True)
-        self.batch_size = _positive_int("batch_size", batch_size)
-        self.lr = _positive_float("lr", lr)
+        self.lam = positive_float("lam", lam, allow_zero=True)
+        self.epochs = positive_int("epochs", epochs, allow_zero=True)
+        self.batch_size = positive_int("batch_size", batch_size)
+        self.lr = positive_float("lr", lr)
         if seed is not None and (isinstance(seed, bool) or not isinstance(seed, (int, np.integer))):
             raise ValueError(f"seed must be an integer or None, got {seed!r}")
         self.seed = seed
@@ -331,7 +317,7 @@ class Trainer:
         The first call initialises the state; later calls continue it.  At the end the
         state is set to the best-validation weights of this call, which are returned.
         """
-        epochs = self.epochs if epochs is None else _positive_int("epochs", epochs, allow_zero=True)
+        epochs = self.epochs if epochs is None else positive_int("epochs", epochs, allow_zero=True)
         if self._layers is None:
             self._start()
         records: list[EpochStats] = []
