@@ -1,5 +1,6 @@
 """HiGHS on matrices: pass a :class:`MatrixModel` once, then change costs and bounds and
-re-solve from the previous basis.  Used by bound tightening and the trainer's LP path.
+re-solve from the previous basis.  Used by bound tightening (the trainer's LPs use
+:mod:`pyomo_nnrelax.projected_lp`, which shares :func:`quiet_highs`).
 """
 
 from __future__ import annotations
@@ -32,7 +33,6 @@ class HighsResult:
     x: np.ndarray | None
     row_dual: np.ndarray | None
     col_dual: np.ndarray | None
-    nodes: int = 0
 
 
 class HighsModel:
@@ -76,9 +76,6 @@ class HighsModel:
             raise SolverError("HiGHS rejected the model passed to it")
         self._cost = np.zeros(model.n_cols)
 
-    def set_option(self, key: str, value) -> None:
-        self.highs.setOptionValue(key, value)
-
     def set_objective(self, cols: np.ndarray, coefs: np.ndarray, sense: str = "min") -> None:
         """Minimise (or maximise) ``coefs @ x[cols]``; other costs become zero."""
         cost = np.zeros(self.model.n_cols)
@@ -108,12 +105,7 @@ class HighsModel:
         has_solution = info.primal_solution_status == 2  # kSolutionStatusFeasible
         solution = self.highs.getSolution() if has_solution else None
         objective = info.objective_function_value if has_solution else float("nan")
-        if self.is_mip:
-            bound = info.mip_dual_bound
-            nodes = int(info.mip_node_count)
-        else:
-            bound = objective if optimal else float("nan")
-            nodes = 0
+        bound = info.mip_dual_bound if self.is_mip else (objective if optimal else float("nan"))
         duals_ok = solution is not None and solution.dual_valid and not self.is_mip
         return HighsResult(
             status=text,
@@ -123,7 +115,6 @@ class HighsModel:
             x=np.asarray(solution.col_value) if solution is not None else None,
             row_dual=np.asarray(solution.row_dual) if duals_ok else None,
             col_dual=np.asarray(solution.col_dual) if duals_ok else None,
-            nodes=nodes,
         )
 
 

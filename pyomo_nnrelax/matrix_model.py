@@ -81,21 +81,6 @@ class MatrixModel:
         np.add.at(out, (rows, self.indices), self.data)
         return out
 
-    def relaxed(self) -> MatrixModel:
-        """The same model with every integer column made continuous (the LP relaxation)."""
-        return MatrixModel(
-            self.col_lower,
-            self.col_upper,
-            np.zeros_like(self.integer),
-            self.row_lower,
-            self.row_upper,
-            self.indptr,
-            self.indices,
-            self.data,
-            self.var_groups,
-            self.row_groups,
-        )
-
 
 class MatrixModelBuilder:
     """Collects variable and row groups, then :meth:`build` returns a :class:`MatrixModel`."""

@@ -109,6 +109,8 @@ def tighten_bounds(
                         stop=l + 1,
                         final_activation=False,
                     )
+                    if not relax and not model.integer.any():
+                        break  # no unstable neuron before layer l: the LP pass was this MILP
                     work = _Work(
                         model,
                         _objective_cols(model, l)[todo],
