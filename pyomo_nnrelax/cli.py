@@ -24,9 +24,9 @@ import click
 import numpy as np
 
 from . import __version__
-from .errors import InputBoundsError, NNRelaxError
+from .errors import NNRelaxError
 from .network import Network, check_input_bounds
-from .sweep import data_box, parse_regularizer, read_data
+from .sweep import input_box, parse_regularizer, read_data
 
 BOUND_CHOICES = ("interval", "lp", "milp", "stored")
 USER_ERRORS = (NNRelaxError, FileNotFoundError, FileExistsError, ValueError)
@@ -53,17 +53,6 @@ def parse_bounds_text(text: str) -> list[tuple[float, float]]:
             raise ValueError(f"pair {i} {item.strip()!r} is inverted (lo > hi)")
         pairs.append((lo, hi))
     return pairs
-
-
-def expand_bounds(pairs: Sequence[tuple[float, float]], n_inputs: int) -> list[tuple[float, float]]:
-    """One (lo, hi) pair per input: a single pair is repeated, otherwise counts must match."""
-    if len(pairs) == 1:
-        return list(pairs) * n_inputs
-    if len(pairs) != n_inputs:
-        raise InputBoundsError(
-            f"--input-bounds gives {len(pairs)} pairs but the network has {n_inputs} inputs"
-        )
-    return list(pairs)
 
 
 def parse_number_list(text: str, kind: Callable[[str], Any]) -> list[Any]:
@@ -173,17 +162,6 @@ def _check_outputs(outputs: Sequence[Path], inputs: Sequence[Path], force: bool)
             raise FileExistsError(f"{path} already exists; pass --force to replace it")
 
 
-def _box(network: Network, pairs, X: np.ndarray | None = None) -> list[tuple[float, float]]:
-    """The input box: --input-bounds, else the model's stored box, else the data's (when given)."""
-    if pairs is not None:
-        return expand_bounds(pairs, network.n_inputs)
-    if network.input_bounds is not None:
-        return list(zip(*(b.tolist() for b in network.input_bounds), strict=True))
-    if X is not None:
-        return data_box(X)
-    raise InputBoundsError("the model stores no input box; pass --input-bounds")
-
-
 def _layer_bar(quiet: bool, desc: str):
     """A tqdm bar on stderr for ``progress(done, total)`` callbacks, or None when quiet."""
     if quiet:
@@ -288,7 +266,7 @@ def inspect(
     from .onnx_io import read_onnx
 
     network = read_onnx(model)
-    box = _box(network, input_bounds)
+    box = input_box(network, input_bounds)
     with _stdout_to_stderr():
         bounds = resolve_bounds(
             network, check_input_bounds(box, network.n_inputs), method, model, time_limit, None
@@ -337,7 +315,7 @@ def tighten(
 
     _check_outputs([output], [model], force)
     network = read_onnx(model)
-    box = _box(network, input_bounds)
+    box = input_box(network, input_bounds)
     start = interval_bounds(network, box)
     bar = _layer_bar(quiet, f"tighten ({method})")
 
@@ -473,7 +451,7 @@ def refine(
     _check_outputs(outputs, [model, data], force or resume)
     X, y = read_data(data, targets)
     network = read_onnx(model)
-    box = _box(network, input_bounds, X)
+    box = input_box(network, input_bounds, X)
     with _stdout_to_stderr():
         result = run_refine(
             model,
@@ -624,7 +602,7 @@ def solve(
     with _stdout_to_stderr():
         m.nn = NNBlock(
             model,
-            input_bounds=_box(network, input_bounds),
+            input_bounds=input_box(network, input_bounds),
             formulation=formulation,
             bounds=method,
             bound_time_limit=time_limit,

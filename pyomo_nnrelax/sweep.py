@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+from .errors import InputBoundsError
 from .training.regularizers import (
     L1,
     L2,
@@ -206,6 +207,29 @@ def data_box(X: np.ndarray) -> list[tuple[float, float]]:
     return list(zip(X.min(axis=0).tolist(), X.max(axis=0).tolist(), strict=True))
 
 
+def expand_bounds(pairs: Sequence[tuple[float, float]], n_inputs: int) -> list[tuple[float, float]]:
+    """One (lo, hi) pair per input: a single pair is repeated, otherwise counts must match."""
+    if len(pairs) == 1:
+        return list(pairs) * n_inputs
+    if len(pairs) != n_inputs:
+        raise InputBoundsError(
+            f"--input-bounds gives {len(pairs)} pairs but the network has {n_inputs} inputs"
+        )
+    return list(pairs)
+
+
+def input_box(network, pairs, X: np.ndarray | None = None) -> list[tuple[float, float]]:
+    """The input box: ``pairs`` (--input-bounds), else the model's stored box, else the data's
+    (when given).  The CLI commands and every run of a sweep choose it the same way."""
+    if pairs is not None:
+        return expand_bounds(pairs, network.n_inputs)
+    if network.input_bounds is not None:
+        return list(zip(*(b.tolist() for b in network.input_bounds), strict=True))
+    if X is not None:
+        return data_box(X)
+    raise InputBoundsError("the model stores no input box; pass --input-bounds")
+
+
 def run_config(config: RunConfig) -> dict[str, Any]:
     """Train one network of the grid and measure its test error and MILP difficulty.
 
@@ -224,7 +248,7 @@ def run_config(config: RunConfig) -> dict[str, Any]:
         network = read_onnx(config.model)
     else:
         network = Network.mlp(config.arch, seed=config.seed)
-    box = config.input_bounds or network.input_bounds or data_box(X)
+    box = input_box(network, config.input_bounds, X)
     trainer = Trainer(
         network,
         *train,

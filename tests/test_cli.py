@@ -13,9 +13,10 @@ import pytest
 from click.testing import CliRunner
 
 from pyomo_nnrelax import Network
-from pyomo_nnrelax.cli import expand_bounds, main, parse_arch, parse_bounds_text, parse_number_list
+from pyomo_nnrelax.cli import main, parse_arch, parse_bounds_text, parse_number_list
 from pyomo_nnrelax.errors import InputBoundsError
 from pyomo_nnrelax.onnx_io import read_onnx, read_stored_bounds
+from pyomo_nnrelax.sweep import expand_bounds
 
 HAS_TIGHTENING = importlib.util.find_spec("pyomo_nnrelax.tightening") is not None
 

@@ -118,6 +118,14 @@ def test_run_config_reports_accuracy_and_difficulty(data_file):
     assert row["unstable"] >= 0 and row["milp_seconds"] > 0 and row["milp_optimal"]
 
 
+def test_one_input_bounds_pair_stands_for_every_input_as_in_the_other_commands(data_file):
+    config = RunConfig(
+        regularizer="bw", lam=1e-2, seed=0, **base(data_file, input_bounds=((-3.0, 3.0),))
+    )
+    row = run_config(config)
+    assert row["milp_optimal"] and np.isfinite(row["test_mse"])
+
+
 def test_run_sweep_on_a_process_pool_keeps_config_order(data_file):
     configs = grid(base(data_file), ["none", "bw"], [1e-2], [0, 1])
     seen = []
