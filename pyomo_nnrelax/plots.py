@@ -17,13 +17,11 @@ import numpy as np
 from .sweep import pareto_mask
 
 
-def _pyplot():
-    import matplotlib
+def _figure(**options):
+    """A matplotlib Figure without pyplot, so the caller's backend is left alone."""
+    from matplotlib.figure import Figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
+    return Figure(**options)
 
 
 def _column(rows: Sequence[dict[str, Any]], key: str) -> np.ndarray:
@@ -37,11 +35,11 @@ def plot_history(history_rows: Sequence[dict[str, Any]], path: str | os.PathLike
 
     ``history_rows`` are :class:`~pyomo_nnrelax.training.refine.RefineHistory` rows.
     """
-    plt = _pyplot()
     from matplotlib.ticker import MaxNLocator
 
     rounds = _column(history_rows, "round")
-    fig, axes = plt.subplots(3, 1, figsize=(6, 8), sharex=True)
+    fig = _figure(figsize=(6, 8))
+    axes = fig.subplots(3, 1, sharex=True)
     for key, label in (("train_loss", "training loss"), ("val_loss", "validation loss")):
         values = _column(history_rows, key)
         if np.isfinite(values).any():
@@ -59,7 +57,6 @@ def plot_history(history_rows: Sequence[dict[str, Any]], path: str | os.PathLike
     fig.tight_layout()
     path = Path(path)
     fig.savefig(path, dpi=100)
-    plt.close(fig)
     return path
 
 
@@ -70,10 +67,10 @@ def plot_pareto(
     seconds: str = "milp_seconds",
 ) -> Path:
     """Test error against MILP solve time per run, coloured by regularizer, front highlighted."""
-    plt = _pyplot()
     e, t = _column(rows, error), _column(rows, seconds)
     front = pareto_mask(e, t)
-    fig, ax = plt.subplots(figsize=(6, 4.5))
+    fig = _figure(figsize=(6, 4.5))
+    ax = fig.subplots()
     names = [str(row.get("regularizer")) for row in rows]
     for name in dict.fromkeys(names):
         chosen = np.array([n == name for n in names])
@@ -95,5 +92,4 @@ def plot_pareto(
     fig.tight_layout()
     path = Path(path)
     fig.savefig(path, dpi=100)
-    plt.close(fig)
     return path
