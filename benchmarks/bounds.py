@@ -25,7 +25,7 @@ import pyomo.environ as pyo
 
 from pyomo_nnrelax import Network, NNBlock, interval_bounds
 from pyomo_nnrelax.benchmarks.functions import box, latin_hypercube, peaks
-from pyomo_nnrelax.block import layer_statistics
+from pyomo_nnrelax.block import big_m_summary, layer_statistics
 from pyomo_nnrelax.tightening import tighten_bounds
 from pyomo_nnrelax.training import Trainer
 
@@ -99,9 +99,7 @@ def report(name: str, net: Network, path: Path, time_limit: float) -> None:
             else tighten_bounds(net, None, method, input_bounds=BOX, time_limit=time_limit / 10)
         )
         seconds = time.perf_counter() - start
-        rows = layer_statistics(net, bounds)
-        unstable = sum(r["unstable"] for r in rows)
-        mean_m = sum(r["mean_big_m"] * r["unstable"] for r in rows) / max(unstable, 1)
+        unstable, mean_m = big_m_summary(layer_statistics(net, bounds))
         times = [
             ours(net, bounds, f, time_limit, warm)
             for f in ("bigm", "partition")

@@ -33,7 +33,7 @@ import pyomo.environ as pyo
 
 from pyomo_nnrelax import Network, NetworkBounds, NNBlock, interval_bounds
 from pyomo_nnrelax.benchmarks.functions import box, latin_hypercube, peaks
-from pyomo_nnrelax.block import layer_statistics
+from pyomo_nnrelax.block import big_m_summary, layer_statistics
 from pyomo_nnrelax.onnx_io import write_onnx
 from pyomo_nnrelax.tightening import tighten_bounds
 from pyomo_nnrelax.training import Trainer
@@ -76,14 +76,6 @@ def all_bounds(
             start_bounds = tighten_bounds(network, start_bounds, method, time_limit=limit)
         results[method] = (start_bounds, time.perf_counter() - start)
     return results
-
-
-def big_m_stats(network: Network, bounds: NetworkBounds) -> tuple[int, float]:
-    """Unstable neurons and their mean big-M constant ``max(-L, U)``."""
-    rows = layer_statistics(network, bounds)
-    unstable = sum(r["unstable"] for r in rows)
-    total = sum(r["mean_big_m"] * r["unstable"] for r in rows)
-    return unstable, total / unstable if unstable else 0.0
 
 
 def solve(
@@ -159,7 +151,7 @@ def main() -> None:
     )
     computed = all_bounds(network, domain, bound_limit)
     for method, (bounds, seconds) in computed.items():
-        unstable, mean_m = big_m_stats(network, bounds)
+        unstable, mean_m = big_m_summary(layer_statistics(network, bounds))
         times = [
             solve(network, domain, bounds, options, warm, limit)
             for _, options in FORMULATIONS

@@ -327,6 +327,14 @@ def layer_statistics(network: Network, bounds: NetworkBounds) -> list[dict[str, 
     return rows
 
 
+def big_m_summary(rows: list[dict[str, float]]) -> tuple[int, float]:
+    """Unstable neurons and their mean big-M constant over all layers of
+    :func:`layer_statistics` rows."""
+    unstable = sum(r["unstable"] for r in rows)
+    total = sum(r["mean_big_m"] * r["unstable"] for r in rows)
+    return unstable, total / unstable if unstable else 0.0
+
+
 def start_values(
     network: Network, bounds: NetworkBounds, formulation: Formulation, x: np.ndarray
 ) -> dict[tuple[str, int | None], np.ndarray]:

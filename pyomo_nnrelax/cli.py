@@ -196,11 +196,10 @@ def inspect_report(path: Path, network: Network, box, bounds) -> dict[str, Any]:
     """What ``inspect`` prints: shapes, ONNX ops, and per-layer stability and big-M figures."""
     import onnx
 
-    from .block import layer_statistics
+    from .block import big_m_summary, layer_statistics
 
     layers = layer_statistics(network, bounds)
-    unstable = sum(r["unstable"] for r in layers)
-    mean_m = sum(r["mean_big_m"] * r["unstable"] for r in layers) / unstable if unstable else 0.0
+    unstable, mean_m = big_m_summary(layers)
     graph = onnx.load(os.fspath(path), load_external_data=False).graph
     ops = Counter(node.op_type for node in graph.node)
     return {

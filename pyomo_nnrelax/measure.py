@@ -15,7 +15,7 @@ import pyomo.environ as pyo
 from pyomo.contrib.solver.common.factory import SolverFactory
 from pyomo.contrib.solver.common.results import TerminationCondition
 
-from .block import NNBlock, layer_statistics
+from .block import NNBlock, big_m_summary, layer_statistics
 from .bounds import interval_bounds
 from .errors import SolverError
 from .network import Network
@@ -128,9 +128,7 @@ def difficulty(
     unregularized deep network.
     """
     bounds = interval_bounds(network, input_bounds)
-    stats = layer_statistics(network, bounds)
-    unstable = sum(r["unstable"] for r in stats)
-    big_m = sum(r["mean_big_m"] * r["unstable"] for r in stats) / unstable if unstable else 0.0
+    unstable, big_m = big_m_summary(layer_statistics(network, bounds))
     lp = solve_block(network, input_bounds, sense, weights, relax=True)
     milp = None
     gap = None
