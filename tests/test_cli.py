@@ -18,8 +18,6 @@ from pyomo_nnrelax.errors import InputBoundsError
 from pyomo_nnrelax.onnx_io import read_onnx, read_stored_bounds
 from pyomo_nnrelax.sweep import expand_bounds
 
-HAS_TIGHTENING = importlib.util.find_spec("pyomo_nnrelax.tightening") is not None
-
 
 @pytest.fixture
 def model(tmp_path):
@@ -101,7 +99,6 @@ def test_inspect_text_and_json(model):
     assert report["unstable"] == sum(r["unstable"] for r in report["layers"])
 
 
-@pytest.mark.skipif(not HAS_TIGHTENING, reason="pyomo_nnrelax.tightening is not there yet")
 def test_tighten_writes_stored_bounds_and_refuses_to_overwrite(model, tmp_path):
     out = tmp_path / "tight.onnx"
     result = invoke("tighten", model, "-o", out, "--bounds", "lp", "--time-limit", "5")

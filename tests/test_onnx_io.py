@@ -739,3 +739,4 @@ def test_bounds_are_not_stored_beside_weights_that_float32_would_round(tmp_path)
     assert read_stored_bounds(tmp_path / "m64.onnx").method == "interval"
     rounded = read_onnx(write_onnx(net, dtype="float32"))
     write_onnx(rounded, tmp_path / "m32.onnx", bounds=interval_bounds(rounded, [(-1, 1)] * 2))
+    assert read_stored_bounds(tmp_path / "m32.onnx") is not None  # float32-exact: stored

@@ -4,7 +4,6 @@ same optimum, same derivatives, on every kind of layer and bound the big-M model
 from __future__ import annotations
 
 import numpy as np
-import pyomo.environ as pyo
 import pytest
 
 from pyomo_nnrelax import Layer, Network, NetworkBounds, interval_bounds
@@ -14,11 +13,6 @@ from pyomo_nnrelax.tightening import tighten_bounds
 
 BOX = (np.full(2, -1.0), np.full(2, 1.0))
 FIELDS = ("affine_duals", "weight_grads", "lower_grad", "upper_grad")
-
-pytestmark = pytest.mark.skipif(
-    not pyo.SolverFactory("appsi_highs").available(exception_flag=False),
-    reason="the big-M reference needs appsi_highs",
-)
 
 
 def linear_middle() -> Network:

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from scipy.optimize import linprog
 
-from pyomo_nnrelax import Layer, Network, interval_bounds
+from pyomo_nnrelax import Layer, Network, interval_bounds, relaxation
 from pyomo_nnrelax.training import (
     L1,
     L2,
@@ -113,8 +113,7 @@ REGULARIZERS = {
 @pytest.mark.parametrize("name", REGULARIZERS)
 def test_regularizer_gradient(name, layers):
     reg = REGULARIZERS[name]
-    value, grads = reg.value_and_grad(_ctx(layers))
-    assert value == pytest.approx(reg.value_and_grad(_ctx(layers))[0])
+    _, grads = reg.value_and_grad(_ctx(layers))
     assert_gradient(lambda ls: reg.value_and_grad(_ctx(ls))[0], layers, grads)
 
 
@@ -286,7 +285,6 @@ def test_trainer_reports_lp_failures_and_passes_the_backend(monkeypatch):
 
 
 def test_lp_gap_training_shrinks_the_gap():
-    relaxation = pytest.importorskip("pyomo_nnrelax.relaxation")
     from pyomo_nnrelax.benchmarks import box, latin_hypercube, peaks
 
     domain = box("peaks")
@@ -320,7 +318,6 @@ def test_lp_gap_training_shrinks_the_gap():
 @pytest.mark.parametrize("sense", ["min", "max"])
 def test_lpgap_gradient_with_relaxation_module(sense, exact_bounds, lp_layers):
     """With the real LP solver: fixed-bounds gradient, and the total derivative through L, U."""
-    pytest.importorskip("pyomo_nnrelax.relaxation")
     trace = ibp_forward(lp_layers, *BOX)
     reg = LPGap(sense=sense, samples=2, exact_bounds=exact_bounds)
     fixed = None if exact_bounds else trace
@@ -337,7 +334,6 @@ def test_lpgap_gradient_with_relaxation_module(sense, exact_bounds, lp_layers):
 
 
 def test_reference_lp_agrees_with_relaxation_module(lp_layers):
-    relaxation = pytest.importorskip("pyomo_nnrelax.relaxation")
     network = Network(lp_layers)
     bounds = interval_bounds(network, BOX)
     omega = np.array([0.3, 0.7])

@@ -146,11 +146,6 @@ def test_active_bound_of_a_stable_neuron_gets_its_column_dual():
 
 
 def test_pyomo_backend_agrees_with_highs(net, points):
-    pytest.importorskip("pyomo_nnrelax.block", reason="NNBlock is not available")
-    import pyomo.environ as pyo
-
-    if not pyo.SolverFactory("appsi_highs").available(exception_flag=False):
-        pytest.skip("appsi_highs is not available")
     bounds = interval_bounds(net, BOX)
     for sense in ("min", "max"):
         fast = solve_relaxations(net, bounds, points, [1.0], sense)
