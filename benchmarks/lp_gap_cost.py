@@ -1,6 +1,6 @@
 """Cost per LP of the LP-gap regularizer: solve, duals and gradient assembly at fixed inputs.
 
-Three ways to get :class:`~pyomo_nnrelax.relaxation.RelaxationBatch` for a batch of points:
+Four ways to get :class:`~pyomo_nnrelax.relaxation.RelaxationBatch` for a batch of points:
 
 * ``highs``: :func:`solve_relaxations`, the projected LP in one highspy model re-solved from
   the previous basis; every call gets a new network object (as in training), so the model is

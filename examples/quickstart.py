@@ -1,6 +1,6 @@
 """Quick start: fit a surrogate, embed it in Pyomo, refine it with BW+LP, compare MILP times.
 
-    python examples/quickstart.py            # a few minutes on 2 cores
+    python examples/quickstart.py            # 1-2 minutes on 2 cores
     python examples/quickstart.py --quick    # seconds (what the test suite runs)
 
 1. Fit a 2-25-25-1 ReLU network to the ``peaks`` function on [-2, 2]^2 (no regularizer) and
