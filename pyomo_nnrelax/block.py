@@ -24,7 +24,7 @@ from pyomo.core.expr.numeric_expr import LinearExpression
 
 from .bounds import NetworkBounds, interval_bounds
 from .errors import InputBoundsError, NNRelaxError
-from .formulations import Formulation, network_model
+from .formulations import Formulation, layer_keys, network_model
 from .matrix_model import MatrixModel
 from .network import Network, check_input_bounds
 from .onnx_io import read_onnx, read_stored_bounds, run_onnxruntime
@@ -341,14 +341,13 @@ def start_values(
     """Values of every variable group of the formulation at input ``x`` (one forward pass)."""
     values: dict[tuple[str, int | None], np.ndarray] = {("inputs", None): x}
     h = x
-    last = len(network.layers) - 1
     for l, layer in enumerate(network.layers):
         z = layer.weight @ h + layer.bias
-        relu = layer.activation == "relu"
-        values[("z", l) if relu or l < last else ("outputs", None)] = z
-        if relu:
+        z_key, xh_key = layer_keys(network, l)
+        values[z_key] = z
+        if xh_key is not None:
             xh = np.maximum(z, 0.0)
-            values[("outputs", None) if l == last else ("xh", l)] = xh
+            values[xh_key] = xh
             z_bounds = (bounds.lower[l], bounds.upper[l])
             extra = formulation.start_values(
                 layer, h, z, bounds.post_activation(network, l - 1), z_bounds

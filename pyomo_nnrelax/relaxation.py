@@ -37,6 +37,7 @@ import numpy as np
 import pyomo.environ as pyo
 
 from .bounds import NetworkBounds
+from .formulations import layer_keys
 from .matrix_model import Key, MatrixModel
 from .network import Network
 from .projected_lp import ProjectedLPSolver, projected_lp
@@ -53,14 +54,6 @@ BACKENDS = ("highs", "pyomo")
 
 
 # ---------------------------------------------------------------------- assembly
-def layer_keys(network: Network, l: int) -> tuple[Key, Key | None]:
-    """Variable groups of layer ``l``'s pre-activation ``z`` and of its ReLU output ``xh``."""
-    last = l == len(network.layers) - 1
-    if network.layers[l].activation != "relu":
-        return (("outputs", None) if last else ("z", l)), None
-    return ("z", l), (("outputs", None) if last else ("xh", l))
-
-
 def bound_duals(model: MatrixModel, sol: Solutions, key: Key) -> tuple[np.ndarray, np.ndarray]:
     """Column duals of a group split into the lower-bound and upper-bound parts."""
     cols = model.cols(*key)

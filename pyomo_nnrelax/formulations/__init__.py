@@ -12,7 +12,7 @@ from typing import Protocol
 import numpy as np
 
 from ..bounds import NetworkBounds
-from ..matrix_model import MatrixModel, MatrixModelBuilder
+from ..matrix_model import Key, MatrixModel, MatrixModelBuilder
 from ..network import Layer, Network
 
 
@@ -85,6 +85,16 @@ def relu_output_vars(
         active,
     )
     return xh_cols
+
+
+def layer_keys(network: Network, l: int) -> tuple[Key, Key | None]:
+    """Variable groups of layer ``l``'s pre-activation ``z`` and of its ReLU output ``xh``
+    (None without a ReLU) in the full model of :func:`network_model`; the last layer's output
+    is the group ``outputs``."""
+    last = l == len(network.layers) - 1
+    if network.layers[l].activation != "relu":
+        return (("outputs", None) if last else ("z", l)), None
+    return ("z", l), (("outputs", None) if last else ("xh", l))
 
 
 def network_model(
