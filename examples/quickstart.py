@@ -99,8 +99,7 @@ def main() -> None:
             milp_time_limit=None,
             progress=not args.quick,
         )
-        refined_path = out / "refined.onnx"
-        refined.network.to_onnx(refined_path, overwrite=True)
+        refined_path = refined.checkpoints[-1]  # refine wrote the last round's network
         minimise(refined_path, domain, limit)
 
         print(f"{'':<10}{'unstable':>9}{'LP gap':>10}{'MILP s':>9}{'nodes':>7}{'test MSE':>10}")

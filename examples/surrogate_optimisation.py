@@ -185,8 +185,7 @@ def main() -> None:
             f"   {time.perf_counter() - start:.1f} s, stopped after {refined.stopped_by}; "
             f"unstable neurons per round: {refined.history.column('unstable')}"
         )
-        refined_path = out / "himmelblau_refined.onnx"
-        refined.network.to_onnx(refined_path, overwrite=True)
+        refined_path = refined.checkpoints[-1]  # refine wrote the last round's network
 
         print("3-4. optimising over both surrogates on HiGHS")
         print_table(
