@@ -513,8 +513,9 @@ def _solve_contrib(m, name: str, time_limit: float | None) -> dict[str, Any]:
     }
 
 
-def _solve_legacy(m, name: str, time_limit: float | None) -> dict[str, Any]:
-    """Solve with any ``pyo.SolverFactory`` solver (its own options; no uniform time limit)."""
+def _legacy_solver(name: str, time_limit: float | None):
+    """A ``pyo.SolverFactory`` solver, checked before any model is built (its own options; no
+    uniform time limit)."""
     import pyomo.environ as pyo
 
     if time_limit is not None:
@@ -524,6 +525,13 @@ def _solve_legacy(m, name: str, time_limit: float | None) -> dict[str, Any]:
     solver = pyo.SolverFactory(name)
     if solver is None or not solver.available(exception_flag=False):
         raise click.ClickException(f"solver {name!r} is not available")
+    return solver
+
+
+def _solve_legacy(m, solver) -> dict[str, Any]:
+    """Solve with a solver from :func:`_legacy_solver`."""
+    import pyomo.environ as pyo
+
     start = time.perf_counter()
     result = solver.solve(m, load_solutions=False)
     seconds = time.perf_counter() - start
@@ -596,8 +604,8 @@ def solve(
         raise click.BadParameter(
             f"the network has {network.n_outputs} outputs", param_hint="'--output'"
         )
+    legacy = None if solver in SolverFactory else _legacy_solver(solver, time_limit)
     m = pyo.ConcreteModel()
-    contrib = solver in SolverFactory._cls
     with _stdout_to_stderr():
         m.nn = NNBlock(
             model,
@@ -611,7 +619,10 @@ def solve(
             expr=objective_expression(m.nn, weights),
             sense=pyo.minimize if minimize else pyo.maximize,
         )
-        stats = (_solve_contrib if contrib else _solve_legacy)(m, solver, time_limit)
+        if legacy is None:
+            stats = _solve_contrib(m, solver, time_limit)
+        else:
+            stats = _solve_legacy(m, legacy)
     nodes = "n/a" if stats["nodes"] is None else stats["nodes"]
     click.echo(f"{m.nn.summary()}")
     click.echo(
