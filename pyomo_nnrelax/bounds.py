@@ -15,6 +15,12 @@ from .errors import InvalidNetworkError
 from .network import Network, check_input_bounds
 
 
+def is_unstable(lower: np.ndarray, upper: np.ndarray) -> np.ndarray:
+    """Which ReLU neurons with pre-activation bounds ``[lower, upper]`` need a binary:
+    ``lower < 0 < upper``.  The one definition every formulation and regularizer uses."""
+    return (lower < 0.0) & (upper > 0.0)
+
+
 @dataclass(frozen=True, eq=False)
 class NetworkBounds:
     """Input box and per-layer pre-activation bounds of a network.
@@ -51,7 +57,7 @@ class NetworkBounds:
     def stability(self, layer: int) -> np.ndarray:
         """Per neuron of ``layer``: +1 stable-active (L >= 0), -1 stable-inactive (U <= 0), 0 unstable."""
         lo, hi = self.lower[layer], self.upper[layer]
-        return np.where(lo >= 0.0, 1, np.where(hi <= 0.0, -1, 0))
+        return np.where(is_unstable(lo, hi), 0, np.where(lo >= 0.0, 1, -1))
 
     def unstable_count(self, network: Network) -> int:
         """Number of unstable ReLU neurons, i.e. binaries a big-M formulation needs."""

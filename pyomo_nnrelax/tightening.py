@@ -17,7 +17,7 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from .bounds import NetworkBounds, affine_interval, interval_bounds
+from .bounds import NetworkBounds, affine_interval, interval_bounds, is_unstable
 from .formulations.bigm import bigm_model
 from .highs import HighsModel
 from .matrix_model import MatrixModel
@@ -151,7 +151,7 @@ def _bounds(start: NetworkBounds, lower, upper, method: str) -> NetworkBounds:
 
 
 def _unstable(lower: np.ndarray, upper: np.ndarray) -> np.ndarray:
-    return np.flatnonzero((lower < 0.0) & (upper > 0.0))
+    return np.flatnonzero(is_unstable(lower, upper))
 
 
 def _objective_cols(model: MatrixModel, layer: int) -> np.ndarray:

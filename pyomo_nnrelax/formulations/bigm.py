@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..bounds import NetworkBounds
+from ..bounds import NetworkBounds, is_unstable
 from ..matrix_model import MatrixModel, MatrixModelBuilder
 from ..network import Layer, Network
 from . import Formulation, network_model, relu_output_vars
@@ -36,7 +36,7 @@ def bigm_relu(
     """Write the big-M rows of one ReLU layer; see the module docstring."""
     lo, hi = z_bounds
     xh_cols = relu_output_vars(builder, layer_index, z_cols, z_bounds, output_name)
-    unstable = np.flatnonzero((lo < 0.0) & (hi > 0.0))
+    unstable = np.flatnonzero(is_unstable(lo, hi))
     a_cols = builder.add_vars(
         "is_active", np.zeros(unstable.size), 1.0, layer_index, unstable, integer=not relax
     )
@@ -59,7 +59,7 @@ def bigm_start_values(
 ) -> dict[str, np.ndarray]:
     """The ``is_active`` binaries of the unstable neurons at a point: 1 where ``z > 0``."""
     lo, hi = z_bounds
-    unstable = (lo < 0.0) & (hi > 0.0)
+    unstable = is_unstable(lo, hi)
     return {"is_active": (z[unstable] > 0.0).astype(np.float64)}
 
 

@@ -32,7 +32,7 @@ from functools import partial
 
 import numpy as np
 
-from ..bounds import affine_interval
+from ..bounds import affine_interval, is_unstable
 from ..matrix_model import MatrixModelBuilder
 from ..network import Layer
 from . import Formulation, relu_output_vars
@@ -97,7 +97,7 @@ def _partition(
     start values of a layer agree.
     """
     lo, hi = z_bounds
-    unstable = np.flatnonzero((lo < 0.0) & (hi > 0.0))
+    unstable = np.flatnonzero(is_unstable(lo, hi))
     groups = np.array(
         [split_inputs(layer.weight[j], n_partitions, strategy, (seed, j)) for j in unstable],
         dtype=np.int64,

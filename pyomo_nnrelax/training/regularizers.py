@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from ..bounds import is_unstable
 from ..checks import positive_int
 from ..network import Layer, Network
 from .backprop import Grads, add_grads, backward, forward_cache, zero_grads
@@ -185,7 +186,7 @@ class StableNeuron(NeuronBoundPenalty):
     def neuron_terms(self, lower, upper):
         to_active, to_inactive = np.maximum(-lower, 0.0), np.maximum(upper, 0.0)
         via_lower = to_active <= to_inactive
-        unstable = (lower < 0.0) & (upper > 0.0)
+        unstable = is_unstable(lower, upper)
         d_lo = np.where(unstable & via_lower, -1.0, 0.0)
         d_hi = np.where(unstable & ~via_lower, 1.0, 0.0)
         return np.minimum(to_active, to_inactive), d_lo, d_hi
