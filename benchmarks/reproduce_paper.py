@@ -150,8 +150,8 @@ def print_table(rows: list[dict]) -> None:
     """The paper's columns, with ratios to the unregularized network of the same setting."""
     base = {(r["function"], r["arch"]): r for r in rows if r["regularizer"] == "none"}
     header = (
-        f"{'function':<11}{'arch':<11}{'reg':<6}{'lambda':>8}{'unstable':>9}{'LP gap':>10}{'nodes':>9}"
-        f"{'MILP s':>10}{'MILP speed-up':>14}{'MSE ratio':>10}{'train ratio':>12}"
+        f"{'function':<11}{'arch':<11}{'reg':<6}{'lambda':>8}{'unstable':>9}{'LP gap':>10}"
+        f"{'nodes':>9}{'MILP s':>10}{'MILP speed-up':>14}{'MSE ratio':>10}{'train ratio':>12}"
     )
     print(header)
     print("-" * len(header))

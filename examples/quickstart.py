@@ -108,8 +108,8 @@ def main() -> None:
             mark = "" if d.milp.optimal else ">"
             mse = np.mean((net.forward(X_test)[:, 0] - peaks(X_test)) ** 2)
             print(
-                f"{name:<10}{d.unstable:>9}{d.lp_gap:>10.4g}{mark + format(d.milp.seconds, '.2f'):>9}"
-                f"{d.milp.nodes:>7}{mse:>10.4f}"
+                f"{name:<10}{d.unstable:>9}{d.lp_gap:>10.4g}"
+                f"{mark + format(d.milp.seconds, '.2f'):>9}{d.milp.nodes:>7}{mse:>10.4f}"
             )
 
 

@@ -55,7 +55,8 @@ class NetworkBounds:
         return lo, hi
 
     def stability(self, layer: int) -> np.ndarray:
-        """Per neuron of ``layer``: +1 stable-active (L >= 0), -1 stable-inactive (U <= 0), 0 unstable."""
+        """Per neuron of ``layer``: +1 stable-active (L >= 0), -1 stable-inactive (U <= 0),
+        0 unstable."""
         lo, hi = self.lower[layer], self.upper[layer]
         return np.where(is_unstable(lo, hi), 0, np.where(lo >= 0.0, 1, -1))
 

@@ -109,14 +109,16 @@ class Network:
                     raise InvalidNetworkError(f"layer {i} {name} contains NaN or infinite values")
             if i and layer.n_in != layers[i - 1].n_out:
                 raise InvalidNetworkError(
-                    f"layer {i} takes {layer.n_in} inputs but layer {i - 1} gives {layers[i - 1].n_out}"
+                    f"layer {i} takes {layer.n_in} inputs but layer {i - 1} gives "
+                    f"{layers[i - 1].n_out}"
                 )
         object.__setattr__(self, "layers", layers)
         in_shape = tuple(int(d) for d in self.input_shape) or (layers[0].n_in,)
         out_shape = tuple(int(d) for d in self.output_shape) or (layers[-1].n_out,)
         if prod(in_shape) != layers[0].n_in:
             raise InvalidNetworkError(
-                f"input_shape {in_shape} has {prod(in_shape)} entries, layer 0 takes {layers[0].n_in}"
+                f"input_shape {in_shape} has {prod(in_shape)} entries, "
+                f"layer 0 takes {layers[0].n_in}"
             )
         if prod(out_shape) != layers[-1].n_out:
             raise InvalidNetworkError(
@@ -158,7 +160,7 @@ class Network:
 
     @classmethod
     def from_onnx(cls, source, **kwargs) -> Network:
-        """Read a network from an ONNX path or ``onnx.ModelProto`` (see :func:`onnx_io.read_onnx`)."""
+        """Read a network from an ONNX path or ``onnx.ModelProto`` (:func:`onnx_io.read_onnx`)."""
         from .onnx_io import read_onnx
 
         return read_onnx(source, **kwargs)
@@ -228,7 +230,8 @@ class Network:
         return zs
 
     def forward(self, X) -> np.ndarray:
-        """Network outputs for a batch ``X`` (n, n_inputs) or (n, *input_shape): shape (n, n_outputs)."""
+        """Network outputs, shape (n, n_outputs), for a batch ``X`` (n, n_inputs) or
+        (n, *input_shape)."""
         z = self.pre_activations(X)[-1]
         return np.maximum(z, 0.0) if self.layers[-1].activation == "relu" else z
 

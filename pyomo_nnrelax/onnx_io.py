@@ -532,7 +532,8 @@ def _graph_input(graph: onnx.GraphProto) -> tuple[onnx.ValueInfoProto, tuple[int
     inputs = [i for i in graph.input if i.name not in initialized]
     if len(inputs) != 1:
         raise UnsupportedOperationError(
-            f"the graph has {len(inputs)} data inputs {[i.name for i in inputs]}; exactly one is supported"
+            f"the graph has {len(inputs)} data inputs {[i.name for i in inputs]}; "
+            "exactly one is supported"
         )
     info = inputs[0]
     tensor_type = info.type.tensor_type
@@ -544,11 +545,13 @@ def _graph_input(graph: onnx.GraphProto) -> tuple[onnx.ValueInfoProto, tuple[int
     dims = list(tensor_type.shape.dim)
     if len(dims) < 2:
         raise UnsupportedOperationError(
-            f"graph input '{info.name}' has rank {len(dims)}; expected a batch dimension followed by features"
+            f"graph input '{info.name}' has rank {len(dims)}; "
+            "expected a batch dimension followed by features"
         )
     if any(not d.HasField("dim_value") or d.dim_value <= 0 for d in dims[1:]):
         raise UnsupportedOperationError(
-            f"graph input '{info.name}' has a dynamic non-batch dimension; only the batch may be dynamic"
+            f"graph input '{info.name}' has a dynamic non-batch dimension; "
+            "only the batch may be dynamic"
         )
     batch = dims[0].dim_value if dims[0].HasField("dim_value") and dims[0].dim_value > 0 else None
     return info, tuple(d.dim_value for d in dims[1:]), batch
@@ -738,7 +741,8 @@ def _check_bounds_fit(
         raise error(f"{what} has layer widths {sizes}, the network has {widths}")
     if len(bounds.input_lower) != network.n_inputs or len(bounds.input_upper) != network.n_inputs:
         raise error(
-            f"{what} has {len(bounds.input_lower)} input bounds, the network has {network.n_inputs} inputs"
+            f"{what} has {len(bounds.input_lower)} input bounds, "
+            f"the network has {network.n_inputs} inputs"
         )
 
 
