@@ -16,7 +16,6 @@ training time relative to no regularizer.
 from __future__ import annotations
 
 import argparse
-import csv
 import multiprocessing
 import time
 from concurrent.futures import ProcessPoolExecutor
@@ -29,6 +28,7 @@ from pyomo_nnrelax import Network
 from pyomo_nnrelax.benchmarks.functions import ackley, box, himmelblau, latin_hypercube, peaks
 from pyomo_nnrelax.measure import difficulty
 from pyomo_nnrelax.training import L1, BoundWidth, LPGap, StableNeuron, Trainer
+from pyomo_nnrelax.training.refine import save_rows
 
 FUNCTIONS = {"peaks": peaks, "himmelblau": himmelblau, "ackley": ackley}
 REGULARIZERS = {
@@ -140,10 +140,7 @@ def main() -> None:
         )
     print_table(rows)
     if args.csv:
-        with args.csv.open("w", newline="") as handle:
-            writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
-            writer.writeheader()
-            writer.writerows(rows)
+        save_rows(rows, args.csv)
 
 
 def print_table(rows: list[dict]) -> None:
