@@ -221,13 +221,7 @@ class Network:
 
     def pre_activations(self, X) -> list[np.ndarray]:
         """Every layer's pre-activation ``z`` for a batch ``X``, each of shape (n, n_out)."""
-        h = self._flat_inputs(X)
-        zs = []
-        for layer in self.layers:
-            z = h @ layer.weight.T + layer.bias
-            zs.append(z)
-            h = np.maximum(z, 0.0) if layer.activation == "relu" else z
-        return zs
+        return forward_cache(self.layers, self._flat_inputs(X))[2]
 
     def forward(self, X) -> np.ndarray:
         """Network outputs, shape (n, n_outputs), for a batch ``X`` (n, n_inputs) or
@@ -298,3 +292,27 @@ def _looks_like_pair_of_arrays(bounds) -> bool:
         and len(bounds) == 2
         and all(isinstance(b, np.ndarray) for b in bounds)
     )
+
+
+def forward_cache(
+    layers: Sequence[Layer], X: np.ndarray
+) -> tuple[np.ndarray, list[np.ndarray], list[np.ndarray]]:
+    """Outputs of the stack for a batch, with every layer's input and pre-activation (what
+    :func:`pyomo_nnrelax.training.backprop.backward` needs).
+
+    Returns
+    -------
+    out : ndarray (n, n_outputs)
+    inputs : list of ndarray
+        ``inputs[l]`` is the input of layer ``l`` (``inputs[0] = X``).
+    pre : list of ndarray
+        ``pre[l]`` is the pre-activation ``z`` of layer ``l``.
+    """
+    h = np.asarray(X, dtype=np.float64)
+    inputs, pre = [], []
+    for layer in layers:
+        inputs.append(h)
+        z = h @ layer.weight.T + layer.bias
+        pre.append(z)
+        h = np.maximum(z, 0.0) if layer.activation == "relu" else z
+    return h, inputs, pre

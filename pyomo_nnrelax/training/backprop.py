@@ -1,4 +1,5 @@
-"""Forward and backward pass of a layer stack in float64 numpy.
+"""Backward pass of a layer stack in float64 numpy (the forward pass with its cache is
+:func:`pyomo_nnrelax.network.forward_cache`, shared with :meth:`Network.pre_activations`).
 
 The trainer, the losses and the LP-gap regularizer all need ``f(X)`` and the gradient of a
 scalar of ``f(X)`` with respect to every weight and bias; this module is that one computation.
@@ -12,32 +13,9 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from ..network import Layer
+from ..network import Layer, forward_cache
 
 Grads = list[tuple[np.ndarray, np.ndarray]]
-
-
-def forward_cache(
-    layers: Sequence[Layer], X: np.ndarray
-) -> tuple[np.ndarray, list[np.ndarray], list[np.ndarray]]:
-    """Outputs of the stack for a batch, with what :func:`backward` needs.
-
-    Returns
-    -------
-    out : ndarray (n, n_outputs)
-    inputs : list of ndarray
-        ``inputs[l]`` is the input of layer ``l`` (``inputs[0] = X``).
-    pre : list of ndarray
-        ``pre[l]`` is the pre-activation ``z`` of layer ``l``.
-    """
-    h = np.asarray(X, dtype=np.float64)
-    inputs, pre = [], []
-    for layer in layers:
-        inputs.append(h)
-        z = h @ layer.weight.T + layer.bias
-        pre.append(z)
-        h = np.maximum(z, 0.0) if layer.activation == "relu" else z
-    return h, inputs, pre
 
 
 def backward(

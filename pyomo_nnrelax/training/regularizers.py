@@ -15,8 +15,8 @@ import numpy as np
 
 from ..bounds import is_unstable
 from ..checks import positive_int
-from ..network import Layer, Network
-from .backprop import Grads, add_grads, backward, forward_cache, zero_grads
+from ..network import Layer, Network, forward_cache
+from .backprop import Grads, add_grads, backward, zero_grads
 from .ibp import IBPTrace, ibp_backward, ibp_forward
 
 SENSES = ("min", "max", "both")

@@ -15,8 +15,8 @@ import numpy as np
 
 from ..checks import positive_float, positive_int
 from ..errors import InputBoundsError
-from ..network import Layer, Network, check_input_bounds
-from .backprop import add_grads, backward, forward_cache, predict
+from ..network import Layer, Network, check_input_bounds, forward_cache
+from .backprop import add_grads, backward, predict
 from .losses import Loss, MSELoss, PinballLoss
 from .optim import Adam
 from .regularizers import RegContext, Regularizer
