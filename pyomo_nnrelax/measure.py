@@ -91,6 +91,15 @@ def solve_block(
         expr=objective_expression(m.nn, weights),
         sense=pyo.minimize if sense == "min" else pyo.maximize,
     )
+    return solve_model(m, time_limit)
+
+
+def solve_model(m: pyo.ConcreteModel, time_limit: float | None = None, load: bool = False):
+    """Solve a Pyomo model (e.g. one holding an :class:`NNBlock`) on HiGHS and return its
+    :class:`SolveStats`; ``load=True`` loads the solution found into the model's variables.
+
+    Raises :class:`SolverError` when HiGHS stops without a solution and not at a limit.
+    """
     solver = SolverFactory("highs")
     options = {"load_solutions": False, "raise_exception_on_nonoptimal_result": False}
     if time_limit is not None:
@@ -103,6 +112,8 @@ def solve_block(
     limited = condition in LIMITS
     if result.incumbent_objective is None and not (optimal or limited):
         raise SolverError(f"HiGHS found no solution of the embedded network: {condition.name}")
+    if load and result.incumbent_objective is not None:
+        result.solution_loader.load_vars()
     bound = result.objective_bound
     incumbent = result.incumbent_objective
     return SolveStats(
@@ -121,19 +132,22 @@ def difficulty(
     sense: str = "min",
     weights: np.ndarray | None = None,
     milp_time_limit: float | None = 60.0,
+    milp: SolveStats | None = None,
 ) -> Difficulty:
     """Unstable neurons and mean big-M (interval bounds), LP value, and optionally the MILP.
 
     ``milp_time_limit=None`` skips the MILP (and so the LP gap), which can take long on an
-    unregularized deep network.
+    unregularized deep network.  ``milp`` passes the stats of a MILP the caller has already
+    solved over the same network, box and objective (:func:`solve_model`), instead of solving
+    it again.
     """
     bounds = interval_bounds(network, input_bounds)
     unstable, big_m = big_m_summary(layer_statistics(network, bounds))
     lp = solve_block(network, input_bounds, sense, weights, relax=True)
-    milp = None
     gap = None
-    if milp_time_limit is not None:
+    if milp is None and milp_time_limit is not None:
         milp = solve_block(network, input_bounds, sense, weights, time_limit=milp_time_limit)
+    if milp is not None:
         reference = milp.objective if milp.optimal else milp.bound
         gap = abs(reference - lp.objective)
     return Difficulty(unstable, big_m, lp.objective, milp, gap)

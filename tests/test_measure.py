@@ -47,6 +47,24 @@ def test_skipping_the_milp_leaves_no_gap():
     assert math.isnan(d.as_dict()["milp_seconds"])
 
 
+def test_a_milp_solved_by_the_caller_is_reused_with_its_solution_loaded():
+    import pyomo.environ as pyo
+
+    from pyomo_nnrelax import NNBlock
+    from pyomo_nnrelax.measure import solve_model
+
+    net = Network.mlp([2, 8, 8, 1], seed=2)
+    m = pyo.ConcreteModel()
+    m.nn = NNBlock(net, input_bounds=BOX)
+    m.obj = pyo.Objective(expr=m.nn.outputs[0], sense=pyo.minimize)
+    stats = solve_model(m, time_limit=60, load=True)
+    assert stats.optimal and pyo.value(m.obj) == pytest.approx(stats.objective)
+    assert m.nn.check().max_abs_error < 1e-6
+    reused = difficulty(net, BOX, "min", milp=stats)
+    assert reused.milp is stats
+    assert reused.lp_gap == pytest.approx(difficulty(net, BOX, "min", milp_time_limit=60).lp_gap)
+
+
 def test_unknown_sense_names_the_allowed_values():
     with pytest.raises(ValueError, match="sense must be one of"):
         solve_block(Network.mlp([2, 3, 1]), BOX, "minimum")
