@@ -85,7 +85,7 @@ def resolve_bounds(
             f"bounds must be one of {BOUND_METHODS} or a NetworkBounds, got {method!r}"
         )
     if method in (None, "stored"):
-        stored = read_stored_bounds(onnx_source) if onnx_source is not None else None
+        stored = read_stored_bounds(onnx_source, network) if onnx_source is not None else None
         same_box = (
             stored is not None
             and np.array_equal(stored.input_lower, box[0])
@@ -103,7 +103,7 @@ def resolve_bounds(
     from .tightening import tighten_bounds
 
     return tighten_bounds(
-        network, interval_bounds(network, box), method, time_limit=time_limit, executor=executor
+        network, None, method, input_bounds=box, time_limit=time_limit, executor=executor
     )
 
 

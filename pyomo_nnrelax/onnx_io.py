@@ -708,10 +708,11 @@ def read_onnx(source: Source, *, name_for_errors: str | None = None) -> Network:
     )
 
 
-def read_stored_bounds(source: Source) -> NetworkBounds | None:
+def read_stored_bounds(source: Source, network: Network | None = None) -> NetworkBounds | None:
     """Per-layer pre-activation bounds stored by :func:`write_onnx`, or None if there are none.
 
-    The bounds are checked against the network in the same file (layer count and widths).
+    The bounds are checked against the network in the same file (layer count and widths);
+    pass ``network`` when it has already been read from ``source``, to skip reading it again.
     """
     model, label = _load(source)
     data = _metadata_json(model, BOUNDS_KEY, label)
@@ -720,7 +721,8 @@ def read_stored_bounds(source: Source) -> NetworkBounds | None:
     lower, upper, in_lo, in_hi = _metadata_arrays(
         data, ("lower", "upper", "input_lower", "input_upper"), BOUNDS_KEY, label
     )
-    network = read_onnx(model, name_for_errors=label)
+    if network is None:
+        network = read_onnx(model, name_for_errors=label)
     stored = NetworkBounds(
         np.asarray(in_lo, dtype=np.float64),
         np.asarray(in_hi, dtype=np.float64),
