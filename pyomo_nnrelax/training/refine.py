@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from ..measure import difficulty
-from ..network import Network, check_input_bounds
+from ..network import Network
 from ..onnx_io import read_onnx
 from .regularizers import BoundWidth, LPGap, Regularizer
 from .trainer import Trainer
@@ -152,7 +152,6 @@ def refine(
     network = source if isinstance(source, Network) else read_onnx(source)
     output_dir = Path(output_dir) if output_dir is not None else _default_output_dir(source)
     output_dir.mkdir(parents=True, exist_ok=True)
-    box = input_bounds if input_bounds is not None else network.input_bounds
     history = RefineHistory()
     first_round, epoch_offset = 0, 0
     if resume:
@@ -171,13 +170,14 @@ def refine(
         network,
         X,
         y,
-        input_bounds=box,
+        input_bounds=input_bounds,
         validation=validation,
         lam=lam,
         regularizer=regularizer if regularizer is not None else BoundWidth() + LPGap(sense=sense),
         epochs=epochs_per_round,
         **trainer_options,
     )
+    box = trainer.input_bounds  # input_bounds, else the network's, checked by the trainer
     targets = {
         "unstable": target_unstable,
         "lp_gap": target_lp_gap,
@@ -227,8 +227,7 @@ def refine(
 
 def _save(network: Network, box, output_dir: Path, round_index: int, overwrite: bool) -> Path:
     path = _checkpoint(output_dir, round_index)
-    lower, upper = check_input_bounds(box, network.n_inputs)
-    network.with_input_bounds(lower, upper).to_onnx(path, overwrite=overwrite)
+    network.with_input_bounds(*box).to_onnx(path, overwrite=overwrite)
     return path
 
 
