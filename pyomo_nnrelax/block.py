@@ -27,7 +27,7 @@ from .errors import InputBoundsError, NNRelaxError
 from .formulations import Formulation, layer_keys, network_model
 from .matrix_model import MatrixModel
 from .network import Network, check_input_bounds
-from .onnx_io import read_onnx, read_stored_bounds, run_onnxruntime
+from .onnx import read_onnx, read_stored_bounds, run_onnxruntime
 
 FORMULATIONS = ("bigm", "partition")
 BOUND_METHODS = ("interval", "lp", "milp", "stored")

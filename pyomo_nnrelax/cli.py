@@ -262,7 +262,7 @@ def inspect(
 ) -> None:
     """Show the layers, ONNX ops, neuron stability and big-M constants of MODEL."""
     from .block import resolve_bounds
-    from .onnx_io import read_onnx
+    from .onnx import read_onnx
 
     network = read_onnx(model)
     box = input_box(network, input_bounds)
@@ -309,7 +309,7 @@ def tighten(
 ) -> None:
     """Tighten the bounds of MODEL; write them into the metadata of OUTPUT."""
     from .bounds import interval_bounds
-    from .onnx_io import read_onnx, write_onnx
+    from .onnx import read_onnx, write_onnx
     from .tightening import tighten_bounds
 
     _check_outputs([output], [model], force)
@@ -438,7 +438,7 @@ def refine(
     quiet: bool,
 ) -> None:
     """Train MODEL toward an easier MILP; write checkpoints and a history."""
-    from .onnx_io import read_onnx
+    from .onnx import read_onnx
     from .plots import plot_history
     from .training.refine import refine as run_refine
 
@@ -597,7 +597,7 @@ def solve(
 
     from .block import NNBlock
     from .measure import objective_expression
-    from .onnx_io import read_onnx
+    from .onnx import read_onnx
 
     network = read_onnx(model)
     if output_index >= network.n_outputs:

@@ -2,7 +2,7 @@
 
 A :class:`Network` is an immutable sequence of affine layers, each followed by a ReLU or by
 nothing (``"linear"``).  Every ONNX graph the package accepts is folded into this form by
-:mod:`pyomo_nnrelax.onnx_io`; nothing else in the package reads ONNX.
+:mod:`pyomo_nnrelax.onnx`; nothing else in the package reads ONNX.
 """
 
 from __future__ import annotations
@@ -160,14 +160,16 @@ class Network:
 
     @classmethod
     def from_onnx(cls, source, **kwargs) -> Network:
-        """Read a network from an ONNX path or ``onnx.ModelProto`` (:func:`onnx_io.read_onnx`)."""
-        from .onnx_io import read_onnx
+        """Read a network from an ONNX path or ``onnx.ModelProto``; see
+        :func:`pyomo_nnrelax.onnx.read_onnx`."""
+        from .onnx import read_onnx
 
         return read_onnx(source, **kwargs)
 
     def to_onnx(self, path=None, **kwargs):
-        """Write the network as ONNX (see :func:`onnx_io.write_onnx`); returns the ModelProto."""
-        from .onnx_io import write_onnx
+        """Write the network as ONNX and return the ModelProto; see
+        :func:`pyomo_nnrelax.onnx.write_onnx`."""
+        from .onnx import write_onnx
 
         return write_onnx(self, path, **kwargs)
 

@@ -239,7 +239,7 @@ def run_config(config: RunConfig) -> dict[str, Any]:
     """
     from .measure import difficulty
     from .network import Network
-    from .onnx_io import read_onnx
+    from .onnx import read_onnx
     from .training import Trainer
 
     X, y = read_data(config.data, config.targets)

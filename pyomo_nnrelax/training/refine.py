@@ -19,7 +19,7 @@ from typing import Any
 
 from ..measure import difficulty
 from ..network import Network
-from ..onnx_io import read_onnx
+from ..onnx import read_onnx
 from .regularizers import BoundWidth, LPGap, Regularizer
 from .trainer import Trainer
 

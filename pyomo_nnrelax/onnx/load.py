@@ -1,0 +1,54 @@
+"""Load and check an ONNX model from a path or a ``ModelProto``, with errors naming the file."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import onnx
+from onnx import TensorProto
+from onnx.external_data_helper import uses_external_data
+
+from ..errors import OnnxImportError
+
+Source = str | os.PathLike | onnx.ModelProto
+FLOAT_TYPES = {
+    TensorProto.FLOAT: np.float32,
+    TensorProto.DOUBLE: np.float64,
+    TensorProto.FLOAT16: np.float16,
+}
+
+
+def load_model(source: Source, name_for_errors: str | None = None) -> tuple[onnx.ModelProto, str]:
+    """Load and check a model; returns it with the name used in error messages."""
+    if isinstance(source, onnx.ModelProto):
+        label = name_for_errors or "<ModelProto>"
+        tensors = list(source.graph.initializer) + [
+            a.t
+            for n in source.graph.node
+            for a in n.attribute
+            if a.type == onnx.AttributeProto.TENSOR
+        ]
+        if any(uses_external_data(t) for t in tensors):
+            raise OnnxImportError(
+                f"{label}: the model references external data files that are not loaded; "
+                f"pass the .onnx file's path instead of a ModelProto"
+            )
+        model = source
+    elif isinstance(source, (str, os.PathLike)):
+        label = name_for_errors or os.fspath(source)
+        try:
+            model = onnx.load(os.fspath(source), load_external_data=True)
+        except FileNotFoundError as exc:
+            raise OnnxImportError(f"{label}: file not found ({exc})") from exc
+        except Exception as exc:
+            raise OnnxImportError(
+                f"{label}: not a readable ONNX model ({type(exc).__name__}: {exc})"
+            ) from exc
+    else:
+        raise TypeError(f"source must be a path or an onnx.ModelProto, got {type(source).__name__}")
+    try:
+        onnx.checker.check_model(model)
+    except onnx.checker.ValidationError as exc:
+        raise OnnxImportError(f"{label}: the ONNX checker rejects the model: {exc}") from exc
+    return model, label

@@ -1,0 +1,143 @@
+"""What the package stores in an ONNX file's metadata: the input box and per-layer bounds.
+
+Two JSON entries of ``metadata_props``: ``nnrelax.input_bounds`` (``{"lower", "upper"}``) and
+``nnrelax.bounds`` (a :class:`~pyomo_nnrelax.bounds.NetworkBounds`: method, per-layer lower and
+upper pre-activation bounds and the input box they were computed over).  Bounds are only
+valid for the weights they were computed from, so they are refused beside weights that the
+file's float type would round.
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import onnx
+
+from ..bounds import NetworkBounds
+from ..errors import InvalidNetworkError, OnnxImportError
+from ..network import Network
+
+INPUT_BOUNDS_KEY = "nnrelax.input_bounds"
+BOUNDS_KEY = "nnrelax.bounds"
+
+
+def _entry(model: onnx.ModelProto, key: str, label: str) -> dict | None:
+    """The JSON object stored under ``key``, or None when there is none."""
+    entry = next((p.value for p in model.metadata_props if p.key == key), None)
+    if entry is None:
+        return None
+    try:
+        data = json.loads(entry)
+    except json.JSONDecodeError as exc:
+        raise OnnxImportError(f"{label}: metadata '{key}' is not valid JSON: {exc}") from exc
+    if not isinstance(data, dict):
+        raise OnnxImportError(f"{label}: metadata '{key}' must be a JSON object")
+    return data
+
+
+def _arrays(data: dict, names: tuple[str, ...], key: str, label: str) -> list:
+    missing = [n for n in names if n not in data]
+    if missing:
+        raise OnnxImportError(f"{label}: metadata '{key}' lacks {missing}")
+    return [data[n] for n in names]
+
+
+def _floats(value, key: str, label: str) -> np.ndarray:
+    try:
+        return np.asarray(value, dtype=np.float64)
+    except (TypeError, ValueError) as exc:
+        raise OnnxImportError(f"{label}: metadata '{key}' holds non-numbers ({exc})") from None
+
+
+def stored_input_box(model: onnx.ModelProto, label: str) -> tuple[np.ndarray, np.ndarray] | None:
+    """The ``(lower, upper)`` input box stored in ``model``, or None."""
+    data = _entry(model, INPUT_BOUNDS_KEY, label)
+    if data is None:
+        return None
+    lower, upper = _arrays(data, ("lower", "upper"), INPUT_BOUNDS_KEY, label)
+    return _floats(lower, INPUT_BOUNDS_KEY, label), _floats(upper, INPUT_BOUNDS_KEY, label)
+
+
+def has_stored_bounds(model: onnx.ModelProto) -> bool:
+    """Whether ``model`` has per-layer bounds in its metadata."""
+    return any(p.key == BOUNDS_KEY for p in model.metadata_props)
+
+
+def stored_network_bounds(
+    model: onnx.ModelProto, label: str, network: Network
+) -> NetworkBounds | None:
+    """Per-layer bounds stored in ``model``, checked against ``network`` (read from the same
+    model); None when there are none."""
+    data = _entry(model, BOUNDS_KEY, label)
+    if data is None:
+        return None
+    lower, upper, in_lo, in_hi = _arrays(
+        data, ("lower", "upper", "input_lower", "input_upper"), BOUNDS_KEY, label
+    )
+    if not isinstance(lower, list) or not isinstance(upper, list):
+        raise OnnxImportError(f"{label}: metadata '{BOUNDS_KEY}' lower/upper must be lists")
+    stored = NetworkBounds(
+        _floats(in_lo, BOUNDS_KEY, label),
+        _floats(in_hi, BOUNDS_KEY, label),
+        tuple(_floats(v, BOUNDS_KEY, label) for v in lower),
+        tuple(_floats(v, BOUNDS_KEY, label) for v in upper),
+        str(data.get("method", "unknown")),
+    )
+    check_bounds_fit(stored, network, OnnxImportError, f"{label}: metadata '{BOUNDS_KEY}'")
+    return stored
+
+
+def check_bounds_fit(
+    bounds: NetworkBounds, network: Network, error: type[Exception], what: str
+) -> None:
+    """Raise ``error`` unless ``bounds`` has one array per layer of the network's widths."""
+    widths = [layer.n_out for layer in network.layers]
+    sizes = [np.size(v) for v in bounds.lower]
+    if sizes != widths or [np.size(v) for v in bounds.upper] != widths:
+        raise error(f"{what} has layer widths {sizes}, the network has {widths}")
+    if (
+        np.size(bounds.input_lower) != network.n_inputs
+        or np.size(bounds.input_upper) != network.n_inputs
+    ):
+        raise error(
+            f"{what} has {np.size(bounds.input_lower)} input bounds, "
+            f"the network has {network.n_inputs} inputs"
+        )
+
+
+def _check_bounds_survive_rounding(network: Network, np_dtype) -> None:
+    """Refuse to store bounds beside weights that the file's float type would round.
+
+    Bounds are valid for the weights they were computed from; stored next to rounded weights
+    they could exclude reachable pre-activations by a rounding error.
+    """
+    for i, layer in enumerate(network.layers):
+        for name, array in (("weight", layer.weight), ("bias", layer.bias)):
+            if not np.array_equal(array.astype(np_dtype).astype(np.float64), array):
+                raise InvalidNetworkError(
+                    f"layer {i} {name} is not exactly representable as {np.dtype(np_dtype).name}, "
+                    "so stored bounds could be invalid for the rounded weights; write with "
+                    "dtype='float64' (or compute the bounds from the rounded network)"
+                )
+
+
+def metadata_entries(network: Network, bounds: NetworkBounds | None, np_dtype) -> dict[str, str]:
+    """The metadata to write beside ``network``'s weights stored as ``np_dtype``."""
+    entries = {}
+    if network.input_bounds is not None:
+        lower, upper = network.input_bounds
+        entries[INPUT_BOUNDS_KEY] = json.dumps({"lower": lower.tolist(), "upper": upper.tolist()})
+    if bounds is not None:
+        check_bounds_fit(bounds, network, InvalidNetworkError, "bounds")
+        _check_bounds_survive_rounding(network, np_dtype)
+        entries[BOUNDS_KEY] = json.dumps(
+            {
+                "method": bounds.method,
+                "lower": [np.asarray(v, dtype=np.float64).tolist() for v in bounds.lower],
+                "upper": [np.asarray(v, dtype=np.float64).tolist() for v in bounds.upper],
+                "input_lower": np.asarray(bounds.input_lower, dtype=np.float64).tolist(),
+                "input_upper": np.asarray(bounds.input_upper, dtype=np.float64).tolist(),
+            }
+        )
+    return entries
