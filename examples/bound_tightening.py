@@ -35,7 +35,7 @@ from pyomo_nnrelax import Network, NetworkBounds, NNBlock, interval_bounds
 from pyomo_nnrelax.benchmarks.functions import box, latin_hypercube, peaks
 from pyomo_nnrelax.block import big_m_summary, layer_statistics
 from pyomo_nnrelax.onnx_io import write_onnx
-from pyomo_nnrelax.tightening import tighten_bounds
+from pyomo_nnrelax.lp.tightening import tighten_bounds
 from pyomo_nnrelax.training import Trainer
 
 FORMULATIONS = (

@@ -25,7 +25,7 @@ from pyomo.core.expr.numeric_expr import LinearExpression
 from .bounds import NetworkBounds, interval_bounds
 from .errors import InputBoundsError, NNRelaxError
 from .formulations import Formulation, layer_keys, network_model
-from .matrix_model import MatrixModel
+from .formulations.matrix_model import MatrixModel
 from .network import Network, check_input_bounds
 from .onnx import read_onnx, read_stored_bounds, run_onnxruntime
 
@@ -64,6 +64,7 @@ def resolve_bounds(
     onnx_source,
     time_limit: float | None,
     executor,
+    workers: int | None = None,
 ) -> NetworkBounds:
     """Pre-activation bounds over ``box`` by ``method``.
 
@@ -100,10 +101,16 @@ def resolve_bounds(
         return interval_bounds(network, box)
     if method == "interval":
         return interval_bounds(network, box)
-    from .tightening import tighten_bounds
+    from .lp.tightening import tighten_bounds
 
     return tighten_bounds(
-        network, None, method, input_bounds=box, time_limit=time_limit, executor=executor
+        network,
+        None,
+        method,
+        input_bounds=box,
+        time_limit=time_limit,
+        executor=executor,
+        workers=workers,
     )
 
 
@@ -129,7 +136,10 @@ class NNBlock(ScalarBlock):
     bound_time_limit : float, optional
         Time limit per bound-tightening solve, seconds.
     executor : concurrent.futures.Executor, optional
-        Where bound-tightening solves run.
+        Where bound-tightening solves run (default: in this process).
+    workers : int, optional
+        Instead of ``executor``: bound-tightening MILPs on a pool of this many spawned
+        processes (-1: one per CPU); see :func:`~pyomo_nnrelax.lp.tightening.tighten_bounds`.
     """
 
     def __init__(
@@ -143,12 +153,15 @@ class NNBlock(ScalarBlock):
         split: str = "equal_size",
         bound_time_limit: float | None = None,
         executor=None,
+        workers: int | None = None,
         **kwargs,
     ) -> None:
         network, onnx_source = load_network(source)
         box = _input_box(network, input_bounds)
         form = resolve_formulation(formulation, partitions, split)
-        net_bounds = resolve_bounds(network, box, bounds, onnx_source, bound_time_limit, executor)
+        net_bounds = resolve_bounds(
+            network, box, bounds, onnx_source, bound_time_limit, executor, workers
+        )
         self._network = network.with_input_bounds(*box)
         self._onnx_source = onnx_source
         self._bounds = net_bounds

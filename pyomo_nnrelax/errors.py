@@ -25,3 +25,7 @@ class InputBoundsError(NNRelaxError, ValueError):
 
 class SolverError(NNRelaxError, RuntimeError):
     """A solve the package ran itself failed (infeasible, numerical trouble, no solution)."""
+
+
+class ParallelError(NNRelaxError, RuntimeError):
+    """A process pool the caller asked for (``workers=`` or ``executor=``) broke down."""

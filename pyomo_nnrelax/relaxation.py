@@ -20,7 +20,7 @@ bound of its column) for the sense actually solved, so
   these are one-sided derivatives where ``L`` or ``U`` crosses 0.
 
 Two backends give the same values and derivatives: ``"highs"`` solves the LP projected onto
-the layer outputs (:mod:`pyomo_nnrelax.projected_lp`, about half the size) with ``highspy``,
+the layer outputs (:mod:`pyomo_nnrelax.lp.projected`, about half the size) with ``highspy``,
 re-solved from the previous basis; ``"pyomo"`` solves the big-M LP of an
 :class:`~pyomo_nnrelax.block.NNBlock` with a Pyomo solver (persistent ``appsi_highs`` by
 default) and reads the derivatives off the :class:`MatrixModel`'s rows and columns.
@@ -28,26 +28,18 @@ default) and reads the derivatives off the :class:`MatrixModel`'s rows and colum
 
 from __future__ import annotations
 
-import os
-import threading
 from concurrent.futures import Executor
-from dataclasses import dataclass, field
 
 import numpy as np
 import pyomo.environ as pyo
 
+from .block import NNBlock
 from .bounds import NetworkBounds
 from .formulations import layer_keys
-from .matrix_model import Key, MatrixModel
+from .formulations.matrix_model import Key, MatrixModel
+from .lp.projected import solve_batch
+from .lp.solutions import RelaxationBatch, Solutions, empty_solutions, split_by_nearer_bound
 from .network import Network
-from .projected_lp import ProjectedLPSolver, projected_lp
-from .relaxation_batch import (
-    RelaxationBatch,
-    Solutions,
-    concat_batches,
-    empty_solutions,
-    split_by_nearer_bound,
-)
 
 SENSES = ("min", "max")
 BACKENDS = ("highs", "pyomo")
@@ -93,55 +85,6 @@ def sample_weights(objective_weights, n: int, n_outputs: int) -> np.ndarray:
     return np.broadcast_to(w.reshape(-1) if w.ndim < 2 else w, (n, n_outputs))
 
 
-# ---------------------------------------------------------------------- highspy backend
-@dataclass
-class _Slot:
-    """A cached solver and the lock that keeps it to one caller at a time."""
-
-    lock: threading.Lock = field(default_factory=threading.Lock)
-    solver: ProjectedLPSolver | None = None
-
-
-_SLOTS: dict[int, _Slot] = {}
-_SLOTS_LOCK = threading.Lock()
-
-
-def solve_on_slot(
-    slot: int, network: Network, bounds: NetworkBounds, X, weights, sense: str, lp=None
-) -> RelaxationBatch:
-    """Solve on this process's ``slot``-th cached solver, warm from its previous use.
-
-    Chunk ``k`` of a parallel batch always uses slot ``k``, so a training run sees the same
-    warm starts (and the same duals at degenerate optima) every time it is repeated.
-    ``lp`` is the already built :class:`ProjectedLP` of ``network``/``bounds``, if any.
-    """
-    with _SLOTS_LOCK:
-        cached = _SLOTS.setdefault(slot, _Slot())
-    with cached.lock:
-        if cached.solver is None:
-            cached.solver = ProjectedLPSolver(network, bounds, lp)
-        else:
-            cached.solver.update(network, bounds, lp)
-        return cached.solver.solve(X, weights, sense)
-
-
-def solve_highs(network, bounds, X, weights, sense, executor: Executor | None) -> RelaxationBatch:
-    """The projected LPs in highspy: one cached solver serially, or one per chunk.
-
-    Threads run in parallel (``highspy`` releases the GIL while HiGHS runs); the LP is built
-    once and shared by the chunks.
-    """
-    if executor is None:
-        return solve_on_slot(0, network, bounds, X, weights, sense)
-    lp = projected_lp(network, bounds)
-    parts = np.array_split(np.arange(len(X)), os.cpu_count() or 1)
-    futures = [
-        executor.submit(solve_on_slot, k, network, bounds, X[c], weights[c], sense, lp)
-        for k, c in enumerate(p for p in parts if p.size)
-    ]
-    return concat_batches([f.result() for f in futures])
-
-
 # ---------------------------------------------------------------------- Pyomo backend
 def solve_pyomo(
     network, bounds, X, weights, sense, solver: str | None
@@ -151,8 +94,6 @@ def solve_pyomo(
     The inputs are fixed with ``Var.fix`` and the objective's coefficients are mutable
     parameters, so a persistent solver (``appsi_highs``) only sees bound and cost updates.
     """
-    from .block import NNBlock
-
     m = pyo.ConcreteModel()
     m.nn = NNBlock(
         network, input_bounds=(bounds.input_lower, bounds.input_upper), relax=True, bounds=bounds
@@ -228,7 +169,7 @@ def solve_relaxations(
     sense : {"min", "max"}
     backend : {"highs", "pyomo"}
         ``"highs"``: the projected LP in one highspy model, re-solved from the previous basis
-        (cached between calls, rebuilt when ``network``/``bounds`` change).  ``"pyomo"``: an
+        from sample to sample (:func:`pyomo_nnrelax.lp.projected.solve_batch`).  ``"pyomo"``: an
         :class:`NNBlock` and the Pyomo solver ``solver`` (default ``"appsi_highs"``).
     executor : concurrent.futures.Executor, optional
         ``"highs"`` only: split ``X`` into one chunk per CPU, each solved on its own cached
@@ -244,7 +185,7 @@ def solve_relaxations(
     X = np.asarray(X, dtype=np.float64).reshape(-1, network.n_inputs)
     weights = sample_weights(objective_weights, len(X), network.n_outputs)
     if backend == "highs":
-        return solve_highs(network, bounds, X, weights, sense, executor)
+        return solve_batch(network, bounds, X, weights, sense, executor=executor)
     if backend == "pyomo":
         model, sol = solve_pyomo(network, bounds, X, weights, sense, solver)
         return assemble(network, bounds, model, sol, X)

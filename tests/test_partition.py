@@ -13,7 +13,7 @@ from pyomo_nnrelax.formulations.partition import (
     partition_formulation,
     split_inputs,
 )
-from pyomo_nnrelax.highs import HighsModel
+from pyomo_nnrelax.lp.highs import HighsModel
 
 TOL = 1e-6
 NETWORKS = [([3, 8, 8, 2], 1), ([4, 10, 6, 2], 2), ([2, 12, 12, 1], 3), ([5, 6, 6, 6, 2], 4)]

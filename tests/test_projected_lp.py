@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 
 from pyomo_nnrelax import Layer, Network, NetworkBounds, interval_bounds
-from pyomo_nnrelax.projected_lp import ProjectedLPSolver, nearest_neighbour_path, projected_lp
+from pyomo_nnrelax.lp.projected import ProjectedLPSolver, nearest_neighbour_path, projected_lp
+from pyomo_nnrelax.lp.tightening import tighten_bounds
 from pyomo_nnrelax.relaxation import solve_relaxations
-from pyomo_nnrelax.tightening import tighten_bounds
 
 BOX = (np.full(2, -1.0), np.full(2, 1.0))
 FIELDS = ("affine_duals", "weight_grads", "lower_grad", "upper_grad")

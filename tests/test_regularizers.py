@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-import sys
-import types
+from dataclasses import replace
 
 import numpy as np
 import pytest
 from scipy.optimize import linprog
 
 from pyomo_nnrelax import Layer, Network, interval_bounds, relaxation
+from pyomo_nnrelax.lp.projected import ProjectedLPSolver
 from pyomo_nnrelax.training import (
     L1,
     L2,
@@ -206,33 +206,6 @@ def _reference_lp(network, bounds, x, omega, sense):
     return sign * res.fun, np.split(duals, split), acts, res.status == 0
 
 
-def _reference_relaxation_module(fail_every: int = 0) -> types.ModuleType:
-    """A stand-in for ``pyomo_nnrelax.relaxation`` (dual/primal part only; no bound gradients)."""
-
-    def solve_relaxations(
-        network, bounds, X, objective_weights, sense="min", backend="highs", solver=None
-    ):
-        module.backends.append(backend)
-        rows = [_reference_lp(network, bounds, x, np.asarray(objective_weights), sense) for x in X]
-        ok = np.array([r[3] for r in rows])
-        if fail_every:
-            ok[::fail_every] = False
-        n_layers = len(network.layers)
-        return types.SimpleNamespace(
-            value=np.array([r[0] for r in rows]),
-            affine_duals=[np.array([r[1][l] for r in rows]) for l in range(n_layers)],
-            activations=[np.array([r[2][l] for r in rows]) for l in range(n_layers)],
-            lower_grad=[np.zeros((len(X), l.n_out)) for l in network.layers],
-            upper_grad=[np.zeros((len(X), l.n_out)) for l in network.layers],
-            ok=ok,
-        )
-
-    module = types.ModuleType("pyomo_nnrelax.relaxation")
-    module.solve_relaxations = solve_relaxations
-    module.backends = []
-    return module
-
-
 @pytest.fixture
 def lp_layers() -> tuple[Layer, ...]:
     return Network.mlp([2, 5, 5, 2], seed=7).layers
@@ -241,31 +214,40 @@ def lp_layers() -> tuple[Layer, ...]:
 LP_X = np.array([[0.3, 0.2], [-0.6, 1.1], [0.8, -0.3]])
 
 
-@pytest.mark.parametrize("sense", ["min", "max", "both"])
-def test_lpgap_gradient_with_fixed_bounds(sense, lp_layers, monkeypatch):
-    """Envelope-theorem gradient (L, U held fixed) against the reference LP."""
-    monkeypatch.setitem(sys.modules, "pyomo_nnrelax.relaxation", _reference_relaxation_module())
-    trace = ibp_forward(lp_layers, *BOX)
-    reg = LPGap(sense=sense, samples=2)
+def _failing_every_second_sample(monkeypatch) -> None:
+    """Make the highspy LP solver report every second sample of a batch as failed."""
+    solve = ProjectedLPSolver.solve
 
-    def gap(ls):
-        return reg.value_and_grad(_ctx(ls, LP_X, _ibp=trace))[0]
+    def flaky(self, X, weights, sense):
+        batch = solve(self, X, weights, sense)
+        failed = np.zeros(len(X), dtype=bool)
+        failed[::2] = True
 
-    value, grads = reg.value_and_grad(_ctx(lp_layers, LP_X, _ibp=trace))
-    assert value > 1e-3
-    assert_gradient(gap, lp_layers, grads)
+        def cut(arrays):
+            return [np.where(failed[:, None], 0.0, a) for a in arrays]
+
+        return replace(
+            batch,
+            value=np.where(failed, np.nan, batch.value),
+            affine_duals=cut(batch.affine_duals),
+            activations=cut(batch.activations),
+            lower_grad=cut(batch.lower_grad),
+            upper_grad=cut(batch.upper_grad),
+            ok=batch.ok & ~failed,
+        )
+
+    monkeypatch.setattr(ProjectedLPSolver, "solve", flaky)
 
 
 def test_lpgap_counts_and_skips_failed_solves(lp_layers, monkeypatch):
-    monkeypatch.setitem(sys.modules, "pyomo_nnrelax.relaxation", _reference_relaxation_module(2))
+    _failing_every_second_sample(monkeypatch)
     ctx = _ctx(lp_layers, LP_X)
     value, _ = LPGap(samples=3).value_and_grad(ctx)
     assert ctx.lp_failures == 2 and value > 0
 
 
-def test_trainer_reports_lp_failures_and_passes_the_backend(monkeypatch):
-    fake = _reference_relaxation_module(2)
-    monkeypatch.setitem(sys.modules, "pyomo_nnrelax.relaxation", fake)
+def test_trainer_counts_lp_failures_per_epoch(monkeypatch):
+    _failing_every_second_sample(monkeypatch)
     X = np.random.default_rng(0).uniform(*BOX, size=(40, 2))
     trainer = Trainer(
         Network.mlp([2, 4, 1], seed=0),
@@ -276,12 +258,44 @@ def test_trainer_reports_lp_failures_and_passes_the_backend(monkeypatch):
         lam=0.1,
         epochs=2,
         batch_size=20,
-        lp_backend="pyomo",
     )
     history = trainer.fit().history
     assert [h.lp_failures for h in history] == [4, 4]
-    assert set(fake.backends) == {"pyomo"} and len(fake.backends) == 4
     assert all(h.regularizer > 0 for h in history)
+
+
+def test_trainer_runs_the_pyomo_backend_with_the_highs_backends_values(monkeypatch):
+    """``lp_backend="pyomo"`` goes through the block and a Pyomo solver; on the first step
+    (same weights) its LP gap equals the highspy path's."""
+    calls = []
+    real = relaxation.solve_relaxations
+
+    def spy(*args, **kwargs):
+        calls.append(kwargs.get("backend"))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(relaxation, "solve_relaxations", spy)
+    X = np.random.default_rng(0).uniform(*BOX, size=(20, 2))
+    first_values = {}
+    for backend in ("pyomo", "highs"):
+        trainer = Trainer(
+            Network.mlp([2, 6, 6, 1], seed=0),
+            X,
+            X.sum(axis=1),
+            input_bounds=BOX,
+            regularizer=LPGap(samples=4),
+            lam=0.1,
+            epochs=1,
+            batch_size=20,
+            lp_backend=backend,
+            seed=1,
+        )
+        trainer._start()
+        first_values[backend] = trainer._step(trainer.X, trainer._y_train)[1]
+        assert sum(h.lp_failures for h in trainer.fit().history) == 0
+    assert set(calls) == {"pyomo"} and len(calls) == 2
+    assert first_values["pyomo"] > 1e-3
+    np.testing.assert_allclose(first_values["pyomo"], first_values["highs"], rtol=1e-6)
 
 
 def test_lp_gap_training_shrinks_the_gap():
@@ -314,8 +328,10 @@ def test_lp_gap_training_shrinks_the_gap():
     assert gaps[0.1] < 0.2 * gaps[0.0]
 
 
-@pytest.mark.parametrize("exact_bounds", [False, True])
-@pytest.mark.parametrize("sense", ["min", "max"])
+@pytest.mark.parametrize(
+    "sense, exact_bounds",
+    [("min", False), ("max", False), ("both", False), ("min", True), ("max", True)],
+)
 def test_lpgap_gradient_with_relaxation_module(sense, exact_bounds, lp_layers):
     """With the real LP solver: fixed-bounds gradient, and the total derivative through L, U."""
     trace = ibp_forward(lp_layers, *BOX)
@@ -333,11 +349,35 @@ def test_lpgap_gradient_with_relaxation_module(sense, exact_bounds, lp_layers):
         assert np.abs(_flat_grads(grads) - _flat_grads(envelope)).max() > 0.1
 
 
-def test_reference_lp_agrees_with_relaxation_module(lp_layers):
+@pytest.mark.parametrize("backend", ["highs", "pyomo"])
+def test_reference_lp_agrees_with_relaxation_module(lp_layers, backend):
+    """Values and the duals of the affine rows (dV/db) against an independent scipy LP."""
     network = Network(lp_layers)
     bounds = interval_bounds(network, BOX)
     omega = np.array([0.3, 0.7])
     for sense in ("min", "max"):
-        batch = relaxation.solve_relaxations(network, bounds, LP_X, omega, sense=sense)
-        ours = [_reference_lp(network, bounds, x, omega, sense)[0] for x in LP_X]
-        np.testing.assert_allclose(batch.value, ours, atol=1e-7)
+        batch = relaxation.solve_relaxations(
+            network, bounds, LP_X, omega, sense=sense, backend=backend
+        )
+        reference = [_reference_lp(network, bounds, x, omega, sense) for x in LP_X]
+        np.testing.assert_allclose(batch.value, [r[0] for r in reference], atol=1e-7)
+        for l in range(len(lp_layers)):
+            np.testing.assert_allclose(
+                batch.affine_duals[l], [r[1][l] for r in reference], atol=1e-6
+            )
+
+
+def test_lpgap_value_is_the_mean_gap_to_the_reference_lp(lp_layers):
+    """``R_LP`` for ``sense="both"`` is the min gap plus the max gap at the sampled points."""
+    ctx = _ctx(lp_layers, LP_X, seed=4)
+    value = LPGap(sense="both", samples=3).value_and_grad(ctx)[0]
+    rng = np.random.default_rng(4)
+    rows = np.sort(rng.choice(len(LP_X), size=3, replace=False))
+    omega = rng.random(2)
+    omega /= omega.sum()
+    network = Network(lp_layers)
+    bounds = interval_bounds(network, BOX)
+    f = network.forward(LP_X[rows]) @ omega
+    v_min = [_reference_lp(network, bounds, x, omega, "min")[0] for x in LP_X[rows]]
+    v_max = [_reference_lp(network, bounds, x, omega, "max")[0] for x in LP_X[rows]]
+    assert value == pytest.approx(np.mean(f - v_min) + np.mean(np.array(v_max) - f), abs=1e-7)

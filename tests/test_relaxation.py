@@ -10,8 +10,8 @@ import pytest
 
 from pyomo_nnrelax import Layer, Network, NetworkBounds, interval_bounds
 from pyomo_nnrelax.formulations.bigm import bigm_model
-from pyomo_nnrelax.highs import HighsModel
-from pyomo_nnrelax.projected_lp import ProjectedLPSolver
+from pyomo_nnrelax.lp.highs import HighsModel
+from pyomo_nnrelax.lp.projected import ProjectedLPSolver
 from pyomo_nnrelax.relaxation import solve_relaxations
 
 BOX = (np.full(2, -1.0), np.full(2, 1.0))

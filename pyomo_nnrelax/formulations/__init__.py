@@ -12,8 +12,8 @@ from typing import Protocol
 import numpy as np
 
 from ..bounds import NetworkBounds
-from ..matrix_model import Key, MatrixModel, MatrixModelBuilder
 from ..network import Layer, Network
+from .matrix_model import Key, MatrixModel, MatrixModelBuilder
 
 
 class ReluFormulation(Protocol):

@@ -17,9 +17,9 @@ from __future__ import annotations
 import numpy as np
 
 from ..bounds import NetworkBounds, is_unstable
-from ..matrix_model import MatrixModel, MatrixModelBuilder
 from ..network import Layer, Network
 from . import Formulation, network_model, relu_output_vars
+from .matrix_model import MatrixModel, MatrixModelBuilder
 
 
 def bigm_relu(

@@ -33,9 +33,9 @@ from functools import partial
 import numpy as np
 
 from ..bounds import affine_interval, is_unstable
-from ..matrix_model import MatrixModelBuilder
 from ..network import Layer
 from . import Formulation, relu_output_vars
+from .matrix_model import MatrixModelBuilder
 
 STRATEGIES = ("equal_size", "equal_range", "random")
 

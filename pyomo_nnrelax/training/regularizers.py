@@ -15,6 +15,8 @@ import numpy as np
 
 from ..bounds import is_unstable
 from ..checks import positive_int
+from ..lp.projected import ProjectedLPSolver, solve_batch
+from ..lp.solutions import RelaxationBatch
 from ..network import Layer, Network, forward_cache
 from .backprop import Grads, add_grads, backward, zero_grads
 from .ibp import IBPTrace, ibp_backward, ibp_forward
@@ -221,7 +223,7 @@ class LPGap(Regularizer):
     exact_bounds : bool
         Include ``dV/dL dL/dtheta + dV/dU dU/dtheta``.
     solver : optional
-        Passed to :func:`pyomo_nnrelax.relaxation.solve_relaxations`.
+        The Pyomo solver of ``lp_backend="pyomo"`` (default ``"appsi_highs"``).
     """
 
     def __init__(
@@ -231,10 +233,27 @@ class LPGap(Regularizer):
             raise ValueError(f"sense must be one of {SENSES}, got {sense!r}")
         self.sense, self.samples = sense, positive_int("samples", samples)
         self.exact_bounds, self.solver = bool(exact_bounds), solver
+        self._lp: ProjectedLPSolver | None = None  # kept warm from step to step
+
+    def __getstate__(self) -> dict:
+        return {**self.__dict__, "_lp": None}  # a HiGHS instance does not pickle
+
+    def _solve(
+        self, ctx: RegContext, network: Network, bounds, X: np.ndarray, omega, sense: str
+    ) -> RelaxationBatch:
+        """The LP relaxations at ``X`` on the trainer's backend."""
+        if ctx.lp_backend == "pyomo":
+            from ..relaxation import solve_relaxations  # Pyomo loads only when asked for
+
+            return solve_relaxations(
+                network, bounds, X, omega, sense, backend="pyomo", solver=self.solver
+            )
+        if self._lp is None:
+            self._lp = ProjectedLPSolver(network, bounds)
+        weights = np.broadcast_to(omega, (len(X), omega.size))
+        return solve_batch(network, bounds, X, weights, sense, solver=self._lp)
 
     def value_and_grad(self, ctx: RegContext) -> tuple[float, Grads]:
-        from ..relaxation import solve_relaxations  # the LP stack loads only when used
-
         n_outputs = ctx.layers[-1].n_out
         rows = ctx.rng.choice(len(ctx.X), size=min(self.samples, len(ctx.X)), replace=False)
         X = ctx.X[np.sort(rows)]
@@ -245,15 +264,7 @@ class LPGap(Regularizer):
         network, bounds = ctx.network, ctx.ibp.to_bounds()
         total, grads = 0.0, zero_grads(ctx.layers)
         for sense in ("min", "max") if self.sense == "both" else (self.sense,):
-            relax = solve_relaxations(
-                network,
-                bounds,
-                X,
-                omega,
-                sense=sense,
-                backend=ctx.lp_backend,
-                solver=self.solver,
-            )
+            relax = self._solve(ctx, network, bounds, X, omega, sense)
             ok = np.asarray(relax.ok, dtype=bool)
             ctx.lp_failures += int(np.count_nonzero(~ok))
             if not ok.any():

@@ -14,23 +14,26 @@ previous columns' bounds do not already imply it.  With the input fixed, the fir
 with about half its rows and columns, and HiGHS re-solves it about twice as fast.
 
 :class:`ProjectedLPSolver` maps the optimal primals and duals back to the derivatives of the
-big-M LP's value (:class:`~pyomo_nnrelax.relaxation_batch.RelaxationBatch`).
+big-M LP's value (:class:`~pyomo_nnrelax.lp.solutions.RelaxationBatch`).
 """
 
 from __future__ import annotations
 
+from concurrent.futures import Executor
 from dataclasses import dataclass
 
 import highspy
 import numpy as np
 
-from .bounds import NetworkBounds, affine_interval
-from .errors import SolverError
-from .highs import quiet_highs
-from .network import Network
-from .relaxation_batch import (
+from ..bounds import NetworkBounds, affine_interval
+from ..formulations.matrix_model import MatrixModel
+from ..network import Network
+from ..parallel import available_cpus, gather
+from .highs import HighsModel
+from .solutions import (
     RelaxationBatch,
     Solutions,
+    concat_batches,
     empty_solutions,
     split_by_nearer_bound,
 )
@@ -73,25 +76,10 @@ class LayerRows:
 
 
 @dataclass(frozen=True, eq=False)
-class ProjectedLP:
-    """The LP in row-wise sparse form, with the layout of every layer."""
+class ProjectedLP(MatrixModel):
+    """The LP: a :class:`MatrixModel` (no groups, no integers) with every layer's layout."""
 
-    layers: tuple[LayerRows, ...]
-    col_lower: np.ndarray
-    col_upper: np.ndarray
-    row_lower: np.ndarray
-    row_upper: np.ndarray
-    indptr: np.ndarray
-    indices: np.ndarray
-    data: np.ndarray
-
-    @property
-    def n_cols(self) -> int:
-        return self.col_lower.size
-
-    @property
-    def n_rows(self) -> int:
-        return self.row_lower.size
+    layers: tuple[LayerRows, ...] = ()
 
     def signature(self) -> bytes:
         """Equal for two LPs with the same columns and rows, so one's basis fits the other."""
@@ -121,12 +109,24 @@ class _Rows:
         self.count += n
         return np.arange(self.count - n, self.count)
 
-    def csr(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def model(
+        self, col_lower: np.ndarray, col_upper: np.ndarray, layers: tuple[LayerRows, ...]
+    ) -> ProjectedLP:
+        """The rows collected so far over columns with these bounds."""
         lengths = np.concatenate([np.full(c.shape[0], c.shape[1]) for c in self.cols] or [[]])
-        indptr = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int32)
-        indices = np.concatenate([c.ravel() for c in self.cols] or [[]]).astype(np.int32)
-        data = np.concatenate([v.ravel() for v in self.vals] or [[]]).astype(np.float64)
-        return indptr, indices, data
+        return ProjectedLP(
+            col_lower,
+            col_upper,
+            np.zeros(col_lower.size, dtype=bool),
+            np.concatenate(self.lower or [np.empty(0)]).astype(np.float64),
+            np.concatenate(self.upper or [np.empty(0)]).astype(np.float64),
+            np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64),
+            np.concatenate([c.ravel() for c in self.cols] or [[]]).astype(np.int64),
+            np.concatenate([v.ravel() for v in self.vals] or [[]]).astype(np.float64),
+            {},
+            {},
+            layers,
+        )
 
 
 def neuron_kinds(network: Network, bounds: NetworkBounds, l: int) -> np.ndarray:
@@ -191,17 +191,7 @@ def projected_lp(network: Network, bounds: NetworkBounds) -> ProjectedLP:
                 cols = np.broadcast_to(prev_cols, (j.size, prev_cols.size))
                 range_[j] = rows.add(cols, W[j], lo[j] - b[j], hi[j] - b[j])
         layers.append(LayerRows(kind, col, affine, upper, range_, slope))
-    indptr, indices, data = rows.csr()
-    return ProjectedLP(
-        tuple(layers),
-        np.concatenate(col_lower),
-        np.concatenate(col_upper),
-        np.concatenate(rows.lower or [np.empty(0)]).astype(np.float64),
-        np.concatenate(rows.upper or [np.empty(0)]).astype(np.float64),
-        indptr,
-        indices,
-        data,
-    )
+    return rows.model(np.concatenate(col_lower), np.concatenate(col_upper), tuple(layers))
 
 
 def first_layer_boxes(
@@ -231,86 +221,50 @@ class ProjectedLPSolver:
         self, network: Network, bounds: NetworkBounds, lp: ProjectedLP | None = None
     ) -> None:
         self.network, self.bounds = network, bounds
-        self.highs = quiet_highs()
-        for key, value in HIGHS_OPTIONS.items():
-            self.highs.setOptionValue(key, value)
-        self.lp: ProjectedLP | None = None
-        self._signature: bytes | None = None  # of self.lp: a basis fits any LP with the same
+        self.lp = lp if lp is not None else projected_lp(network, bounds)
+        self._solver = HighsModel(self.lp, relax=True, **HIGHS_OPTIONS)
+        self._limit_iterations()
         self._last_box: np.ndarray | None = None  # where the last solve's basis is optimal
-        self._load(lp if lp is not None else projected_lp(network, bounds))
 
-    def _load(self, lp: ProjectedLP) -> None:
-        """Pass ``lp`` to the HiGHS instance, keeping the basis if the layout is the same."""
-        signature = lp.signature()
-        keep_basis = signature == self._signature
-        basis = self.highs.getBasis() if keep_basis else None
-        self.highs.setOptionValue(
-            "simplex_iteration_limit", ITERATIONS_PER_SIZE * (lp.n_rows + lp.n_cols)
-        )
-        # addCols/addRows read the numpy buffers directly: several times faster than HighsLp
-        self.highs.clearModel()
-        no_entries = np.zeros(0, dtype=np.int32)
-        status = self.highs.addCols(
-            lp.n_cols,
-            np.zeros(lp.n_cols),
-            lp.col_lower,
-            lp.col_upper,
-            0,
-            no_entries,
-            no_entries,
-            np.zeros(0),
-        )
-        if lp.n_rows and status != highspy.HighsStatus.kError:
-            status = self.highs.addRows(
-                lp.n_rows,
-                lp.row_lower,
-                lp.row_upper,
-                lp.data.size,
-                lp.indptr[:-1],
-                lp.indices,
-                lp.data,
-            )
-        if status == highspy.HighsStatus.kError:
-            raise SolverError("HiGHS rejected the projected LP relaxation")
-        if basis is not None:
-            self.highs.setBasis(basis)
-        else:
-            self._last_box = None
-        self.lp, self._signature, self._cost = lp, signature, np.zeros(lp.n_cols)
+    @property
+    def highs(self) -> highspy.Highs:
+        """The HiGHS instance (for its info and options)."""
+        return self._solver.highs
+
+    def _limit_iterations(self) -> None:
+        size = self.lp.n_rows + self.lp.n_cols
+        self.set_option("simplex_iteration_limit", ITERATIONS_PER_SIZE * size)
 
     def update(
         self, network: Network, bounds: NetworkBounds, lp: ProjectedLP | None = None
     ) -> None:
-        """Use ``network`` and ``bounds`` (whose LP is ``lp``, if given) from now on.
-
-        A no-op when they are the objects already in use.
-        """
+        """Use ``network`` and ``bounds`` (whose LP is ``lp``, if given) from now on, keeping
+        the basis when the LP's layout is unchanged.  A no-op when they are the objects
+        already in use."""
         if network is self.network and bounds is self.bounds:
             return
-        self._load(lp if lp is not None else projected_lp(network, bounds))
-        self.network, self.bounds = network, bounds
+        lp = lp if lp is not None else projected_lp(network, bounds)
+        same_layout = lp.signature() == self.lp.signature()
+        self._solver.load(lp, keep_basis=same_layout)
+        if not same_layout:
+            self._last_box = None
+        self.network, self.bounds, self.lp = network, bounds, lp
+        self._limit_iterations()
 
     def set_option(self, key: str, value) -> None:
+        """Set a HiGHS option of this solver."""
         self.highs.setOptionValue(key, value)
 
     def _set_objective(self, weights: np.ndarray, sense: str) -> None:
         last = self.lp.layers[-1]
         kept = last.kind >= 0
-        cost = np.zeros(self.lp.n_cols)
-        cost[last.col[kept]] = weights[kept]
-        changed = np.flatnonzero(cost != self._cost).astype(np.int32)
-        if changed.size:
-            self.highs.changeColsCost(changed.size, changed, cost[changed])
-            self._cost = cost
-        self.highs.changeObjectiveSense(
-            highspy.ObjSense.kMinimize if sense == "min" else highspy.ObjSense.kMaximize
-        )
+        self._solver.set_objective(last.col[kept], weights[kept], sense)
 
     def _solve_all(self, box_lo, box_hi, feasible, weights, sense: str) -> Solutions:
-        n, lp, highs = len(box_lo), self.lp, self.highs
+        n, lp = len(box_lo), self.lp
         out = empty_solutions(n, lp.n_cols, lp.n_rows)
-        first = lp.layers[0]
-        first_cols = first.col[first.kind >= 0].astype(np.int32)
+        first = self.lp.layers[0]
+        first_cols = first.col[first.kind >= 0]
         boxes = np.concatenate([box_lo, box_hi], axis=1)
         one_objective = bool(np.all(weights == weights[0]))
         if one_objective:
@@ -318,19 +272,18 @@ class ProjectedLPSolver:
         for i in nearest_neighbour_path(boxes, np.flatnonzero(feasible), self._last_box):
             if not one_objective:
                 self._set_objective(weights[i], sense)
-            highs.changeColsBounds(first_cols.size, first_cols, box_lo[i], box_hi[i])
-            highs.run()
+            self._solver.set_col_bounds(first_cols, box_lo[i], box_hi[i])
+            result = self._solver.solve()
             self._last_box = boxes[i]
-            if highs.getModelStatus() != highspy.HighsModelStatus.kOptimal:
-                highs.clearSolver()  # a stalled basis must not seed the next sample
+            if not result.optimal:
+                self._solver.forget_basis()  # a stalled basis must not seed the next sample
                 continue
-            solution = highs.getSolution()
-            if not solution.dual_valid:
+            if result.row_dual is None:
                 continue
-            out.value[i] = highs.getInfo().objective_function_value
-            out.x[i] = solution.col_value
-            out.col_dual[i] = solution.col_dual
-            out.row_dual[i] = solution.row_dual
+            out.value[i] = result.objective
+            out.x[i] = result.x
+            out.col_dual[i] = result.col_dual
+            out.row_dual[i] = result.row_dual
             out.ok[i] = True
         return out
 
@@ -435,3 +388,37 @@ def gradients(
             acts.append(h)
         h_prev = h
     return RelaxationBatch(solved.value, affine, acts, lower, upper, solved.ok)
+
+
+def solve_batch(
+    network: Network,
+    bounds: NetworkBounds,
+    X: np.ndarray,
+    weights: np.ndarray,
+    sense: str,
+    solver: ProjectedLPSolver | None = None,
+    executor: Executor | None = None,
+) -> RelaxationBatch:
+    """The projected LP at every row of ``X``, with objective ``weights[i]' outputs``.
+
+    Serially on ``solver`` (the caller's, kept warm from call to call and moved to
+    ``network``/``bounds``) or on a new one.  With an ``executor``, the LP is built once and
+    ``X`` is split into one chunk per CPU, each solved by a new solver (warm from sample to
+    sample within its chunk); this pays off for large batches only.
+    """
+    if executor is None:
+        if solver is None:
+            solver = ProjectedLPSolver(network, bounds)
+        else:
+            solver.update(network, bounds)
+        return solver.solve(X, weights, sense)
+    lp = projected_lp(network, bounds)
+    parts = [p for p in np.array_split(np.arange(len(X)), available_cpus()) if p.size]
+    futures = [
+        executor.submit(_solve_chunk, network, bounds, lp, X[p], weights[p], sense) for p in parts
+    ]
+    return concat_batches(gather(futures))
+
+
+def _solve_chunk(network, bounds, lp, X, weights, sense) -> RelaxationBatch:
+    return ProjectedLPSolver(network, bounds, lp).solve(X, weights, sense)
