@@ -2,17 +2,20 @@
 
 from .block import NNBlock
 from .bounds import NetworkBounds, interval_bounds
+from .box import InputBox
 from .errors import (
     InputBoundsError,
     InvalidNetworkError,
     NNRelaxError,
     OnnxImportError,
+    ParallelError,
     SolverError,
     UnsupportedOperationError,
 )
 from .network import Layer, Network
 
 __all__ = [
+    "InputBox",
     "InputBoundsError",
     "InvalidNetworkError",
     "Layer",
@@ -21,6 +24,7 @@ __all__ = [
     "NNBlock",
     "NNRelaxError",
     "OnnxImportError",
+    "ParallelError",
     "SolverError",
     "UnsupportedOperationError",
     "interval_bounds",

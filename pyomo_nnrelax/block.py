@@ -23,10 +23,11 @@ from pyomo.core.base.block import ScalarBlock
 from pyomo.core.expr.numeric_expr import LinearExpression
 
 from .bounds import NetworkBounds, interval_bounds
+from .box import InputBox, resolve_box
 from .errors import InputBoundsError, NNRelaxError
 from .formulations import Formulation, layer_keys, network_model
 from .formulations.matrix_model import MatrixModel
-from .network import Network, check_input_bounds
+from .network import Network
 from .onnx import read_onnx, read_stored_bounds, run_onnxruntime
 
 FORMULATIONS = ("bigm", "partition")
@@ -59,7 +60,7 @@ def resolve_formulation(name: str, partitions: int, split: str) -> Formulation:
 
 def resolve_bounds(
     network: Network,
-    box: tuple[np.ndarray, np.ndarray],
+    box: InputBox,
     method: str | NetworkBounds | None,
     onnx_source,
     time_limit: float | None,
@@ -73,10 +74,7 @@ def resolve_bounds(
     against the box).
     """
     if isinstance(method, NetworkBounds):
-        if not (
-            np.array_equal(method.input_lower, box[0])
-            and np.array_equal(method.input_upper, box[1])
-        ):
+        if method.input_box != box:
             raise InputBoundsError(
                 "the NetworkBounds given were computed over a different input box"
             )
@@ -87,12 +85,7 @@ def resolve_bounds(
         )
     if method in (None, "stored"):
         stored = read_stored_bounds(onnx_source, network) if onnx_source is not None else None
-        same_box = (
-            stored is not None
-            and np.array_equal(stored.input_lower, box[0])
-            and np.array_equal(stored.input_upper, box[1])
-        )
-        if same_box:
+        if stored is not None and stored.input_box == box:
             return stored
         if method == "stored":
             raise InputBoundsError(
@@ -121,8 +114,9 @@ class NNBlock(ScalarBlock):
     ----------
     source : str, PathLike, onnx.ModelProto or Network
         The network.
-    input_bounds : list of (lo, hi) pairs, or (lower, upper) arrays, optional
-        The input box over the flattened input.  Default: bounds stored in the ONNX metadata.
+    input_bounds : list of (lo, hi) pairs, or InputBox, optional
+        The input box over the flattened input: one ``(lo, hi)`` pair per input, or
+        ``InputBox(lower=..., upper=...)``.  Default: the box stored in the ONNX metadata.
     formulation : {"bigm", "partition"}
         How each unstable ReLU is formulated.
     relax : bool
@@ -157,7 +151,7 @@ class NNBlock(ScalarBlock):
         **kwargs,
     ) -> None:
         network, onnx_source = load_network(source)
-        box = _input_box(network, input_bounds)
+        box = resolve_box(input_bounds, network)
         form = resolve_formulation(formulation, partitions, split)
         net_bounds = resolve_bounds(
             network, box, bounds, onnx_source, bound_time_limit, executor, workers
@@ -303,17 +297,6 @@ class CheckResult:
 
 
 # ---------------------------------------------------------------------- pure helpers
-def _input_box(network: Network, input_bounds) -> tuple[np.ndarray, np.ndarray]:
-    if input_bounds is None:
-        if network.input_bounds is None:
-            raise InputBoundsError(
-                f"no input bounds: pass input_bounds= for all {network.n_inputs} inputs "
-                f"(inputs 0..{network.n_inputs - 1} lack bounds; the ONNX metadata stores none)"
-            )
-        return network.input_bounds
-    return check_input_bounds(input_bounds, network.n_inputs)
-
-
 def layer_statistics(network: Network, bounds: NetworkBounds) -> list[dict[str, float]]:
     """Per layer: neurons, unstable / stable counts, and the big-M constants of unstable ReLUs.
 

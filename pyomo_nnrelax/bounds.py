@@ -11,8 +11,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .box import InputBox, resolve_box
 from .errors import InvalidNetworkError
-from .network import Network, check_input_bounds
+from .network import Network
 
 
 def is_unstable(lower: np.ndarray, upper: np.ndarray) -> np.ndarray:
@@ -44,6 +45,11 @@ class NetworkBounds:
         for lo, hi in zip(self.lower, self.upper):
             if lo.shape != hi.shape:
                 raise InvalidNetworkError("lower and upper bounds of a layer differ in shape")
+
+    @property
+    def input_box(self) -> InputBox:
+        """The input box the bounds were computed over."""
+        return InputBox(self.input_lower, self.input_upper)
 
     def post_activation(self, network: Network, layer: int) -> tuple[np.ndarray, np.ndarray]:
         """Bounds on the output of ``layer`` (after its activation); ``-1`` gives the input box."""
@@ -98,11 +104,10 @@ def interval_bounds(network: Network, input_bounds=None) -> NetworkBounds:
     """Interval bound propagation over the input box.
 
     ``L = W+ l + W- u + b`` and ``U = W+ u + W- l + b`` layer by layer, with ReLU applied to
-    the bounds of hidden layers.  ``input_bounds`` defaults to the bounds the network carries.
+    the bounds of hidden layers.  ``input_bounds`` (any form of
+    :func:`~pyomo_nnrelax.box.as_input_box`) defaults to the box the network carries.
     """
-    if input_bounds is None:
-        input_bounds = network.input_bounds
-    lo, hi = check_input_bounds(input_bounds, network.n_inputs)
+    lo, hi = resolve_box(input_bounds, network)
     lowers, uppers = [], []
     h_lo, h_hi = lo, hi
     for layer in network.layers:

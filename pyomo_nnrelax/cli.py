@@ -25,7 +25,7 @@ import numpy as np
 
 from . import __version__
 from .errors import NNRelaxError
-from .network import Network, check_input_bounds
+from .network import Network
 from .sweep import input_box, parse_regularizer, read_data
 
 BOUND_CHOICES = ("interval", "lp", "milp", "stored")
@@ -209,7 +209,7 @@ def inspect_report(path: Path, network: Network, box, bounds) -> dict[str, Any]:
         "onnx_ops": dict(sorted(ops.items())),
         "widths": list(network.widths),
         "activations": [layer.activation for layer in network.layers],
-        "input_bounds": [list(pair) for pair in box],
+        "input_bounds": [list(pair) for pair in box.pairs()],
         "bounds": bounds.method,
         "layers": layers,
         "unstable": unstable,
@@ -268,7 +268,7 @@ def inspect(
     box = input_box(network, input_bounds)
     with _stdout_to_stderr():
         bounds = resolve_bounds(
-            network, check_input_bounds(box, network.n_inputs), method, model, time_limit, None
+            network, box, method, model, time_limit, None
         )
     report = inspect_report(model, network, box, bounds)
     click.echo(json.dumps(report, indent=2) if as_json else format_inspect(report))
@@ -337,8 +337,7 @@ def tighten(
     finally:
         if bar is not None:
             bar.close()
-    lower, upper = np.array(box).T
-    write_onnx(network.with_input_bounds(lower, upper), output, bounds=tight, overwrite=True)
+    write_onnx(network.with_input_bounds(*box), output, bounds=tight, overwrite=True)
     click.echo(
         f"unstable neurons: {start.unstable_count(network)} (interval) -> "
         f"{tight.unstable_count(network)} ({tight.method})"

@@ -13,6 +13,7 @@ from math import prod
 
 import numpy as np
 
+from .box import InputBox, as_input_box
 from .errors import InputBoundsError, InvalidNetworkError
 
 ACTIVATIONS = ("relu", "linear")
@@ -86,8 +87,9 @@ class Network:
         Default: flat vectors.
     input_name, output_name : str
         Names of the ONNX graph's input and output, kept on a round trip.
-    input_bounds : (lower, upper) pair of arrays, optional
-        A box over the flattened input, e.g. read from the ONNX file's metadata.
+    input_bounds : InputBox or (lo, hi) pairs, optional
+        A box over the flattened input, e.g. read from the ONNX file's metadata; kept as an
+        :class:`~pyomo_nnrelax.box.InputBox` (read by :func:`~pyomo_nnrelax.box.as_input_box`).
     """
 
     layers: tuple[Layer, ...]
@@ -95,7 +97,7 @@ class Network:
     output_shape: tuple[int, ...] = ()
     input_name: str = "input"
     output_name: str = "output"
-    input_bounds: tuple[np.ndarray, np.ndarray] | None = field(default=None)
+    input_bounds: InputBox | None = field(default=None)
 
     def __post_init__(self) -> None:
         layers = tuple(self.layers)
@@ -128,8 +130,8 @@ class Network:
         object.__setattr__(self, "input_shape", in_shape)
         object.__setattr__(self, "output_shape", out_shape)
         if self.input_bounds is not None:
-            lo, hi = check_input_bounds(self.input_bounds, layers[0].n_in)
-            object.__setattr__(self, "input_bounds", (_frozen(lo), _frozen(hi)))
+            box = as_input_box(self.input_bounds, layers[0].n_in)
+            object.__setattr__(self, "input_bounds", box)
 
     # ------------------------------------------------------------------ construction
     @classmethod
@@ -137,7 +139,7 @@ class Network:
         cls,
         sizes: Sequence[int],
         seed: int | None = 0,
-        input_bounds: tuple[np.ndarray, np.ndarray] | None = None,
+        input_bounds=None,
     ) -> Network:
         """A ReLU MLP with He-uniform random weights, e.g. ``Network.mlp([2, 25, 25, 1])``.
 
@@ -192,7 +194,7 @@ class Network:
             self.output_shape,
             self.input_name,
             self.output_name,
-            (np.asarray(lower), np.asarray(upper)),
+            InputBox(lower, upper),
         )
 
     # ------------------------------------------------------------------ evaluation
@@ -247,53 +249,6 @@ class Network:
     def __repr__(self) -> str:
         acts = "".join("r" if layer.activation == "relu" else "l" for layer in self.layers)
         return f"Network(widths={self.widths}, activations={acts!r})"
-
-
-def check_input_bounds(bounds, n_inputs: int) -> tuple[np.ndarray, np.ndarray]:
-    """Normalise input bounds to two float arrays of length ``n_inputs`` and validate them.
-
-    Accepts a list of ``(lo, hi)`` pairs, or a pair ``(lower_array, upper_array)``.
-    Raises :class:`InputBoundsError` naming the offending inputs.
-    """
-    if bounds is None:
-        raise InputBoundsError(
-            f"no input bounds given: all {n_inputs} inputs need finite (lo, hi) bounds"
-        )
-    try:
-        arr = np.asarray(bounds, dtype=np.float64)
-    except (TypeError, ValueError) as exc:
-        raise InputBoundsError(f"input bounds could not be read as numbers: {exc}") from None
-    if _looks_like_pair_of_arrays(bounds) and arr.shape[0] == 2 and arr[0].size == n_inputs:
-        lo, hi = arr[0].reshape(-1), arr[1].reshape(-1)
-    elif arr.shape == (n_inputs, 2):
-        lo, hi = arr[:, 0], arr[:, 1]
-    elif arr.ndim >= 2 and arr.shape[0] == 2 and arr[0].size == n_inputs:
-        lo, hi = arr[0].reshape(-1), arr[1].reshape(-1)
-    else:
-        raise InputBoundsError(
-            f"input bounds have shape {arr.shape}; expected {n_inputs} (lo, hi) pairs "
-            f"or two arrays of length {n_inputs}"
-        )
-    bad = np.flatnonzero(~np.isfinite(lo) | ~np.isfinite(hi))
-    if bad.size:
-        raise InputBoundsError(f"input bounds are not finite for inputs {bad.tolist()}")
-    inverted = np.flatnonzero(lo > hi)
-    if inverted.size:
-        i = int(inverted[0])
-        raise InputBoundsError(
-            f"input bounds are inverted (lower > upper) for inputs {inverted.tolist()}, "
-            f"e.g. input {i}: [{lo[i]}, {hi[i]}]"
-        )
-    return lo.copy(), hi.copy()
-
-
-def _looks_like_pair_of_arrays(bounds) -> bool:
-    """True when ``bounds`` was given as ``(lower_array, upper_array)`` (numpy arrays)."""
-    return (
-        isinstance(bounds, (tuple, list))
-        and len(bounds) == 2
-        and all(isinstance(b, np.ndarray) for b in bounds)
-    )
 
 
 def forward_cache(

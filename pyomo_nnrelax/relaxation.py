@@ -96,7 +96,7 @@ def solve_pyomo(
     """
     m = pyo.ConcreteModel()
     m.nn = NNBlock(
-        network, input_bounds=(bounds.input_lower, bounds.input_upper), relax=True, bounds=bounds
+        network, input_bounds=bounds.input_box, relax=True, bounds=bounds
     )
     model = m.nn.matrix_model
     m.w = pyo.Param(range(network.n_outputs), mutable=True, initialize=0.0)

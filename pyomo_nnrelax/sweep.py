@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from .errors import InputBoundsError
+from .box import InputBox, expand_pairs, resolve_box
 from .training.regularizers import (
     L1,
     L2,
@@ -202,32 +202,11 @@ def split_data(
     return tuple((X[rows], y[rows]) for rows in parts)
 
 
-def data_box(X: np.ndarray) -> list[tuple[float, float]]:
-    """The bounding box of the data: one (min, max) pair per input column."""
-    return list(zip(X.min(axis=0).tolist(), X.max(axis=0).tolist(), strict=True))
-
-
-def expand_bounds(pairs: Sequence[tuple[float, float]], n_inputs: int) -> list[tuple[float, float]]:
-    """One (lo, hi) pair per input: a single pair is repeated, otherwise counts must match."""
-    if len(pairs) == 1:
-        return list(pairs) * n_inputs
-    if len(pairs) != n_inputs:
-        raise InputBoundsError(
-            f"--input-bounds gives {len(pairs)} pairs but the network has {n_inputs} inputs"
-        )
-    return list(pairs)
-
-
-def input_box(network, pairs, X: np.ndarray | None = None) -> list[tuple[float, float]]:
-    """The input box: ``pairs`` (--input-bounds), else the model's stored box, else the data's
-    (when given).  The CLI commands and every run of a sweep choose it the same way."""
-    if pairs is not None:
-        return expand_bounds(pairs, network.n_inputs)
-    if network.input_bounds is not None:
-        return list(zip(*(b.tolist() for b in network.input_bounds), strict=True))
-    if X is not None:
-        return data_box(X)
-    raise InputBoundsError("the model stores no input box; pass --input-bounds")
+def input_box(network, pairs, X: np.ndarray | None = None) -> InputBox:
+    """The input box: ``pairs`` (--input-bounds, one pair standing for every input), else the
+    model's stored box, else the data's (when given); see :func:`~pyomo_nnrelax.box.resolve_box`."""
+    given = None if pairs is None else expand_pairs(pairs, network.n_inputs)
+    return resolve_box(given, network, X)
 
 
 def run_config(config: RunConfig) -> dict[str, Any]:

@@ -13,10 +13,10 @@ import pytest
 from click.testing import CliRunner
 
 from pyomo_nnrelax import Network
+from pyomo_nnrelax.box import expand_pairs
 from pyomo_nnrelax.cli import main, parse_arch, parse_bounds_text, parse_number_list
 from pyomo_nnrelax.errors import InputBoundsError
 from pyomo_nnrelax.onnx_io import read_onnx, read_stored_bounds
-from pyomo_nnrelax.sweep import expand_bounds
 
 
 @pytest.fixture
@@ -58,10 +58,10 @@ def test_parse_bounds_text():
 
 
 def test_expand_bounds_repeats_one_pair_and_checks_counts():
-    assert expand_bounds([(-1.0, 1.0)], 3) == [(-1.0, 1.0)] * 3
-    assert expand_bounds([(0.0, 1.0), (2.0, 3.0)], 2) == [(0.0, 1.0), (2.0, 3.0)]
+    assert expand_pairs([(-1.0, 1.0)], 3).pairs() == [(-1.0, 1.0)] * 3
+    assert expand_pairs([(0.0, 1.0), (2.0, 3.0)], 2).pairs() == [(0.0, 1.0), (2.0, 3.0)]
     with pytest.raises(InputBoundsError, match="2 pairs but the network has 3 inputs"):
-        expand_bounds([(0.0, 1.0), (2.0, 3.0)], 3)
+        expand_pairs([(0.0, 1.0), (2.0, 3.0)], 3)
 
 
 def test_parse_arch_and_number_lists():

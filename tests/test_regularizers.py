@@ -9,6 +9,7 @@ import pytest
 from scipy.optimize import linprog
 
 from pyomo_nnrelax import Layer, Network, interval_bounds, relaxation
+from pyomo_nnrelax.box import InputBox
 from pyomo_nnrelax.lp.projected import ProjectedLPSolver
 from pyomo_nnrelax.training import (
     L1,
@@ -24,7 +25,7 @@ from pyomo_nnrelax.training import (
     ibp_forward,
 )
 
-BOX = (np.array([-1.0, -0.5]), np.array([1.0, 1.5]))
+BOX = InputBox(lower=[-1.0, -0.5], upper=[1.0, 1.5])
 
 
 def _flat(layers) -> np.ndarray:

@@ -86,7 +86,7 @@ def tighten_bounds(
         With ``method`` set to ``"lp"`` or ``"milp"``; never looser than the starting bounds.
     """
     _check_arguments(method, bounds, input_bounds, time_limit, executor, chunks, rounding)
-    box = input_bounds if bounds is None else (bounds.input_lower, bounds.input_upper)
+    box = input_bounds if bounds is None else bounds.input_box
     start = interval_bounds(network, box)
     if bounds is not None:
         start = start.intersect(bounds)

@@ -19,6 +19,7 @@ import onnx
 from onnx import TensorProto, numpy_helper
 
 from ..bounds import NetworkBounds
+from ..box import InputBox
 from ..errors import InvalidNetworkError, OnnxImportError, UnsupportedOperationError
 from ..network import Layer, Network
 from .load import FLOAT_TYPES, Source, load_model
@@ -146,14 +147,14 @@ def read_onnx(source: Source, *, name_for_errors: str | None = None) -> Network:
         layers, pending, info, input_shape = _walk(model)
     except (OnnxImportError, InvalidNetworkError) as exc:
         raise type(exc)(f"{label}: {exc}") from None
-    bounds = stored_input_box(model, label)
+    stored = stored_input_box(model, label)
     return Network(
         _close(layers, pending),
         input_shape=input_shape,
         output_shape=pending.shape,
         input_name=info.name,
         output_name=model.graph.output[0].name,
-        input_bounds=bounds,
+        input_bounds=None if stored is None else InputBox(*stored),
     )
 
 

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..bounds import is_unstable
+from ..box import InputBox
 from ..checks import positive_int
 from ..lp.projected import ProjectedLPSolver, solve_batch
 from ..lp.solutions import RelaxationBatch
@@ -64,7 +65,7 @@ class RegContext:
     @property
     def network(self) -> Network:
         """The current layers as a :class:`Network` carrying the input box."""
-        return Network(self.layers, input_bounds=(self.input_lower, self.input_upper))
+        return Network(self.layers, input_bounds=InputBox(self.input_lower, self.input_upper))
 
 
 class Regularizer:

@@ -13,9 +13,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..box import InputBox, resolve_box
 from ..checks import positive_float, positive_int
 from ..errors import InputBoundsError
-from ..network import Layer, Network, check_input_bounds, forward_cache
+from ..network import Layer, Network, forward_cache
 from .backprop import add_grads, backward, predict
 from .losses import Loss, MSELoss, PinballLoss
 from .optim import Adam
@@ -211,21 +212,15 @@ class Trainer:
         return tuple(q.tolist())
 
     @staticmethod
-    def _check_box(
-        input_bounds, network: Network, regularizer
-    ) -> tuple[np.ndarray, np.ndarray] | None:
-        box = input_bounds if input_bounds is not None else network.input_bounds
-        if box is None:
+    def _check_box(input_bounds, network: Network, regularizer) -> InputBox | None:
+        if input_bounds is None and network.input_bounds is None:
             if regularizer is not None and regularizer.uses_bounds:
-                raise ValueError(
+                raise InputBoundsError(
                     f"input_bounds are required for {regularizer!r} (bounds are taken over the "
                     f"input box); pass input_bounds or a network that carries them"
                 )
             return None
-        try:
-            return check_input_bounds(box, network.n_inputs)
-        except InputBoundsError as exc:
-            raise InputBoundsError(f"input_bounds: {exc}") from None
+        return resolve_box(input_bounds, network)
 
     # ------------------------------------------------------------------ state
     def _start(self) -> None:
