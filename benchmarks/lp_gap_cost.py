@@ -26,7 +26,7 @@ import numpy as np
 from scipy.optimize import linprog
 
 from pyomo_nnrelax import Layer, Network, interval_bounds
-from pyomo_nnrelax.benchmarks.functions import box, latin_hypercube, peaks
+from pyomo_nnrelax.experiments.functions import box, latin_hypercube, peaks
 from pyomo_nnrelax.formulations.bigm import bigm_model
 from pyomo_nnrelax.lp.highs import HighsModel
 from pyomo_nnrelax.relaxation import (

@@ -32,10 +32,10 @@ import numpy as np
 import pyomo.environ as pyo
 
 from pyomo_nnrelax import Network, NetworkBounds, NNBlock, interval_bounds
-from pyomo_nnrelax.benchmarks.functions import box, latin_hypercube, peaks
-from pyomo_nnrelax.block import big_m_summary, layer_statistics
-from pyomo_nnrelax.onnx_io import write_onnx
-from pyomo_nnrelax.lp.tightening import tighten_bounds
+from pyomo_nnrelax.experiments.functions import box, latin_hypercube, peaks
+from pyomo_nnrelax.bounds import big_m_summary, layer_statistics
+from pyomo_nnrelax import tighten_bounds
+from pyomo_nnrelax.onnx import write_onnx
 from pyomo_nnrelax.training import Trainer
 
 FORMULATIONS = (

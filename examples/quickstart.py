@@ -22,10 +22,10 @@ import numpy as np
 import pyomo.environ as pyo
 
 from pyomo_nnrelax import Network, NNBlock
-from pyomo_nnrelax.benchmarks.functions import box, latin_hypercube, peaks
-from pyomo_nnrelax.measure import SolveStats, difficulty, solve_model
+from pyomo_nnrelax.experiments.functions import box, latin_hypercube, peaks
+from pyomo_nnrelax.experiments.measure import SolveStats, difficulty, solve_model
 from pyomo_nnrelax.training import BoundWidth, LPGap, Trainer
-from pyomo_nnrelax.training.refine import refine
+from pyomo_nnrelax.experiments.refine import refine
 
 
 def minimise(path: Path, domain: np.ndarray, time_limit: float) -> SolveStats:

@@ -35,7 +35,7 @@ import numpy as np
 import pyomo.environ as pyo
 
 from pyomo_nnrelax import Network, NNBlock
-from pyomo_nnrelax.benchmarks.functions import latin_hypercube
+from pyomo_nnrelax.experiments.functions import latin_hypercube
 from pyomo_nnrelax.training import BoundWidth, PinballLoss, Trainer
 
 QUANTILES = (0.1, 0.5, 0.9)

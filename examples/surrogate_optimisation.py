@@ -32,10 +32,10 @@ import numpy as np
 import pyomo.environ as pyo
 
 from pyomo_nnrelax import Network, NNBlock
-from pyomo_nnrelax.benchmarks.functions import box, himmelblau, latin_hypercube
-from pyomo_nnrelax.measure import difficulty
+from pyomo_nnrelax.experiments.functions import box, himmelblau, latin_hypercube
+from pyomo_nnrelax.experiments.measure import difficulty
 from pyomo_nnrelax.training import BoundWidth, LPGap, Trainer
-from pyomo_nnrelax.training.refine import refine
+from pyomo_nnrelax.experiments.refine import refine
 
 
 @dataclass(frozen=True)

@@ -120,3 +120,37 @@ def interval_bounds(network: Network, input_bounds=None) -> NetworkBounds:
         else:
             h_lo, h_hi = z_lo, z_hi
     return NetworkBounds(lo, hi, tuple(lowers), tuple(uppers), "interval")
+
+
+def layer_statistics(network: Network, bounds: NetworkBounds) -> list[dict[str, float]]:
+    """Per layer: neurons, unstable / stable counts, and the big-M constants of unstable ReLUs.
+
+    The big-M constant of an unstable neuron is ``max(-L, U)``.
+    """
+    rows = []
+    for l, layer in enumerate(network.layers):
+        lo, hi = bounds.lower[l], bounds.upper[l]
+        stab = bounds.stability(l) if layer.activation == "relu" else np.ones(layer.n_out)
+        unstable = stab == 0
+        big_m = np.maximum(-lo[unstable], hi[unstable])
+        rows.append(
+            {
+                "layer": l,
+                "neurons": layer.n_out,
+                "activation": layer.activation,
+                "unstable": int(unstable.sum()),
+                "stable_active": int((stab == 1).sum()) if layer.activation == "relu" else 0,
+                "stable_inactive": int((stab == -1).sum()),
+                "mean_big_m": float(big_m.mean()) if big_m.size else 0.0,
+                "max_big_m": float(big_m.max()) if big_m.size else 0.0,
+            }
+        )
+    return rows
+
+
+def big_m_summary(rows: list[dict[str, float]]) -> tuple[int, float]:
+    """Unstable neurons and their mean big-M constant over all layers of
+    :func:`layer_statistics` rows."""
+    unstable = sum(r["unstable"] for r in rows)
+    total = sum(r["mean_big_m"] * r["unstable"] for r in rows)
+    return unstable, total / unstable if unstable else 0.0

@@ -1,153 +1,20 @@
-"""How hard a network is to optimise over: unstable neurons, big-M sizes, LP gap, MILP time.
+"""Deprecated alias of :mod:`pyomo_nnrelax.experiments.measure` (the 0.1 module name), kept so
+that code written for it keeps working."""
 
-Every measurement builds the package's own :class:`~pyomo_nnrelax.block.NNBlock` and solves
-it through Pyomo's HiGHS interface, so the figures are those a user of the block would see.
-"""
-
-from __future__ import annotations
-
-import math
-import time
-from dataclasses import asdict, dataclass
-
-import numpy as np
-import pyomo.environ as pyo
-from pyomo.contrib.solver.common.factory import SolverFactory
-from pyomo.contrib.solver.common.results import TerminationCondition
-
-from .block import NNBlock, big_m_summary, layer_statistics
-from .bounds import interval_bounds
-from .errors import SolverError
-from .network import Network
-
-SENSES = ("min", "max")
-LIMITS = (
-    TerminationCondition.maxTimeLimit,
-    TerminationCondition.iterationLimit,
-    TerminationCondition.interrupted,
+from .experiments.measure import (
+    Difficulty,
+    SolveStats,
+    difficulty,
+    objective_expression,
+    solve_block,
+    solve_model,
 )
 
-
-@dataclass(frozen=True)
-class SolveStats:
-    """One solve of the embedded network: value, proven bound, time, nodes, status.
-
-    ``objective`` is NaN when a limit stopped the solve before any solution was found.
-    """
-
-    objective: float
-    bound: float
-    seconds: float
-    nodes: int
-    optimal: bool
-    status: str
-
-
-@dataclass(frozen=True)
-class Difficulty:
-    """How hard the MILP over a network is, with the LP relaxation gap.
-
-    ``lp_gap`` is ``|MILP optimum - LP optimum|``; when the MILP was stopped by its time limit
-    the MILP's proven bound stands in for its optimum, so ``lp_gap`` is then a lower bound on
-    the true gap (``milp.optimal`` says which).
-    """
-
-    unstable: int
-    mean_big_m: float
-    lp_value: float
-    milp: SolveStats | None
-    lp_gap: float | None
-
-    def as_dict(self) -> dict[str, float | int | str | None]:
-        """A flat dict (for histories, CSV and JSON)."""
-        flat = {k: v for k, v in asdict(self).items() if k != "milp"}
-        milp = self.milp or SolveStats(math.nan, math.nan, math.nan, 0, False, "not run")
-        flat.update({f"milp_{k}": v for k, v in asdict(milp).items()})
-        return flat
-
-
-def objective_expression(block: NNBlock, weights: np.ndarray | None):
-    """``weights @ outputs`` (the first output when ``weights`` is None)."""
-    if weights is None:
-        return block.outputs[0]
-    return sum(float(w) * block.outputs[j] for j, w in enumerate(np.asarray(weights)) if w != 0)
-
-
-def solve_block(
-    network: Network,
-    input_bounds,
-    sense: str = "min",
-    weights: np.ndarray | None = None,
-    relax: bool = False,
-    time_limit: float | None = None,
-    **block_options,
-) -> SolveStats:
-    """Build ``NNBlock(network, ...)``, optimise ``weights @ outputs`` on HiGHS, return stats."""
-    if sense not in SENSES:
-        raise ValueError(f"sense must be one of {SENSES}, got {sense!r}")
-    m = pyo.ConcreteModel()
-    m.nn = NNBlock(network, input_bounds=input_bounds, relax=relax, **block_options)
-    m.obj = pyo.Objective(
-        expr=objective_expression(m.nn, weights),
-        sense=pyo.minimize if sense == "min" else pyo.maximize,
-    )
-    return solve_model(m, time_limit)
-
-
-def solve_model(m: pyo.ConcreteModel, time_limit: float | None = None, load: bool = False):
-    """Solve a Pyomo model (e.g. one holding an :class:`NNBlock`) on HiGHS and return its
-    :class:`SolveStats`; ``load=True`` loads the solution found into the model's variables.
-
-    Raises :class:`SolverError` when HiGHS stops without a solution and not at a limit.
-    """
-    solver = SolverFactory("highs")
-    options = {"load_solutions": False, "raise_exception_on_nonoptimal_result": False}
-    if time_limit is not None:
-        options["time_limit"] = float(time_limit)
-    start = time.perf_counter()
-    result = solver.solve(m, **options)
-    seconds = time.perf_counter() - start
-    condition = result.termination_condition
-    optimal = condition == TerminationCondition.convergenceCriteriaSatisfied
-    limited = condition in LIMITS
-    if result.incumbent_objective is None and not (optimal or limited):
-        raise SolverError(f"HiGHS found no solution of the embedded network: {condition.name}")
-    if load and result.incumbent_objective is not None:
-        result.solution_loader.load_vars()
-    bound = result.objective_bound
-    incumbent = result.incumbent_objective
-    return SolveStats(
-        objective=float(incumbent) if incumbent is not None else math.nan,
-        bound=float(bound) if bound is not None else math.nan,
-        seconds=seconds,
-        nodes=int(getattr(result.extra_info, "mip_node_count", 0) or 0),
-        optimal=optimal,
-        status=condition.name,
-    )
-
-
-def difficulty(
-    network: Network,
-    input_bounds,
-    sense: str = "min",
-    weights: np.ndarray | None = None,
-    milp_time_limit: float | None = 60.0,
-    milp: SolveStats | None = None,
-) -> Difficulty:
-    """Unstable neurons and mean big-M (interval bounds), LP value, and optionally the MILP.
-
-    ``milp_time_limit=None`` skips the MILP (and so the LP gap), which can take long on an
-    unregularized deep network.  ``milp`` passes the stats of a MILP the caller has already
-    solved over the same network, box and objective (:func:`solve_model`), instead of solving
-    it again.
-    """
-    bounds = interval_bounds(network, input_bounds)
-    unstable, big_m = big_m_summary(layer_statistics(network, bounds))
-    lp = solve_block(network, input_bounds, sense, weights, relax=True)
-    gap = None
-    if milp is None and milp_time_limit is not None:
-        milp = solve_block(network, input_bounds, sense, weights, time_limit=milp_time_limit)
-    if milp is not None:
-        reference = milp.objective if milp.optimal else milp.bound
-        gap = abs(reference - lp.objective)
-    return Difficulty(unstable, big_m, lp.objective, milp, gap)
+__all__ = [
+    "Difficulty",
+    "SolveStats",
+    "difficulty",
+    "objective_expression",
+    "solve_block",
+    "solve_model",
+]

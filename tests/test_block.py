@@ -16,7 +16,7 @@ from pyomo_nnrelax import (
     interval_bounds,
 )
 from pyomo_nnrelax.block import NNBlock
-from pyomo_nnrelax.onnx_io import run_onnxruntime
+from pyomo_nnrelax.onnx import run_onnxruntime
 
 SOLVER = "highs"
 

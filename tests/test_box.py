@@ -6,10 +6,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from pyomo_nnrelax import InputBox, Network, NNBlock, interval_bounds
+from pyomo_nnrelax import InputBox, Network, NNBlock, interval_bounds, tighten_bounds
 from pyomo_nnrelax.box import as_input_box, expand_pairs, resolve_box
 from pyomo_nnrelax.errors import InputBoundsError
-from pyomo_nnrelax.lp.tightening import tighten_bounds
 from pyomo_nnrelax.training import Trainer
 
 AMBIGUOUS = ([-1.5, -1.0], [1.0, 1.5])

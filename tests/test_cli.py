@@ -16,7 +16,7 @@ from pyomo_nnrelax import Network
 from pyomo_nnrelax.box import expand_pairs
 from pyomo_nnrelax.cli import main, parse_arch, parse_bounds_text, parse_number_list
 from pyomo_nnrelax.errors import InputBoundsError
-from pyomo_nnrelax.onnx_io import read_onnx, read_stored_bounds
+from pyomo_nnrelax.onnx import read_onnx, read_stored_bounds
 
 
 @pytest.fixture

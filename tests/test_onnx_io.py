@@ -23,7 +23,7 @@ from pyomo_nnrelax import (
     UnsupportedOperationError,
     interval_bounds,
 )
-from pyomo_nnrelax.onnx_io import read_onnx, read_stored_bounds, run_onnxruntime, write_onnx
+from pyomo_nnrelax.onnx import read_onnx, read_stored_bounds, run_onnxruntime, write_onnx
 
 RNG = np.random.default_rng(1234)
 

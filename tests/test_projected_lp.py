@@ -6,9 +6,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from pyomo_nnrelax import Layer, Network, NetworkBounds, interval_bounds
+from pyomo_nnrelax import Layer, Network, NetworkBounds, interval_bounds, tighten_bounds
 from pyomo_nnrelax.lp.projected import ProjectedLPSolver, nearest_neighbour_path, projected_lp
-from pyomo_nnrelax.lp.tightening import tighten_bounds
 from pyomo_nnrelax.relaxation import solve_relaxations
 
 BOX = (np.full(2, -1.0), np.full(2, 1.0))

@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 
 from pyomo_nnrelax import Network
-from pyomo_nnrelax.onnx_io import read_onnx
+from pyomo_nnrelax.experiments.refine import RefineHistory, refine
+from pyomo_nnrelax.onnx import read_onnx
 from pyomo_nnrelax.training import BoundWidth
-from pyomo_nnrelax.training.refine import RefineHistory, refine
 
 BOX = [(-2.0, 2.0), (-2.0, 2.0)]
 

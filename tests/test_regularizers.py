@@ -300,7 +300,7 @@ def test_trainer_runs_the_pyomo_backend_with_the_highs_backends_values(monkeypat
 
 
 def test_lp_gap_training_shrinks_the_gap():
-    from pyomo_nnrelax.benchmarks import box, latin_hypercube, peaks
+    from pyomo_nnrelax.experiments.functions import box, latin_hypercube, peaks
 
     domain = box("peaks")
     X = latin_hypercube(300, domain, seed=0)

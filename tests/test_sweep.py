@@ -9,17 +9,11 @@ from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 import numpy as np
 import pytest
 
-from pyomo_nnrelax.sweep import (
-    RunConfig,
-    grid,
-    pareto_mask,
-    parse_regularizer,
-    read_data,
-    run_config,
-    run_sweep,
-    split_data,
-)
+from pyomo_nnrelax.experiments.data import read_data, split_data
+from pyomo_nnrelax.experiments.plots import pareto_mask
+from pyomo_nnrelax.experiments.sweep import RunConfig, grid, run_config, run_sweep
 from pyomo_nnrelax.training import LPGap
+from pyomo_nnrelax.training.regularizers import parse_regularizer
 
 
 @pytest.fixture

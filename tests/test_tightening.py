@@ -8,9 +8,8 @@ from concurrent.futures import ProcessPoolExecutor
 import numpy as np
 import pytest
 
-from pyomo_nnrelax import Network, NetworkBounds, interval_bounds
-from pyomo_nnrelax.lp.tightening import tighten_bounds
-from pyomo_nnrelax.onnx_io import read_stored_bounds, write_onnx
+from pyomo_nnrelax import Network, NetworkBounds, interval_bounds, tighten_bounds
+from pyomo_nnrelax.onnx import read_stored_bounds, write_onnx
 
 NETWORKS = [([2, 10, 10, 1], 0), ([3, 8, 8, 8, 2], 1), ([4, 12, 8, 2], 2)]
 

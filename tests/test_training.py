@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 
 from pyomo_nnrelax import Network, interval_bounds
-from pyomo_nnrelax.benchmarks import ackley, box, himmelblau, latin_hypercube, peaks
+from pyomo_nnrelax.experiments.functions import ackley, box, himmelblau, latin_hypercube, peaks
 from pyomo_nnrelax.network import forward_cache
-from pyomo_nnrelax.onnx_io import run_onnxruntime
+from pyomo_nnrelax.onnx import run_onnxruntime
 from pyomo_nnrelax.training import L2, Adam, BoundWidth, MSELoss, PinballLoss, Trainer
 from pyomo_nnrelax.training.backprop import backward
 

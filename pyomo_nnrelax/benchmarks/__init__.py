@@ -1,5 +1,6 @@
-"""Benchmark functions and sampling for the training experiments (method.md section 4)."""
+"""Deprecated alias of :mod:`pyomo_nnrelax.experiments.functions` (0.1's name, which clashed
+with the repository's ``benchmarks/`` scripts); kept so that code written for it keeps working."""
 
-from .functions import ackley, box, himmelblau, latin_hypercube, peaks
+from ..experiments.functions import ackley, box, himmelblau, latin_hypercube, peaks
 
 __all__ = ["ackley", "box", "himmelblau", "latin_hypercube", "peaks"]

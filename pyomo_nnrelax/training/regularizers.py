@@ -8,7 +8,8 @@ Bound-based regularizers differentiate IBP exactly with one reverse pass
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import math
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -289,3 +290,47 @@ class LPGap(Regularizer):
         return (
             f"LPGap(sense={self.sense!r}, samples={self.samples}, exact_bounds={self.exact_bounds})"
         )
+
+
+# ---------------------------------------------------------------------- text specs
+REGULARIZERS: dict[str, Callable[[str], Regularizer]] = {
+    "bw": lambda sense: BoundWidth(),
+    "lp": lambda sense: LPGap(sense=sense),
+    "sn": lambda sense: StableNeuron(),
+    "rs": lambda sense: ReLUStability(),
+    "l1": lambda sense: L1(),
+    "l2": lambda sense: L2(),
+}
+NO_REGULARIZER = "none"
+
+
+def parse_regularizer(spec: str, sense: str = "min") -> Regularizer | None:
+    """A regularizer from a spec such as ``"bw"``, ``"bw+lp"`` or ``"0.5*bw+lp"``.
+
+    ``"none"`` gives None.  Names: bw (bound width), lp (LP gap, optimisation ``sense``),
+    sn (stable neuron), rs (ReLU stability), l1, l2.  Raises ValueError naming the allowed
+    names on anything else.
+    """
+    text = spec.strip().lower()
+    if text == NO_REGULARIZER:
+        return None
+    allowed = ", ".join([*REGULARIZERS, NO_REGULARIZER])
+    total: Regularizer | None = None
+    for term in text.split("+"):
+        weight_text, _, name = term.strip().rpartition("*")
+        name = name.strip()
+        if name not in REGULARIZERS:
+            raise ValueError(f"unknown regularizer {name!r} in {spec!r}; allowed: {allowed}")
+        try:
+            weight = float(weight_text) if weight_text.strip() else 1.0
+        except ValueError:
+            raise ValueError(
+                f"bad weight {weight_text.strip()!r} in regularizer {spec!r}"
+            ) from None
+        if not math.isfinite(weight) or weight <= 0:
+            raise ValueError(
+                f"regularizer weights must be positive numbers, got {weight} in {spec!r}"
+            )
+        part = weight * REGULARIZERS[name](sense)
+        total = part if total is None else total + part
+    return total

@@ -14,8 +14,6 @@ from typing import Any
 
 import numpy as np
 
-from .sweep import pareto_mask
-
 
 def _figure(**options):
     """A matplotlib Figure without pyplot, so the caller's backend is left alone."""
@@ -93,3 +91,18 @@ def plot_pareto(
     path = Path(path)
     fig.savefig(path, dpi=100)
     return path
+
+
+def pareto_mask(errors: Sequence[float], times: Sequence[float]) -> np.ndarray:
+    """True for the points no other point beats in both error and time (both minimised).
+
+    Points with a NaN coordinate are never on the front.
+    """
+    e, t = np.asarray(errors, dtype=np.float64), np.asarray(times, dtype=np.float64)
+    finite = np.isfinite(e) & np.isfinite(t)
+    mask = finite.copy()
+    for i in np.flatnonzero(finite):
+        no_worse = finite & (e <= e[i]) & (t <= t[i])
+        better = (e < e[i]) | (t < t[i])
+        mask[i] = not np.any(no_worse & better)
+    return mask

@@ -1,0 +1,64 @@
+"""The ``nnrelax`` command line: inspect, tighten, refine, solve and sweep ONNX ReLU networks.
+
+Every command reads an ONNX file (or a data file) and prints results on stdout; progress bars
+and errors go to stderr.  Errors are one line without a traceback; the exit code is 0 on
+success, 1 on a failure while running and 2 on a usage error.  No command overwrites its input,
+and existing outputs are only replaced with ``--force``.  Each command lives in a module of its
+own; they parse and print, and call the library for everything else.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+import click
+
+from .. import __version__
+from .inspect import inspect
+from .options import USER_ERRORS, one_line, parse_arch, parse_bounds_text, parse_number_list
+from .refine import refine
+from .solve import solve
+from .sweep import sweep
+from .tighten import tighten
+
+__all__ = ["main", "parse_arch", "parse_bounds_text", "parse_number_list"]
+
+
+class NNRelaxGroup(click.Group):
+    """A click group whose errors are one line on stderr, including the package's own errors."""
+
+    def main(
+        self,
+        args: Sequence[str] | None = None,
+        prog_name: str | None = None,
+        complete_var: str | None = None,
+        standalone_mode: bool = True,
+        **extra: Any,
+    ) -> int:
+        try:
+            code = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        except click.ClickException as exc:
+            click.echo(f"Error: {one_line(exc.format_message())}", err=True)
+            code = exc.exit_code
+        except USER_ERRORS as exc:
+            click.echo(f"Error: {one_line(str(exc))}", err=True)
+            code = 1
+        except click.Abort:
+            click.echo("Aborted.", err=True)
+            code = 1
+        code = code if isinstance(code, int) else 0
+        if standalone_mode:
+            sys.exit(code)
+        return code
+
+
+@click.group(cls=NNRelaxGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="nnrelax")
+def main() -> None:
+    """Embed ReLU networks from ONNX in MILPs, tighten their bounds, and train them to be easy."""
+
+
+for command in (inspect, tighten, refine, solve, sweep):
+    main.add_command(command)

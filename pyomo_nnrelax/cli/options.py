@@ -1,0 +1,150 @@
+"""What the ``nnrelax`` commands share: text parsers, click options, output checks, and
+keeping solver banners off standard output."""
+
+from __future__ import annotations
+
+import math
+import os
+import sys
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import click
+
+from ..box import InputBox, expand_pairs, resolve_box
+from ..errors import NNRelaxError
+
+BOUND_CHOICES = ("interval", "lp", "milp", "stored")
+USER_ERRORS = (NNRelaxError, FileNotFoundError, FileExistsError, ValueError)
+
+
+def parse_bounds_text(text: str) -> list[tuple[float, float]]:
+    """``"-2,2;-1,1"`` -> ``[(-2.0, 2.0), (-1.0, 1.0)]``; one pair may stand for every input.
+
+    Raises ValueError on anything but ``;``-separated pairs of finite numbers with lo <= hi.
+    """
+    pairs = []
+    for i, item in enumerate(text.split(";")):
+        parts = item.split(",")
+        if len(parts) != 2:
+            raise ValueError(f"pair {i} {item.strip()!r} is not 'lo,hi'")
+        try:
+            lo, hi = float(parts[0]), float(parts[1])
+        except ValueError:
+            raise ValueError(f"pair {i} {item.strip()!r} is not two numbers") from None
+        if not (math.isfinite(lo) and math.isfinite(hi)):
+            raise ValueError(f"pair {i} {item.strip()!r} is not finite")
+        if lo > hi:
+            raise ValueError(f"pair {i} {item.strip()!r} is inverted (lo > hi)")
+        pairs.append((lo, hi))
+    return pairs
+
+
+def parse_number_list(text: str, kind: Callable[[str], Any]) -> list[Any]:
+    """``"1e-4,1e-3"`` -> ``[0.0001, 0.001]`` with ``kind`` (int or float) per item."""
+    items = [item.strip() for item in text.split(",") if item.strip()]
+    if not items:
+        raise ValueError(f"empty list {text!r}")
+    try:
+        return [kind(item) for item in items]
+    except ValueError:
+        raise ValueError(
+            f"{text!r} is not a comma-separated list of {kind.__name__} values"
+        ) from None
+
+
+def parse_arch(text: str) -> tuple[int, ...]:
+    """``"2-25-25-1"`` -> ``(2, 25, 25, 1)``: at least two positive widths."""
+    try:
+        sizes = tuple(int(part) for part in text.split("-"))
+    except ValueError:
+        raise ValueError(f"--arch {text!r} is not widths joined by '-', e.g. 2-25-25-1") from None
+    if len(sizes) < 2 or min(sizes) < 1:
+        raise ValueError(f"--arch {text!r} needs at least two positive widths")
+    return sizes
+
+
+def one_line(message: str) -> str:
+    """Collapse a message onto one line (errors are printed as exactly one line)."""
+    return " ".join(message.split())
+
+
+def callback(parse: Callable[[str], Any]):
+    """A click callback applying ``parse`` to a given value, ValueError -> usage error."""
+
+    def callback(ctx: click.Context, param: click.Parameter, value):
+        if value is None:
+            return None
+        try:
+            return parse(value)
+        except ValueError as exc:
+            raise click.BadParameter(str(exc), ctx=ctx, param=param) from None
+
+    return callback
+
+
+MODEL = click.argument("model", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+INPUT_BOUNDS = click.option(
+    "--input-bounds",
+    callback=callback(parse_bounds_text),
+    metavar="LO,HI[;LO,HI...]",
+    help="Input box: one 'lo,hi' pair per input, or one pair for all. "
+    "Default: the box stored in the model, else (refine, sweep) the data's bounding box.",
+)
+FORCE = click.option("--force", is_flag=True, help="Replace existing output files.")
+QUIET = click.option("--quiet", "-q", is_flag=True, help="No progress bars or messages on stderr.")
+TIME_LIMIT = click.option(
+    "--time-limit", type=click.FloatRange(min=0, min_open=True), help="Seconds per solve."
+)
+
+
+def output_option(help_text: str):
+    return click.option(
+        "-o",
+        "--output",
+        required=True,
+        help=help_text,
+        type=click.Path(dir_okay=False, path_type=Path),
+    )
+
+
+def check_outputs(outputs: Sequence[Path], inputs: Sequence[Path], force: bool) -> None:
+    """Refuse to write over an input (ever) or over an existing output (without --force)."""
+    sources = {p.resolve() for p in inputs}
+    for path in outputs:
+        if path.resolve() in sources:
+            raise click.UsageError(f"output {path} is an input file; choose another output path")
+        if path.exists() and not force:
+            raise FileExistsError(f"{path} already exists; pass --force to replace it")
+
+
+def layer_bar(quiet: bool, desc: str):
+    """A tqdm bar on stderr for ``progress(done, total)`` callbacks, or None when quiet."""
+    if quiet:
+        return None
+    from tqdm.auto import tqdm
+
+    return tqdm(desc=desc, unit="layer", file=sys.stderr)
+
+
+@contextmanager
+def stdout_to_stderr() -> Iterator[None]:
+    """Send file descriptor 1 to stderr for a while: solver banners must not mix into results."""
+    sys.stdout.flush()
+    saved = os.dup(1)
+    os.dup2(2, 1)
+    try:
+        yield
+    finally:
+        sys.stdout.flush()
+        os.dup2(saved, 1)
+        os.close(saved)
+
+
+def cli_box(network, pairs, X=None) -> InputBox:
+    """The input box of a command: ``--input-bounds`` (one pair standing for every input),
+    else the box the model stores, else (with data) the data's bounding box."""
+    given = None if pairs is None else expand_pairs(pairs, network.n_inputs)
+    return resolve_box(given, network, X)

@@ -1,0 +1,184 @@
+"""``nnrelax sweep``: train a grid of networks; table and plot of test error against MILP time."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import click
+
+from .options import (
+    FORCE,
+    INPUT_BOUNDS,
+    QUIET,
+    callback,
+    check_outputs,
+    one_line,
+    output_option,
+    parse_arch,
+    parse_number_list,
+    stdout_to_stderr,
+)
+
+
+def _executor(scheduler: str | None, workers: int | None, n_runs: int):
+    """A dask ``Client(scheduler).get_executor()``, or a spawned local process pool."""
+    if scheduler is not None:
+        try:
+            from distributed import Client
+        except ImportError:
+            raise click.ClickException(
+                "--scheduler needs dask.distributed: pip install 'dask[distributed]'"
+            ) from None
+        client = Client(scheduler)
+        return client.get_executor(), client.close
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    pool = ProcessPoolExecutor(
+        max_workers=workers or min(n_runs, os.cpu_count() or 1),
+        mp_context=multiprocessing.get_context("spawn"),
+    )
+    return pool, pool.shutdown
+
+
+@click.command()
+@click.option(
+    "--data",
+    required=True,
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="Data: .npz with arrays X and y, or .csv (targets last).",
+)
+@click.option(
+    "--model",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="Start every run from this ONNX network.",
+)
+@click.option(
+    "--arch",
+    callback=callback(parse_arch),
+    metavar="W0-W1-...-WL",
+    help="Start from Network.mlp(widths, seed) instead, e.g. 2-25-25-1.",
+)
+@output_option("Results table (CSV); the Pareto plot goes next to it (.png).")
+@click.option(
+    "--regularizers",
+    default="none,bw,bw+lp",
+    show_default=True,
+    help="Comma-separated regularizer specs.",
+)
+@click.option(
+    "--lams",
+    default="1e-4,1e-3",
+    show_default=True,
+    callback=callback(lambda t: parse_number_list(t, float)),
+    help="Comma-separated.",
+)
+@click.option(
+    "--seeds",
+    default="0",
+    show_default=True,
+    callback=callback(lambda t: parse_number_list(t, int)),
+    help="Comma-separated.",
+)
+@click.option("--epochs", type=click.IntRange(min=1), default=50, show_default=True)
+@click.option(
+    "--targets",
+    type=click.IntRange(min=1),
+    default=1,
+    show_default=True,
+    help="Number of target columns at the end of a CSV file.",
+)
+@click.option("--batch-size", type=click.IntRange(min=1), default=64, show_default=True)
+@click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=1e-3, show_default=True)
+@click.option("--sense", type=click.Choice(("min", "max")), default="min", show_default=True)
+@INPUT_BOUNDS
+@click.option(
+    "--milp-time-limit",
+    type=click.FloatRange(min=0, min_open=True),
+    default=60.0,
+    show_default=True,
+    help="Seconds for each run's MILP measurement.",
+)
+@click.option("--scheduler", metavar="ADDRESS", help="dask.distributed scheduler to run on.")
+@click.option(
+    "--workers",
+    type=click.IntRange(min=1),
+    help="Local worker processes (default: one per CPU, at most one per run).",
+)
+@FORCE
+@QUIET
+def sweep(
+    data: Path,
+    model: Path | None,
+    arch,
+    output: Path,
+    regularizers: str,
+    lams,
+    seeds,
+    epochs: int,
+    targets: int,
+    batch_size: int,
+    lr: float,
+    sense: str,
+    input_bounds,
+    milp_time_limit: float,
+    scheduler: str | None,
+    workers: int | None,
+    force: bool,
+    quiet: bool,
+) -> None:
+    """Train a grid of networks; table and plot test error against MILP time."""
+    from ..experiments.data import save_rows
+    from ..experiments.plots import plot_pareto
+    from ..experiments.sweep import grid, run_sweep
+
+    if (model is None) == (arch is None):
+        raise click.UsageError("give exactly one of --model and --arch")
+    png = output.with_suffix(".png")
+    check_outputs([output, png], [data, *([model] if model else [])], force)
+    base = {
+        "data": os.fspath(data.resolve()),
+        "model": os.fspath(model.resolve()) if model else None,
+        "arch": arch,
+        "input_bounds": tuple(input_bounds) if input_bounds else None,
+        "targets": targets,
+        "epochs": epochs,
+        "batch_size": batch_size,
+        "lr": lr,
+        "sense": sense,
+        "milp_time_limit": milp_time_limit,
+    }
+    try:
+        configs = grid(base, [s for s in regularizers.split(",") if s.strip()], lams, seeds)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="'--regularizers'") from None
+    executor, close = _executor(scheduler, workers, len(configs))
+    bar = None
+    if not quiet:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=len(configs), desc="sweep", unit="run", file=sys.stderr)
+    try:
+        with stdout_to_stderr():
+            rows = run_sweep(
+                configs, executor, progress=None if bar is None else lambda row: bar.update(1)
+            )
+    finally:
+        close()
+        if bar is not None:
+            bar.close()
+    save_rows(rows, output)
+    plot_pareto(rows, png)
+    failed = [row for row in rows if "error" in row]
+    if not quiet:
+        for row in failed:
+            click.echo(
+                f"run {row['regularizer']} lam={row['lam']} seed={row['seed']} failed: "
+                f"{one_line(row['error'])}",
+                err=True,
+            )
+    click.echo(f"{len(rows) - len(failed)} of {len(rows)} runs done; wrote {output} and {png}")
+    if failed and len(failed) == len(rows):
+        raise click.ClickException("every run of the sweep failed")

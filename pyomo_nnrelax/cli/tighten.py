@@ -1,0 +1,90 @@
+"""``nnrelax tighten``: tighten a model's bounds and store them in a copy's metadata."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from .options import (
+    FORCE,
+    INPUT_BOUNDS,
+    MODEL,
+    QUIET,
+    TIME_LIMIT,
+    check_outputs,
+    cli_box,
+    layer_bar,
+    output_option,
+    stdout_to_stderr,
+)
+
+
+@click.command()
+@MODEL
+@output_option("Where to write the network with its tightened bounds (ONNX).")
+@click.option(
+    "--bounds",
+    "method",
+    type=click.Choice(("lp", "milp")),
+    default="lp",
+    show_default=True,
+    help="Tighten with LPs or MILPs per neuron.",
+)
+@TIME_LIMIT
+@INPUT_BOUNDS
+@click.option(
+    "--rounding",
+    type=click.FloatRange(min=0),
+    default=0.0,
+    show_default=True,
+    help="Absolute outward rounding of every solved bound.",
+)
+@FORCE
+@QUIET
+def tighten(
+    model: Path,
+    output: Path,
+    method: str,
+    time_limit: float | None,
+    input_bounds,
+    rounding: float,
+    force: bool,
+    quiet: bool,
+) -> None:
+    """Tighten the bounds of MODEL; write them into the metadata of OUTPUT."""
+    from ..bounds import interval_bounds
+    from ..lp.tightening import tighten_bounds
+    from ..onnx import read_onnx, write_onnx
+
+    check_outputs([output], [model], force)
+    network = read_onnx(model)
+    box = cli_box(network, input_bounds)
+    start = interval_bounds(network, box)
+    bar = layer_bar(quiet, f"tighten ({method})")
+
+    def progress(done: int, total: int) -> None:
+        bar.total = total
+        bar.update(done - bar.n)
+
+    try:
+        with stdout_to_stderr():
+            tight = tighten_bounds(
+                network,
+                start,
+                method,
+                time_limit=time_limit,
+                rounding=rounding,
+                progress=progress if bar is not None else None,
+            )
+        if bar is not None and bar.total:
+            bar.update(bar.total - bar.n)
+    finally:
+        if bar is not None:
+            bar.close()
+    write_onnx(network.with_input_bounds(*box), output, bounds=tight, overwrite=True)
+    click.echo(
+        f"unstable neurons: {start.unstable_count(network)} (interval) -> "
+        f"{tight.unstable_count(network)} ({tight.method})"
+    )
+    click.echo(f"wrote {output}")

@@ -1,0 +1,95 @@
+"""Data in and out of the experiments: reading ``.npz``/``.csv`` data sets, a fixed
+train/validation/test split, and writing result rows as CSV or JSON."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+
+def read_data(path: str | os.PathLike, targets: int = 1) -> tuple[np.ndarray, np.ndarray]:
+    """Inputs X (n, d) and targets y (n, targets) from ``.npz`` (arrays X, y) or ``.csv``.
+
+    In a CSV file the last ``targets`` columns are the targets; a first row that is not
+    numeric is taken as a header.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"data file {os.fspath(path)} does not exist")
+    suffix = path.suffix.lower()
+    if suffix == ".npz":
+        with np.load(path) as archive:
+            missing = {"X", "y"} - set(archive.files)
+            if missing:
+                raise ValueError(
+                    f"{path}: arrays {sorted(missing)} missing; it holds {archive.files}"
+                )
+            X, y = archive["X"].astype(np.float64), archive["y"].astype(np.float64)
+        return X, y.reshape(len(y), -1)
+    if suffix != ".csv":
+        raise ValueError(f"{path}: data must be a .npz or .csv file")
+    lines = [line for line in path.read_text().splitlines() if line.strip()]
+    if lines and not _numeric_row(lines[0]):
+        lines = lines[1:]
+    try:
+        table = np.array([[float(v) for v in line.split(",")] for line in lines], dtype=np.float64)
+    except ValueError as exc:
+        raise ValueError(f"{path}: non-numeric value in the data ({exc})") from None
+    if table.ndim != 2 or table.shape[0] == 0 or table.shape[1] <= targets:
+        raise ValueError(
+            f"{path}: need rows of at least {targets + 1} comma-separated numbers "
+            f"(inputs, then {targets} target column(s))"
+        )
+    return table[:, :-targets], table[:, -targets:]
+
+
+def _numeric_row(line: str) -> bool:
+    try:
+        [float(v) for v in line.split(",")]
+    except ValueError:
+        return False
+    return True
+
+
+def split_data(
+    X: np.ndarray, y: np.ndarray, val_fraction: float, test_fraction: float, seed: int = 0
+) -> tuple[tuple[np.ndarray, np.ndarray], ...]:
+    """A shuffled (train, validation, test) split of (X, y); each part keeps at least one row."""
+    n = len(X)
+    n_val, n_test = round(n * val_fraction), round(n * test_fraction)
+    if n_val < 1 or n_test < 1 or n - n_val - n_test < 1:
+        raise ValueError(
+            f"{n} samples cannot be split into training, validation ({val_fraction}) and "
+            f"test ({test_fraction}) parts"
+        )
+    order = np.random.default_rng(seed).permutation(n)
+    parts = np.split(order, [n - n_val - n_test, n - n_test])
+    return tuple((X[rows], y[rows]) for rows in parts)
+
+
+def save_rows(rows: list[dict[str, Any]], path: str | os.PathLike) -> Path:
+    """Write dict rows to ``path``: ``.csv`` as a table (union of the keys), else as JSON."""
+    path = Path(path)
+    if path.suffix.lower() == ".csv":
+        columns = list(dict.fromkeys(k for row in rows for k in row))
+        with path.open("w", newline="") as handle:
+            writer = csv.DictWriter(handle, fieldnames=columns)
+            writer.writeheader()
+            writer.writerows(rows)
+    else:
+        path.write_text(json.dumps(rows, indent=2, default=_json_default))
+    return path
+
+
+def _json_default(value):
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    if isinstance(value, Path):
+        return str(value)
+    return float(value)

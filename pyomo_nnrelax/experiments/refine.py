@@ -1,0 +1,214 @@
+"""The refinement loop: train a network round after round toward an easier MILP.
+
+Each round runs some epochs of :class:`Trainer` and then measures the network through the
+package's own Pyomo block (unstable neurons, mean big-M, LP relaxation value, and, with a time
+limit, the MILP solve time, nodes and global LP gap), writes a checkpoint ONNX file, and
+stops early once the targets are met.  The input file is never overwritten.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..network import Network
+from ..onnx import read_onnx
+from ..training import BoundWidth, LPGap, Regularizer, Trainer
+from .data import save_rows
+from .measure import difficulty
+
+HISTORY_FILE = "history.json"
+
+
+@dataclass
+class RefineHistory:
+    """One row per round (round 0 is the starting network), saved as JSON or CSV."""
+
+    rows: list[dict[str, Any]] = field(default_factory=list)
+
+    def save(self, path: str | os.PathLike) -> Path:
+        """Write the rows to ``path``: ``.csv`` as a table, anything else as JSON."""
+        return save_rows(self.rows, path)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> RefineHistory:
+        """Read a history written by :meth:`save` in JSON."""
+        return cls(json.loads(Path(path).read_text()))
+
+    def column(self, name: str) -> list[Any]:
+        return [row.get(name) for row in self.rows]
+
+
+@dataclass(frozen=True)
+class RefineResult:
+    """The last round's network, the history, and the checkpoint files written."""
+
+    network: Network
+    history: RefineHistory
+    checkpoints: list[Path]
+    stopped_by: str
+
+
+def _default_output_dir(source) -> Path:
+    if isinstance(source, (str, os.PathLike)):
+        path = Path(source)
+        return path.with_name(path.stem + "_refined")
+    return Path("nnrelax_refined")
+
+
+def _checkpoint(output_dir: Path, round_index: int) -> Path:
+    return output_dir / f"round_{round_index:03d}.onnx"
+
+
+def _targets_met(row: dict[str, Any], targets: dict[str, float | None]) -> str | None:
+    """The name of the first target met by ``row`` (all given targets must hold), or None."""
+    given = {k: v for k, v in targets.items() if v is not None}
+    if not given:
+        return None
+    for key, limit in given.items():
+        value = row.get(key)
+        if value is None or (isinstance(value, float) and math.isnan(value)) or value > limit:
+            return None
+    return "targets " + ", ".join(f"{k} <= {v}" for k, v in given.items())
+
+
+def refine(
+    source: str | os.PathLike | Network,
+    X,
+    y,
+    *,
+    input_bounds=None,
+    rounds: int = 5,
+    epochs_per_round: int = 20,
+    regularizer: Regularizer | None = None,
+    lam: float = 1e-3,
+    validation=None,
+    output_dir: str | os.PathLike | None = None,
+    target_unstable: int | None = None,
+    target_lp_gap: float | None = None,
+    target_milp_seconds: float | None = None,
+    milp_time_limit: float | None = 60.0,
+    sense: str = "min",
+    resume: bool = False,
+    overwrite: bool = False,
+    progress: bool = True,
+    **trainer_options,
+) -> RefineResult:
+    """Alternate training epochs with measurements of the MILP, writing a checkpoint per round.
+
+    Parameters
+    ----------
+    source : path or Network
+        The network to refine (ONNX file or Network); never overwritten.
+    X, y, validation, lam, trainer_options :
+        Passed to :class:`Trainer` (``batch_size``, ``lr``, ``seed``, ``loss``, ...).
+    regularizer : Regularizer, optional
+        Default ``BoundWidth() + LPGap(sense=sense)`` (the paper's BW+LP).
+    rounds, epochs_per_round : int
+        At most ``rounds`` rounds of ``epochs_per_round`` epochs.
+    output_dir : path, optional
+        Where ``round_000.onnx`` (the start), ``round_001.onnx``, ... and ``history.json`` go;
+        default ``<input stem>_refined/`` beside the input.
+    target_unstable, target_lp_gap, target_milp_seconds : optional
+        Stop after the first round meeting every target given.
+    milp_time_limit : float or None
+        Time limit of each round's MILP solve (seconds); None skips the MILP, and with it
+        the global LP gap and MILP time.
+    resume : bool
+        Continue from the last checkpoint and history in ``output_dir`` (Adam restarts).
+    overwrite : bool
+        Allow replacing checkpoints of an earlier run in ``output_dir``.
+    """
+    if rounds < 1 or epochs_per_round < 1:
+        raise ValueError("rounds and epochs_per_round must be positive integers")
+    network = source if isinstance(source, Network) else read_onnx(source)
+    output_dir = Path(output_dir) if output_dir is not None else _default_output_dir(source)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    history = RefineHistory()
+    first_round, epoch_offset = 0, 0
+    if resume:
+        history = RefineHistory.load(output_dir / HISTORY_FILE)
+        first_round = int(history.rows[-1]["round"])
+        epoch_offset = int(history.rows[-1]["epochs"])
+        network = read_onnx(_checkpoint(output_dir, first_round))
+    elif not overwrite:
+        existing = [p for p in output_dir.glob("round_*.onnx")]
+        if existing:
+            raise FileExistsError(
+                f"{output_dir} already holds checkpoints ({existing[0].name}, ...); "
+                "pass resume=True to continue them or overwrite=True to replace them"
+            )
+    trainer = Trainer(
+        network,
+        X,
+        y,
+        input_bounds=input_bounds,
+        validation=validation,
+        lam=lam,
+        regularizer=regularizer if regularizer is not None else BoundWidth() + LPGap(sense=sense),
+        epochs=epochs_per_round,
+        **trainer_options,
+    )
+    box = trainer.input_bounds  # input_bounds, else the network's, checked by the trainer
+    targets = {
+        "unstable": target_unstable,
+        "lp_gap": target_lp_gap,
+        "milp_seconds": target_milp_seconds,
+    }
+
+    def measure(net: Network):
+        return difficulty(net, box, sense, milp_time_limit=milp_time_limit)
+
+    checkpoints: list[Path] = []
+    if not resume:
+        start_row = {"round": 0, "epochs": 0, **measure(network).as_dict()}
+        checkpoints.append(_save(network, box, output_dir, 0, overwrite))
+        history.rows.append(start_row)
+        history.save(output_dir / HISTORY_FILE)
+    stopped_by = f"{rounds} rounds"
+    bar = _progress(rounds) if progress else None
+    for round_index in range(first_round + 1, first_round + rounds + 1):
+        start = time.perf_counter()
+        result = trainer.fit(epochs_per_round)
+        seconds = time.perf_counter() - start
+        network = result.network
+        row = {
+            "round": round_index,
+            "epochs": epoch_offset + trainer.history_[-1].epoch,
+            "train_loss": result.history[-1].train_loss,
+            "val_loss": result.history[-1].val_loss,
+            "regularizer": result.history[-1].regularizer,
+            "lp_failures": sum(e.lp_failures for e in result.history),
+            "train_seconds": seconds,
+            **measure(network).as_dict(),
+        }
+        history.rows.append(row)
+        checkpoints.append(_save(network, box, output_dir, round_index, overwrite))
+        history.save(output_dir / HISTORY_FILE)
+        if bar is not None:
+            bar.update(1)
+            bar.set_postfix(unstable=row["unstable"], lp_gap=row["lp_gap"], loss=row["train_loss"])
+        met = _targets_met(row, targets)
+        if met:
+            stopped_by = met
+            break
+    if bar is not None:
+        bar.close()
+    return RefineResult(network, history, checkpoints, stopped_by)
+
+
+def _save(network: Network, box, output_dir: Path, round_index: int, overwrite: bool) -> Path:
+    path = _checkpoint(output_dir, round_index)
+    network.with_input_bounds(*box).to_onnx(path, overwrite=overwrite)
+    return path
+
+
+def _progress(rounds: int):
+    from tqdm.auto import tqdm
+
+    return tqdm(total=rounds, desc="refine", unit="round")
