@@ -25,13 +25,14 @@ from pyomo.core.expr.numeric_expr import LinearExpression
 from .bounds import NetworkBounds, interval_bounds, layer_statistics
 from .box import InputBox, resolve_box
 from .errors import InputBoundsError, NNRelaxError
-from .formulations import Formulation, layer_keys, network_model
+from .formulations import Formulation, network_model, start_values
+from .formulations.bigm import BIGM
 from .formulations.matrix_model import MatrixModel
+from .formulations.partition import partition_formulation
+from .lp.tightening import tighten_bounds
 from .network import Network
 from .onnx import read_onnx, read_stored_bounds, run_onnxruntime
-
-FORMULATIONS = ("bigm", "partition")
-BOUND_METHODS = ("interval", "lp", "milp", "stored")
+from .options import BOUND_METHODS, FORMULATIONS, BoundMethod, FormulationName, check_option
 
 
 def load_network(source: Any) -> tuple[Network, onnx.ModelProto | str | None]:
@@ -45,61 +46,52 @@ def load_network(source: Any) -> tuple[Network, onnx.ModelProto | str | None]:
     )
 
 
-def resolve_formulation(name: str, partitions: int, split: str) -> Formulation:
+def resolve_formulation(name: FormulationName, partitions: int, split: str) -> Formulation:
     """The :class:`Formulation` called ``name`` with its options."""
-    if name == "bigm":
-        from .formulations.bigm import BIGM
-
-        return BIGM
-    if name == "partition":
-        from .formulations.partition import partition_formulation
-
-        return partition_formulation(partitions, split)
-    raise ValueError(f"formulation must be one of {FORMULATIONS}, got {name!r}")
+    check_option("formulation", name, FORMULATIONS)
+    return BIGM if name == "bigm" else partition_formulation(partitions, split)
 
 
 def resolve_bounds(
     network: Network,
     box: InputBox,
-    method: str | NetworkBounds | None,
+    bounds: BoundMethod | NetworkBounds | None,
     onnx_source,
     time_limit: float | None,
     executor,
     workers: int | None = None,
 ) -> NetworkBounds:
-    """Pre-activation bounds over ``box`` by ``method``.
+    """The pre-activation bounds over ``box`` that ``NNBlock(bounds=...)`` asks for.
 
-    ``None`` uses bounds stored in the ONNX metadata when they were computed over the same
-    box, and interval bounds otherwise.  A :class:`NetworkBounds` is used as given (checked
-    against the box).
+    A method name computes them (``"stored"`` reads them from the ONNX metadata); ``None``
+    uses the stored bounds when they were computed over the same box, else interval bounds;
+    a :class:`NetworkBounds` is used as given, after checking its box.
     """
-    if isinstance(method, NetworkBounds):
-        if method.input_box != box:
+    if isinstance(bounds, NetworkBounds):
+        if bounds.input_box != box:
             raise InputBoundsError(
                 "the NetworkBounds given were computed over a different input box"
             )
-        return method
-    if method not in (None, *BOUND_METHODS):
+        return bounds
+    if bounds not in (None, *BOUND_METHODS):
         raise ValueError(
-            f"bounds must be one of {BOUND_METHODS} or a NetworkBounds, got {method!r}"
+            f"bounds must be one of {BOUND_METHODS} or a NetworkBounds, got {bounds!r}"
         )
-    if method in (None, "stored"):
+    if bounds in (None, "stored"):
         stored = read_stored_bounds(onnx_source, network) if onnx_source is not None else None
         if stored is not None and stored.input_box == box:
             return stored
-        if method == "stored":
+        if bounds == "stored":
             raise InputBoundsError(
                 "bounds='stored' but the ONNX model has no stored bounds over this input box"
             )
         return interval_bounds(network, box)
-    if method == "interval":
+    if bounds == "interval":
         return interval_bounds(network, box)
-    from .lp.tightening import tighten_bounds
-
     return tighten_bounds(
         network,
         None,
-        method,
+        bounds,
         input_bounds=box,
         time_limit=time_limit,
         executor=executor,
@@ -140,9 +132,9 @@ class NNBlock(ScalarBlock):
         self,
         source: Any,
         input_bounds=None,
-        formulation: str = "bigm",
+        formulation: FormulationName = "bigm",
         relax: bool = False,
-        bounds: str | NetworkBounds | None = None,
+        bounds: BoundMethod | NetworkBounds | None = None,
         partitions: int = 2,
         split: str = "equal_size",
         bound_time_limit: float | None = None,
@@ -297,30 +289,6 @@ class CheckResult:
 
 
 # ---------------------------------------------------------------------- pure helpers
-def start_values(
-    network: Network, bounds: NetworkBounds, formulation: Formulation, x: np.ndarray
-) -> dict[tuple[str, int | None], np.ndarray]:
-    """Values of every variable group of the formulation at input ``x`` (one forward pass)."""
-    values: dict[tuple[str, int | None], np.ndarray] = {("inputs", None): x}
-    h = x
-    for l, layer in enumerate(network.layers):
-        z = layer.weight @ h + layer.bias
-        z_key, xh_key = layer_keys(network, l)
-        values[z_key] = z
-        if xh_key is not None:
-            xh = np.maximum(z, 0.0)
-            values[xh_key] = xh
-            z_bounds = (bounds.lower[l], bounds.upper[l])
-            extra = formulation.start_values(
-                layer, h, z, bounds.post_activation(network, l - 1), z_bounds
-            )
-            values.update({(name, l): v for name, v in extra.items()})
-            h = xh
-        else:
-            h = z
-    return values
-
-
 def _values(component, n: int, name: str) -> np.ndarray:
     values = [component[i].value for i in range(n)]
     missing = [i for i, v in enumerate(values) if v is None]
@@ -350,6 +318,19 @@ def _build_components(block: NNBlock) -> None:
     for (name, layer), group in model.row_groups.items():
         cons = pyo.Constraint(group.index.tolist(), rule=_row_rule(model, group, column_vars))
         setattr(block if layer is None else block.layer[layer], name, cons)
+    if block._formulation.name.startswith("partition"):
+        _add_inactive_alias(block)
+
+
+def _add_inactive_alias(block: NNBlock) -> None:
+    """``layer[l].inactive[j] = 1 - is_active[j]``: the partition binary under its 0.1 name
+    and sense (sigma = 1 meaning inactive), as an expression; deprecated."""
+    for l in block.layer:
+        sub = block.layer[l]
+        if hasattr(sub, "is_active"):
+            sub.inactive = pyo.Expression(
+                list(sub.is_active.keys()), rule=lambda b, j: 1 - b.is_active[j]
+            )
 
 
 def _row_rule(model: MatrixModel, group, column_vars: list):

@@ -1,19 +1,23 @@
 """Pre-activation bounds over an input box, and interval bound propagation (IBP).
 
 :class:`NetworkBounds` holds, for every layer, a lower and upper bound on each neuron's
-pre-activation ``z``.  Formulations read them; tightening (``pyomo_nnrelax.tightening``)
+pre-activation ``z``.  Formulations read them; tightening (:mod:`pyomo_nnrelax.lp.tightening`)
 replaces them with tighter ones.  All arrays are float64.
+
+Interval bound propagation is written once, :func:`ibp_forward`, from two steps:
+:func:`layer_interval` (the affine map) and :func:`activation_interval`.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
 from .box import InputBox, resolve_box
 from .errors import InvalidNetworkError
-from .network import Network
+from .network import Layer, Network
 
 
 def is_unstable(lower: np.ndarray, upper: np.ndarray) -> np.ndarray:
@@ -55,10 +59,9 @@ class NetworkBounds:
         """Bounds on the output of ``layer`` (after its activation); ``-1`` gives the input box."""
         if layer < 0:
             return self.input_lower, self.input_upper
-        lo, hi = self.lower[layer], self.upper[layer]
-        if network.layers[layer].activation == "relu":
-            return np.maximum(lo, 0.0), np.maximum(hi, 0.0)
-        return lo, hi
+        return activation_interval(
+            network.layers[layer].activation, self.lower[layer], self.upper[layer]
+        )
 
     def stability(self, layer: int) -> np.ndarray:
         """Per neuron of ``layer``: +1 stable-active (L >= 0), -1 stable-inactive (U <= 0),
@@ -100,26 +103,72 @@ def affine_interval(weights: np.ndarray, lower: np.ndarray, upper: np.ndarray):
     return w_pos @ lower + w_neg @ upper, w_pos @ upper + w_neg @ lower
 
 
-def interval_bounds(network: Network, input_bounds=None) -> NetworkBounds:
-    """Interval bound propagation over the input box.
+def layer_interval(layer: Layer, lower: np.ndarray, upper: np.ndarray):
+    """Bounds ``L = W+ l + W- u + b``, ``U = W+ u + W- l + b`` on the pre-activation of
+    ``layer`` over inputs in ``[lower, upper]``: one step of interval propagation."""
+    z_lo, z_hi = affine_interval(layer.weight, lower, upper)
+    return z_lo + layer.bias, z_hi + layer.bias
 
-    ``L = W+ l + W- u + b`` and ``U = W+ u + W- l + b`` layer by layer, with ReLU applied to
-    the bounds of hidden layers.  ``input_bounds`` (any form of
-    :func:`~pyomo_nnrelax.box.as_input_box`) defaults to the box the network carries.
+
+def activation_interval(activation: str, lower: np.ndarray, upper: np.ndarray):
+    """Bounds on the output of ``activation`` for pre-activations in ``[lower, upper]``."""
+    if activation == "relu":
+        return np.maximum(lower, 0.0), np.maximum(upper, 0.0)
+    return lower, upper
+
+
+@dataclass(frozen=True)
+class IBPTrace:
+    """Interval bounds of every layer and the input bounds they were computed from (what the
+    trainer's reverse pass, :func:`pyomo_nnrelax.training.ibp_backward`, needs).
+
+    Attributes
+    ----------
+    lower, upper : list of ndarray
+        Pre-activation bounds ``L^l``, ``U^l`` of layer ``l``.
+    in_lower, in_upper : list of ndarray
+        Bounds of the input of layer ``l`` (``lh^(l-1)``, ``uh^(l-1)``; the box for l = 0).
     """
-    lo, hi = resolve_box(input_bounds, network)
-    lowers, uppers = [], []
-    h_lo, h_hi = lo, hi
-    for layer in network.layers:
-        z_lo, z_hi = affine_interval(layer.weight, h_lo, h_hi)
-        z_lo, z_hi = z_lo + layer.bias, z_hi + layer.bias
-        lowers.append(z_lo)
-        uppers.append(z_hi)
-        if layer.activation == "relu":
-            h_lo, h_hi = np.maximum(z_lo, 0.0), np.maximum(z_hi, 0.0)
-        else:
-            h_lo, h_hi = z_lo, z_hi
-    return NetworkBounds(lo, hi, tuple(lowers), tuple(uppers), "interval")
+
+    lower: list[np.ndarray]
+    upper: list[np.ndarray]
+    in_lower: list[np.ndarray]
+    in_upper: list[np.ndarray]
+
+    def to_bounds(self) -> NetworkBounds:
+        """The bounds as a :class:`NetworkBounds` (method "interval")."""
+        return NetworkBounds(
+            self.in_lower[0], self.in_upper[0], tuple(self.lower), tuple(self.upper), "interval"
+        )
+
+
+def ibp_forward(layers: Sequence[Layer], lower, upper) -> IBPTrace:
+    """Interval bound propagation of a layer stack over the box ``[lower, upper]``: the one
+    propagation routine (``interval_bounds``, bound tightening and the trainer use it)."""
+    h_lo, h_hi = np.asarray(lower, dtype=np.float64), np.asarray(upper, dtype=np.float64)
+    trace = IBPTrace([], [], [], [])
+    for layer in layers:
+        z_lo, z_hi = layer_interval(layer, h_lo, h_hi)
+        trace.in_lower.append(h_lo)
+        trace.in_upper.append(h_hi)
+        trace.lower.append(z_lo)
+        trace.upper.append(z_hi)
+        h_lo, h_hi = activation_interval(layer.activation, z_lo, z_hi)
+    return trace
+
+
+def interval_bounds(network: Network, input_bounds=None) -> NetworkBounds:
+    """Interval bound propagation (IBP) over the input box.
+
+    ``input_bounds`` (any form of :func:`~pyomo_nnrelax.box.as_input_box`) defaults to the
+    box the network carries.
+
+    >>> net = Network.mlp([2, 3, 1], seed=0)
+    >>> bounds = interval_bounds(net, [(-1, 1), (-1, 1)])
+    >>> [b.shape for b in bounds.lower], bounds.unstable_count(net)
+    ([(3,), (1,)], 3)
+    """
+    return ibp_forward(network.layers, *resolve_box(input_bounds, network)).to_bounds()
 
 
 def layer_statistics(network: Network, bounds: NetworkBounds) -> list[dict[str, float]]:

@@ -40,9 +40,7 @@ from .formulations.matrix_model import Key, MatrixModel
 from .lp.projected import solve_batch
 from .lp.solutions import RelaxationBatch, Solutions, empty_solutions, split_by_nearer_bound
 from .network import Network
-
-SENSES = ("min", "max")
-BACKENDS = ("highs", "pyomo")
+from .options import LP_BACKENDS, SENSES, LPBackend, Sense, check_option
 
 
 # ---------------------------------------------------------------------- assembly
@@ -95,9 +93,7 @@ def solve_pyomo(
     parameters, so a persistent solver (``appsi_highs``) only sees bound and cost updates.
     """
     m = pyo.ConcreteModel()
-    m.nn = NNBlock(
-        network, input_bounds=bounds.input_box, relax=True, bounds=bounds
-    )
+    m.nn = NNBlock(network, input_bounds=bounds.input_box, relax=True, bounds=bounds)
     model = m.nn.matrix_model
     m.w = pyo.Param(range(network.n_outputs), mutable=True, initialize=0.0)
     m.obj = pyo.Objective(
@@ -139,20 +135,13 @@ def block_components(block, groups: dict[Key, object]) -> list:
 
 
 # ---------------------------------------------------------------------- entry point
-def check_sense(sense: str) -> str:
-    """``sense`` itself, after checking it is "min" or "max"."""
-    if sense not in SENSES:
-        raise ValueError(f"sense must be one of {SENSES}, got {sense!r}")
-    return sense
-
-
 def solve_relaxations(
     network: Network,
     bounds: NetworkBounds,
     X,
     objective_weights,
-    sense: str = "min",
-    backend: str = "highs",
+    sense: Sense = "min",
+    backend: LPBackend = "highs",
     solver: str | None = None,
     executor: Executor | None = None,
 ) -> RelaxationBatch:
@@ -181,7 +170,8 @@ def solve_relaxations(
     RelaxationBatch
         Failed LPs (``ok`` False) have NaN value and zero gradients; the caller counts them.
     """
-    check_sense(sense)
+    check_option("sense", sense, SENSES)
+    check_option("backend", backend, LP_BACKENDS)
     X = np.asarray(X, dtype=np.float64).reshape(-1, network.n_inputs)
     weights = sample_weights(objective_weights, len(X), network.n_outputs)
     if backend == "highs":
@@ -189,4 +179,3 @@ def solve_relaxations(
     if backend == "pyomo":
         model, sol = solve_pyomo(network, bounds, X, weights, sense, solver)
         return assemble(network, bounds, model, sol, X)
-    raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")

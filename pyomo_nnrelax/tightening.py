@@ -1,6 +1,7 @@
 """Deprecated alias of :mod:`pyomo_nnrelax.lp.tightening` (the 0.1 module name), kept so that
 code written for it keeps working; use ``pyomo_nnrelax.tighten_bounds`` instead."""
 
-from .lp.tightening import METHODS, tighten_bounds
+from .lp.tightening import tighten_bounds
+from .options import TIGHTENING_METHODS as METHODS
 
 __all__ = ["METHODS", "tighten_bounds"]

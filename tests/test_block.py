@@ -338,3 +338,21 @@ def test_warm_start_satisfies_every_partition_constraint():
         assert c.upper is None or body <= pyo.value(c.upper) + 1e-9, c.name
     for v in m.component_data_objects(pyo.Var):
         assert v.value is not None, v.name
+
+
+def test_both_formulations_name_their_binary_is_active_with_one_meaning_active():
+    """``is_active[j] = 1`` exactly where the neuron's pre-activation is positive, in big-M and
+    in the partition formulation; the partition's 0.1 name ``inactive`` reads ``1 - is_active``."""
+    net = Network.mlp([2, 6, 1], seed=2)
+    x = np.array([0.4, -0.7])
+    z = net.pre_activations(x)[0][0]
+    for formulation in ("bigm", "partition"):
+        m = pyo.ConcreteModel()
+        m.nn = NNBlock(net, input_bounds=[(-1, 1), (-1, 1)], formulation=formulation)
+        m.nn.warm_start(x)
+        binaries = m.nn.layer[0].is_active
+        assert len(binaries) > 0
+        for j in binaries:
+            assert binaries[j].value == float(z[j] > 0)
+            if formulation == "partition":
+                assert pyo.value(m.nn.layer[0].inactive[j]) == 1.0 - binaries[j].value

@@ -8,12 +8,9 @@ import pytest
 from pyomo_nnrelax import Layer, Network, interval_bounds
 from pyomo_nnrelax.formulations import network_model
 from pyomo_nnrelax.formulations.bigm import BIGM
-from pyomo_nnrelax.formulations.partition import (
-    STRATEGIES,
-    partition_formulation,
-    split_inputs,
-)
+from pyomo_nnrelax.formulations.partition import partition_formulation, split_inputs
 from pyomo_nnrelax.lp.highs import HighsModel
+from pyomo_nnrelax.options import SPLIT_STRATEGIES as STRATEGIES
 
 TOL = 1e-6
 NETWORKS = [([3, 8, 8, 2], 1), ([4, 10, 6, 2], 2), ([2, 12, 12, 1], 3), ([5, 6, 6, 6, 2], 4)]
@@ -142,7 +139,7 @@ def test_labels_decode_to_neuron_and_group():
     model = network_model(net, bounds, partition_formulation(3))
     labels = model.var_groups[("partition_p", 0)].index
     neuron, k = np.divmod(labels, 3)
-    unstable = model.var_groups[("inactive", 0)].index
+    unstable = model.var_groups[("is_active", 0)].index
     assert set(neuron) == set(unstable) and set(k) == {0, 1, 2}
 
 

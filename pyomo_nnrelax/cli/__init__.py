@@ -16,8 +16,8 @@ from typing import Any
 import click
 
 from .. import __version__
+from .common import USER_ERRORS, one_line, parse_arch, parse_bounds_text, parse_number_list
 from .inspect import inspect
-from .options import USER_ERRORS, one_line, parse_arch, parse_bounds_text, parse_number_list
 from .refine import refine
 from .solve import solve
 from .sweep import sweep

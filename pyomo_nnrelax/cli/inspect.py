@@ -11,7 +11,8 @@ from typing import Any
 import click
 
 from ..network import Network
-from .options import BOUND_CHOICES, INPUT_BOUNDS, MODEL, TIME_LIMIT, cli_box, stdout_to_stderr
+from ..options import BOUND_METHODS
+from .common import INPUT_BOUNDS, MODEL, TIME_LIMIT, cli_box, stdout_to_stderr
 
 
 def inspect_report(path: Path, network: Network, box, bounds) -> dict[str, Any]:
@@ -72,7 +73,7 @@ def format_inspect(report: dict[str, Any]) -> str:
 @click.option(
     "--bounds",
     "method",
-    type=click.Choice(BOUND_CHOICES),
+    type=click.Choice(BOUND_METHODS),
     default="interval",
     show_default=True,
     help="How pre-activation bounds are computed.",

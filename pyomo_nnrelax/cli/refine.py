@@ -8,8 +8,9 @@ from pathlib import Path
 import click
 
 from ..experiments.data import read_data
+from ..options import SENSES
 from ..training.regularizers import parse_regularizer
-from .options import (
+from .common import (
     FORCE,
     INPUT_BOUNDS,
     MODEL,
@@ -70,7 +71,7 @@ def history_paths(output: Path) -> tuple[Path, Path, Path]:
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option(
     "--sense",
-    type=click.Choice(("min", "max")),
+    type=click.Choice(SENSES),
     default="min",
     show_default=True,
     help="Optimisation sense of the downstream MILP (LP gap and measurements).",

@@ -9,7 +9,8 @@ from typing import Any
 import click
 import numpy as np
 
-from .options import BOUND_CHOICES, INPUT_BOUNDS, MODEL, TIME_LIMIT, cli_box, stdout_to_stderr
+from ..options import BOUND_METHODS, FORMULATIONS
+from .common import INPUT_BOUNDS, MODEL, TIME_LIMIT, cli_box, stdout_to_stderr
 
 
 def _solve_contrib(m, name: str, time_limit: float | None) -> dict[str, Any]:
@@ -89,13 +90,11 @@ def _solve_legacy(m, solver) -> dict[str, Any]:
     show_default=True,
     help="Index of the (flattened) network output to optimise.",
 )
-@click.option(
-    "--formulation", type=click.Choice(("bigm", "partition")), default="bigm", show_default=True
-)
+@click.option("--formulation", type=click.Choice(FORMULATIONS), default="bigm", show_default=True)
 @click.option(
     "--bounds",
     "method",
-    type=click.Choice(BOUND_CHOICES),
+    type=click.Choice(BOUND_METHODS),
     help="Pre-activation bounds. Default: stored ones matching the box, else interval.",
 )
 @INPUT_BOUNDS

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import os
-import sys
 from pathlib import Path
 
 import click
 
-from .options import (
+from ..options import SENSES
+from ..progress import progress_bar
+from .common import (
     FORCE,
     INPUT_BOUNDS,
     QUIET,
@@ -92,7 +93,7 @@ def _executor(scheduler: str | None, workers: int | None, n_runs: int):
 )
 @click.option("--batch-size", type=click.IntRange(min=1), default=64, show_default=True)
 @click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=1e-3, show_default=True)
-@click.option("--sense", type=click.Choice(("min", "max")), default="min", show_default=True)
+@click.option("--sense", type=click.Choice(SENSES), default="min", show_default=True)
 @INPUT_BOUNDS
 @click.option(
     "--milp-time-limit",
@@ -155,20 +156,13 @@ def sweep(
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="'--regularizers'") from None
     executor, close = _executor(scheduler, workers, len(configs))
-    bar = None
-    if not quiet:
-        from tqdm.auto import tqdm
-
-        bar = tqdm(total=len(configs), desc="sweep", unit="run", file=sys.stderr)
+    bar = progress_bar(len(configs), "sweep", "run", show=not quiet)
     try:
         with stdout_to_stderr():
-            rows = run_sweep(
-                configs, executor, progress=None if bar is None else lambda row: bar.update(1)
-            )
+            rows = run_sweep(configs, executor, progress=lambda row: bar.update(1))
     finally:
         close()
-        if bar is not None:
-            bar.close()
+        bar.close()
     save_rows(rows, output)
     plot_pareto(rows, png)
     failed = [row for row in rows if "error" in row]

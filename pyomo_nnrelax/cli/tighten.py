@@ -6,7 +6,8 @@ from pathlib import Path
 
 import click
 
-from .options import (
+from ..progress import progress_bar
+from .common import (
     FORCE,
     INPUT_BOUNDS,
     MODEL,
@@ -14,7 +15,6 @@ from .options import (
     TIME_LIMIT,
     check_outputs,
     cli_box,
-    layer_bar,
     output_option,
     stdout_to_stderr,
 )
@@ -61,12 +61,7 @@ def tighten(
     network = read_onnx(model)
     box = cli_box(network, input_bounds)
     start = interval_bounds(network, box)
-    bar = layer_bar(quiet, f"tighten ({method})")
-
-    def progress(done: int, total: int) -> None:
-        bar.total = total
-        bar.update(done - bar.n)
-
+    bar = progress_bar(len(network.layers), f"tighten ({method})", "layer", show=not quiet)
     try:
         with stdout_to_stderr():
             tight = tighten_bounds(
@@ -75,13 +70,10 @@ def tighten(
                 method,
                 time_limit=time_limit,
                 rounding=rounding,
-                progress=progress if bar is not None else None,
+                progress=lambda layer, _: bar.update(layer + 1 - bar.n),
             )
-        if bar is not None and bar.total:
-            bar.update(bar.total - bar.n)
     finally:
-        if bar is not None:
-            bar.close()
+        bar.close()
     write_onnx(network.with_input_bounds(*box), output, bounds=tight, overwrite=True)
     click.echo(
         f"unstable neurons: {start.unstable_count(network)} (interval) -> "

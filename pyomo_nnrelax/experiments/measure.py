@@ -19,8 +19,8 @@ from ..block import NNBlock
 from ..bounds import big_m_summary, interval_bounds, layer_statistics
 from ..errors import SolverError
 from ..network import Network
+from ..options import SENSES, Sense, check_option
 
-SENSES = ("min", "max")
 LIMITS = (
     TerminationCondition.maxTimeLimit,
     TerminationCondition.iterationLimit,
@@ -76,15 +76,14 @@ def objective_expression(block: NNBlock, weights: np.ndarray | None):
 def solve_block(
     network: Network,
     input_bounds,
-    sense: str = "min",
+    sense: Sense = "min",
     weights: np.ndarray | None = None,
     relax: bool = False,
     time_limit: float | None = None,
     **block_options,
 ) -> SolveStats:
     """Build ``NNBlock(network, ...)``, optimise ``weights @ outputs`` on HiGHS, return stats."""
-    if sense not in SENSES:
-        raise ValueError(f"sense must be one of {SENSES}, got {sense!r}")
+    check_option("sense", sense, SENSES)
     m = pyo.ConcreteModel()
     m.nn = NNBlock(network, input_bounds=input_bounds, relax=relax, **block_options)
     m.obj = pyo.Objective(
@@ -129,7 +128,7 @@ def solve_model(m: pyo.ConcreteModel, time_limit: float | None = None, load: boo
 def difficulty(
     network: Network,
     input_bounds,
-    sense: str = "min",
+    sense: Sense = "min",
     weights: np.ndarray | None = None,
     milp_time_limit: float | None = 60.0,
     milp: SolveStats | None = None,

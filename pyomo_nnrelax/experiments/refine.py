@@ -18,6 +18,7 @@ from typing import Any
 
 from ..network import Network
 from ..onnx import read_onnx
+from ..progress import progress_bar
 from ..training import BoundWidth, LPGap, Regularizer, Trainer
 from .data import save_rows
 from .measure import difficulty
@@ -171,7 +172,7 @@ def refine(
         history.rows.append(start_row)
         history.save(output_dir / HISTORY_FILE)
     stopped_by = f"{rounds} rounds"
-    bar = _progress(rounds) if progress else None
+    bar = progress_bar(rounds, "refine", "round", show=progress)
     for round_index in range(first_round + 1, first_round + rounds + 1):
         start = time.perf_counter()
         result = trainer.fit(epochs_per_round)
@@ -190,15 +191,13 @@ def refine(
         history.rows.append(row)
         checkpoints.append(_save(network, box, output_dir, round_index, overwrite))
         history.save(output_dir / HISTORY_FILE)
-        if bar is not None:
-            bar.update(1)
-            bar.set_postfix(unstable=row["unstable"], lp_gap=row["lp_gap"], loss=row["train_loss"])
+        bar.update(1)
+        bar.show(unstable=row["unstable"], lp_gap=row["lp_gap"], loss=row["train_loss"])
         met = _targets_met(row, targets)
         if met:
             stopped_by = met
             break
-    if bar is not None:
-        bar.close()
+    bar.close()
     return RefineResult(network, history, checkpoints, stopped_by)
 
 
@@ -206,9 +205,3 @@ def _save(network: Network, box, output_dir: Path, round_index: int, overwrite: 
     path = _checkpoint(output_dir, round_index)
     network.with_input_bounds(*box).to_onnx(path, overwrite=overwrite)
     return path
-
-
-def _progress(rounds: int):
-    from tqdm.auto import tqdm
-
-    return tqdm(total=rounds, desc="refine", unit="round")

@@ -12,7 +12,7 @@ from typing import Protocol
 import numpy as np
 
 from ..bounds import NetworkBounds
-from ..network import Layer, Network
+from ..network import Layer, Network, forward_cache
 from .matrix_model import Key, MatrixModel, MatrixModelBuilder
 
 
@@ -139,3 +139,23 @@ def network_model(
         else:
             h_cols = z_cols
     return builder.build()
+
+
+def start_values(
+    network: Network, bounds: NetworkBounds, formulation: Formulation, x: np.ndarray
+) -> dict[Key, np.ndarray]:
+    """Values of every variable group of the formulation at input ``x`` (one forward pass):
+    a feasible point of the MILP, e.g. for a MIP start."""
+    _, inputs, pre = forward_cache(network.layers, np.asarray(x, dtype=np.float64)[None, :])
+    values: dict[Key, np.ndarray] = {("inputs", None): inputs[0][0]}
+    for l, layer in enumerate(network.layers):
+        z = pre[l][0]
+        z_key, xh_key = layer_keys(network, l)
+        values[z_key] = z
+        if xh_key is not None:
+            values[xh_key] = np.maximum(z, 0.0)
+            z_bounds = (bounds.lower[l], bounds.upper[l])
+            h_bounds = bounds.post_activation(network, l - 1)
+            extra = formulation.start_values(layer, inputs[l][0], z, h_bounds, z_bounds)
+            values.update({(name, l): v for name, v in extra.items()})
+    return values

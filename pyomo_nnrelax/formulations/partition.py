@@ -2,23 +2,25 @@
 
 The nonzero-weight inputs of an unstable neuron ``z = w @ h + b`` are split into ``N``
 disjoint sets ``S_1..S_N``; ``v_k = sum_{i in S_k} w_i h_i`` has interval bounds
-``[l_k, u_k]`` over the box of ``h``.  With ``sigma = 1`` meaning *inactive*:
+``[l_k, u_k]`` over the box of ``h``.  With the binary ``a = 1`` meaning *active* (the same
+sense as big-M's; the paper writes ``sigma = 1 - a``):
 
 .. math::
 
-    xh &= \\sum_k p_k + (1 - \\sigma) b \\\\
-    \\sum_k (v_k - p_k) + \\sigma b &\\le 0 \\\\
-    \\sum_k p_k + (1 - \\sigma) b &\\ge 0 \\\\
-    \\sigma l_k \\le v_k - p_k &\\le \\sigma u_k \\\\
-    (1 - \\sigma) l_k \\le p_k &\\le (1 - \\sigma) u_k, \\qquad \\sigma \\in \\{0, 1\\}
+    xh &= \\sum_k p_k + a b \\\\
+    \\sum_k (v_k - p_k) - a b &\\le -b \\\\
+    \\sum_k p_k + a b &\\ge 0 \\\\
+    (1 - a) l_k \\le v_k - p_k &\\le (1 - a) u_k \\\\
+    a l_k \\le p_k &\\le a u_k, \\qquad a \\in \\{0, 1\\}
 
 ``N = 1`` is as tight as big-M over interval bounds; ``N`` = number of inputs gives the
-convex hull of one neuron over the box.  ``v_k`` is an expression of the ``h`` columns, not
-a variable.  Stable neurons are written as in big-M (``xh = z`` or ``xh = 0``).
+convex hull of one neuron over the box (``docs/method.md``, section 2).  ``v_k`` is an
+expression of the ``h`` columns, not a variable.  Stable neurons are written as in big-M
+(``xh = z`` or ``xh = 0``).
 
-Groups added for layer ``l``: variables ``xh``, ``inactive`` (``sigma``, indexed by the
-unstable neurons) and ``partition_p`` (``p_k``); rows ``relu_copy`` (stable-active),
-``partition_out``, ``partition_inactive``, ``partition_active`` (one per unstable neuron),
+Groups added for layer ``l``: variables ``xh``, ``is_active`` (``a``, indexed by the unstable
+neurons) and ``partition_p`` (``p_k``); rows ``relu_copy`` (stable-active), ``partition_out``,
+``partition_inactive``, ``partition_active`` (one per unstable neuron),
 ``partition_v_lower``, ``partition_v_upper``, ``partition_p_lower``, ``partition_p_upper``
 (one per ``p_k``).  A ``p_k`` label is ``neuron * n_partitions + k``, so
 ``(neuron, k) = divmod(label, n_partitions)``; after clamping, a neuron with fewer groups
@@ -34,10 +36,9 @@ import numpy as np
 
 from ..bounds import affine_interval, is_unstable
 from ..network import Layer
+from ..options import SPLIT_STRATEGIES, check_option
 from . import Formulation, relu_output_vars
 from .matrix_model import MatrixModelBuilder
-
-STRATEGIES = ("equal_size", "equal_range", "random")
 
 
 @dataclass(frozen=True)
@@ -146,24 +147,29 @@ def partition_relu(
     p = builder.add_vars(
         "partition_p", np.minimum(v_lo, 0.0), np.maximum(v_hi, 0.0), layer_index, labels
     )
-    sigma = builder.add_vars("inactive", np.zeros(n_u), 1.0, layer_index, u, integer=not relax)
+    active = builder.add_vars("is_active", np.zeros(n_u), 1.0, layer_index, u, integer=not relax)
     b = layer.bias[u]
     minus_p = _sum_terms(p, owner, part.slot, n_u, -1.0)
     builder.add_rows(
-        "partition_out", [(xh_cols[u], np.ones(n_u)), (sigma, b), *minus_p], b, b, layer_index, u
-    )
-    builder.add_rows(
-        "partition_inactive",
-        [(sigma, b), (h_cols, layer.weight[u]), *minus_p],
-        -np.inf,
+        "partition_out",
+        [(xh_cols[u], np.ones(n_u)), (active, -b), *minus_p],
+        0.0,
         0.0,
         layer_index,
         u,
     )
     builder.add_rows(
-        "partition_active",
-        [(sigma, -b), *_sum_terms(p, owner, part.slot, n_u, 1.0)],
+        "partition_inactive",
+        [(active, -b), (h_cols, layer.weight[u]), *minus_p],
+        -np.inf,
         -b,
+        layer_index,
+        u,
+    )
+    builder.add_rows(
+        "partition_active",
+        [(active, b), *_sum_terms(p, owner, part.slot, n_u, 1.0)],
+        0.0,
         np.inf,
         layer_index,
         u,
@@ -171,25 +177,25 @@ def partition_relu(
     ones, v_term = np.ones(p.size), (h_cols, part.weights)
     builder.add_rows(
         "partition_v_lower",
-        [(p, -ones), (sigma[owner], -v_lo), v_term],
-        0.0,
+        [(p, -ones), (active[owner], v_lo), v_term],
+        v_lo,
         np.inf,
         layer_index,
         labels,
     )
     builder.add_rows(
         "partition_v_upper",
-        [(p, -ones), (sigma[owner], -v_hi), v_term],
+        [(p, -ones), (active[owner], v_hi), v_term],
         -np.inf,
-        0.0,
+        v_hi,
         layer_index,
         labels,
     )
     builder.add_rows(
-        "partition_p_lower", [(p, ones), (sigma[owner], v_lo)], v_lo, np.inf, layer_index, labels
+        "partition_p_lower", [(p, ones), (active[owner], -v_lo)], 0.0, np.inf, layer_index, labels
     )
     builder.add_rows(
-        "partition_p_upper", [(p, ones), (sigma[owner], v_hi)], -np.inf, v_hi, layer_index, labels
+        "partition_p_upper", [(p, ones), (active[owner], -v_hi)], -np.inf, 0.0, layer_index, labels
     )
     return xh_cols
 
@@ -205,10 +211,10 @@ def partition_start_values(
     strategy: str,
     seed: int,
 ) -> dict[str, np.ndarray]:
-    """``sigma`` (1 where ``z <= 0``) and ``p_k`` (``v_k`` if active, else 0) at a point."""
+    """``a`` (1 where ``z > 0``) and ``p_k`` (``v_k`` if active, else 0) at a point."""
     part = _partition(layer, z_bounds, n_partitions, strategy, seed)
-    sigma = (z[part.unstable] <= 0.0).astype(np.float64)
-    return {"inactive": sigma, "partition_p": (part.weights @ h) * (1.0 - sigma[part.owner])}
+    active = (z[part.unstable] > 0.0).astype(np.float64)
+    return {"is_active": active, "partition_p": (part.weights @ h) * active[part.owner]}
 
 
 def partition_formulation(
@@ -228,8 +234,7 @@ def partition_formulation(
     is_int = isinstance(n_partitions, (int, np.integer)) and not isinstance(n_partitions, bool)
     if not is_int or n_partitions < 1:
         raise ValueError(f"n_partitions must be an integer >= 1, got {n_partitions!r}")
-    if strategy not in STRATEGIES:
-        raise ValueError(f"strategy must be one of {STRATEGIES}, got {strategy!r}")
+    check_option("strategy", strategy, SPLIT_STRATEGIES)
     options = {"n_partitions": int(n_partitions), "strategy": strategy, "seed": int(seed)}
     return Formulation(
         f"partition(N={n_partitions}, {strategy})",

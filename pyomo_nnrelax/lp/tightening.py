@@ -15,14 +15,14 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from ..bounds import NetworkBounds, affine_interval, interval_bounds, is_unstable
+from ..bounds import NetworkBounds, interval_bounds, is_unstable, layer_interval
 from ..formulations.bigm import bigm_model
 from ..formulations.matrix_model import MatrixModel
 from ..network import Network
+from ..options import TIGHTENING_METHODS, TighteningMethod, check_option
 from ..parallel import available_cpus, gather, resolve_executor
 from .highs import HighsModel
 
-METHODS = ("lp", "milp")
 SERIAL = "serial"
 MIN_PARALLEL_WORK = 8
 """MILPs a layer must have to solve before a ``workers=`` pool is used for it."""
@@ -31,7 +31,7 @@ MIN_PARALLEL_WORK = 8
 def tighten_bounds(
     network: Network,
     bounds: NetworkBounds | None = None,
-    method: str = "lp",
+    method: TighteningMethod = "lp",
     *,
     input_bounds=None,
     time_limit: float | None = None,
@@ -95,10 +95,10 @@ def tighten_bounds(
     try:
         for l, layer in enumerate(network.layers):
             if l > 0:
-                h_lo, h_hi = _bounds(start, lower, upper, method).post_activation(network, l - 1)
-                z_lo, z_hi = affine_interval(layer.weight, h_lo, h_hi)
-                lower[l] = np.maximum(lower[l], z_lo + layer.bias)
-                upper[l] = np.minimum(upper[l], z_hi + layer.bias)
+                h_bounds = _bounds(start, lower, upper, method).post_activation(network, l - 1)
+                z_lo, z_hi = layer_interval(layer, *h_bounds)
+                lower[l] = np.maximum(lower[l], z_lo)
+                upper[l] = np.minimum(upper[l], z_hi)
                 relu = layer.activation == "relu"
                 for relax in (True,) if method == "lp" else (True, False):
                     todo = _unstable(lower[l], upper[l]) if relu else np.arange(layer.n_out)
@@ -132,8 +132,7 @@ def tighten_bounds(
 
 
 def _check_arguments(method, bounds, input_bounds, time_limit, executor, chunks, rounding) -> None:
-    if method not in METHODS:
-        raise ValueError(f"method must be one of {METHODS}, got {method!r}")
+    check_option("method", method, TIGHTENING_METHODS)
     if bounds is not None and input_bounds is not None:
         raise ValueError("pass bounds or input_bounds, not both (bounds carry their input box)")
     if time_limit is not None and not time_limit > 0:

@@ -1,4 +1,5 @@
-"""Interval bound propagation with a reverse pass.
+"""The reverse pass of interval bound propagation (the forward pass is
+:func:`pyomo_nnrelax.bounds.ibp_forward`).
 
 IBP bounds are piecewise linear in the weights and biases, so bound-based regularizers get
 exact (sub)gradients from one reverse sweep: seed ``dR/dL^l`` and ``dR/dU^l`` per layer and
@@ -8,55 +9,14 @@ read off ``dR/dW^l`` and ``dR/db^l`` (method.md section 1).
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 import numpy as np
 
-from ..bounds import NetworkBounds, affine_interval
+from ..bounds import IBPTrace, ibp_forward
 from ..network import Layer
 from .backprop import Grads
 
-
-@dataclass(frozen=True)
-class IBPTrace:
-    """IBP bounds of every layer and the post-activation bounds they were computed from.
-
-    Attributes
-    ----------
-    lower, upper : list of ndarray
-        Pre-activation bounds ``L^l``, ``U^l`` of layer ``l``.
-    in_lower, in_upper : list of ndarray
-        Bounds of the input of layer ``l`` (``lh^(l-1)``, ``uh^(l-1)``; the box for l = 0).
-    """
-
-    lower: list[np.ndarray]
-    upper: list[np.ndarray]
-    in_lower: list[np.ndarray]
-    in_upper: list[np.ndarray]
-
-    def to_bounds(self) -> NetworkBounds:
-        """The bounds as a :class:`NetworkBounds` (method "interval")."""
-        return NetworkBounds(
-            self.in_lower[0], self.in_upper[0], tuple(self.lower), tuple(self.upper), "interval"
-        )
-
-
-def ibp_forward(layers: Sequence[Layer], lower: np.ndarray, upper: np.ndarray) -> IBPTrace:
-    """IBP over the box ``[lower, upper]``, keeping what :func:`ibp_backward` needs."""
-    h_lo, h_hi = np.asarray(lower, dtype=np.float64), np.asarray(upper, dtype=np.float64)
-    trace = IBPTrace([], [], [], [])
-    for layer in layers:
-        z_lo, z_hi = affine_interval(layer.weight, h_lo, h_hi)
-        z_lo, z_hi = z_lo + layer.bias, z_hi + layer.bias
-        trace.in_lower.append(h_lo)
-        trace.in_upper.append(h_hi)
-        trace.lower.append(z_lo)
-        trace.upper.append(z_hi)
-        if layer.activation == "relu":
-            h_lo, h_hi = np.maximum(z_lo, 0.0), np.maximum(z_hi, 0.0)
-        else:
-            h_lo, h_hi = z_lo, z_hi
-    return trace
+__all__ = ["IBPTrace", "ibp_backward", "ibp_forward"]
 
 
 def ibp_backward(

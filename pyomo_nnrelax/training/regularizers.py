@@ -20,10 +20,9 @@ from ..checks import positive_int
 from ..lp.projected import ProjectedLPSolver, solve_batch
 from ..lp.solutions import RelaxationBatch
 from ..network import Layer, Network, forward_cache
+from ..options import GAP_SENSES, GapSense, check_option
 from .backprop import Grads, add_grads, backward, zero_grads
 from .ibp import IBPTrace, ibp_backward, ibp_forward
-
-SENSES = ("min", "max", "both")
 
 
 @dataclass
@@ -229,11 +228,10 @@ class LPGap(Regularizer):
     """
 
     def __init__(
-        self, sense: str = "min", samples: int = 8, exact_bounds: bool = False, solver=None
+        self, sense: GapSense = "min", samples: int = 8, exact_bounds: bool = False, solver=None
     ) -> None:
-        if sense not in SENSES:
-            raise ValueError(f"sense must be one of {SENSES}, got {sense!r}")
-        self.sense, self.samples = sense, positive_int("samples", samples)
+        self.sense = check_option("sense", sense, GAP_SENSES)
+        self.samples = positive_int("samples", samples)
         self.exact_bounds, self.solver = bool(exact_bounds), solver
         self._lp: ProjectedLPSolver | None = None  # kept warm from step to step
 
@@ -266,23 +264,23 @@ class LPGap(Regularizer):
         network, bounds = ctx.network, ctx.ibp.to_bounds()
         total, grads = 0.0, zero_grads(ctx.layers)
         for sense in ("min", "max") if self.sense == "both" else (self.sense,):
-            relax = self._solve(ctx, network, bounds, X, omega, sense)
-            ok = np.asarray(relax.ok, dtype=bool)
+            batch = self._solve(ctx, network, bounds, X, omega, sense)
+            ok = np.asarray(batch.ok, dtype=bool)
             ctx.lp_failures += int(np.count_nonzero(~ok))
             if not ok.any():
                 continue
             sign, n_ok = (1.0 if sense == "min" else -1.0), np.count_nonzero(ok)
-            gaps = sign * (out[ok] @ omega - np.asarray(relax.value)[ok])
+            gaps = sign * (out[ok] @ omega - np.asarray(batch.value)[ok])
             total += float(gaps.mean())
             d_f = backward(ctx.layers, inputs, pre, sign * np.outer(ok / n_ok, omega))
             d_v = [
                 (nu[ok].T @ act[ok] / n_ok, nu[ok].mean(axis=0))
-                for nu, act in zip(relax.affine_duals, relax.activations)
+                for nu, act in zip(batch.affine_duals, batch.activations)
             ]
             grads = add_grads(grads, add_grads(d_f, d_v, -sign))
             if self.exact_bounds:
-                seed_lo = [-sign * g[ok].mean(axis=0) for g in relax.lower_grad]
-                seed_hi = [-sign * g[ok].mean(axis=0) for g in relax.upper_grad]
+                seed_lo = [-sign * g[ok].mean(axis=0) for g in batch.lower_grad]
+                seed_hi = [-sign * g[ok].mean(axis=0) for g in batch.upper_grad]
                 grads = add_grads(grads, ibp_backward(ctx.layers, ctx.ibp, seed_lo, seed_hi))
         return total, grads
 

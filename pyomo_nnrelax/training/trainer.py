@@ -17,14 +17,13 @@ from ..box import InputBox, resolve_box
 from ..checks import positive_float, positive_int
 from ..errors import InputBoundsError
 from ..network import Layer, Network, forward_cache
+from ..options import LOSSES, LP_BACKENDS, LossName, LPBackend, check_option
+from ..progress import progress_bar
 from .backprop import add_grads, backward, predict
 from .losses import Loss, MSELoss, PinballLoss
 from .optim import Adam
 from .regularizers import RegContext, Regularizer
 from .scaling import TargetScaling
-
-LOSSES = ("mse", "pinball")
-LP_BACKENDS = ("highs", "pyomo")
 
 
 @dataclass(frozen=True)
@@ -98,12 +97,6 @@ def _data(name: str, X, y, network: Network, loss: str) -> tuple[np.ndarray, np.
     return X, y
 
 
-def _progress_bar(epochs: int):
-    from tqdm.auto import tqdm
-
-    return tqdm(total=epochs, desc="training", unit="epoch")
-
-
 class Trainer:
     """Train a ReLU network for accuracy and for an easy MILP.
 
@@ -145,7 +138,7 @@ class Trainer:
         *,
         input_bounds=None,
         validation=None,
-        loss: str = "mse",
+        loss: LossName = "mse",
         quantiles=None,
         regularizer: Regularizer | None = None,
         lam: float = 0.0,
@@ -154,20 +147,18 @@ class Trainer:
         lr: float = 1e-3,
         seed: int | None = 0,
         scale_targets: bool = True,
-        lp_backend: str = "highs",
+        lp_backend: LPBackend = "highs",
         progress: bool = False,
     ) -> None:
         if not isinstance(network, Network):
             raise ValueError(f"network must be a Network, got {type(network).__name__}")
-        if loss not in LOSSES:
-            raise ValueError(f"loss must be one of {LOSSES}, got {loss!r}")
+        check_option("loss", loss, LOSSES)
         if regularizer is not None and not isinstance(regularizer, Regularizer):
             raise ValueError(
                 "regularizer must be a Regularizer (e.g. BoundWidth()) or None, "
                 f"got {regularizer!r}"
             )
-        if lp_backend not in LP_BACKENDS:
-            raise ValueError(f"lp_backend must be one of {LP_BACKENDS}, got {lp_backend!r}")
+        check_option("lp_backend", lp_backend, LP_BACKENDS)
         self.network = network
         self.loss = loss
         self.X, self.y = _data("training data", X, y, network, loss)
@@ -317,19 +308,17 @@ class Trainer:
             self._start()
         records: list[EpochStats] = []
         best, best_epoch, best_val = self._layers, None, np.inf
-        bar = _progress_bar(epochs) if self.progress else None
+        bar = progress_bar(epochs, "training", "epoch", show=self.progress)
         for _ in range(epochs):
             record = self._epoch()
             records.append(record)
             self.history_.append(record)
-            if bar is not None:
-                bar.update(1)
-                bar.set_postfix(loss=record.train_loss, val=record.val_loss, reg=record.regularizer)
+            bar.update(1)
+            bar.show(loss=record.train_loss, val=record.val_loss, reg=record.regularizer)
             if record.val_loss is None or record.val_loss < best_val:
                 best, best_epoch = self._layers, record.epoch
                 best_val = np.inf if record.val_loss is None else record.val_loss
-        if bar is not None:
-            bar.close()
+        bar.close()
         self._layers = best
         self.best_epoch_ = best_epoch
         return TrainResult(self.network_, records, best_epoch)

@@ -16,7 +16,6 @@ import click
 from ..box import InputBox, expand_pairs, resolve_box
 from ..errors import NNRelaxError
 
-BOUND_CHOICES = ("interval", "lp", "milp", "stored")
 USER_ERRORS = (NNRelaxError, FileNotFoundError, FileExistsError, ValueError)
 
 
@@ -118,15 +117,6 @@ def check_outputs(outputs: Sequence[Path], inputs: Sequence[Path], force: bool) 
             raise click.UsageError(f"output {path} is an input file; choose another output path")
         if path.exists() and not force:
             raise FileExistsError(f"{path} already exists; pass --force to replace it")
-
-
-def layer_bar(quiet: bool, desc: str):
-    """A tqdm bar on stderr for ``progress(done, total)`` callbacks, or None when quiet."""
-    if quiet:
-        return None
-    from tqdm.auto import tqdm
-
-    return tqdm(desc=desc, unit="layer", file=sys.stderr)
 
 
 @contextmanager
