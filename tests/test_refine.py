@@ -88,10 +88,13 @@ def test_existing_checkpoints_are_not_overwritten_but_can_be_resumed(model_path,
     with pytest.raises(FileExistsError, match="resume=True"):
         run(model_path, data, rounds=1)
     assert (out / "round_001.onnx").read_bytes() == first
-    resumed = run(model_path, data, rounds=1, resume=True)
+    resumed = run(model_path, data, rounds=2, resume=True)  # rounds is the total
     assert [r["round"] for r in RefineHistory.load(out / "history.json").rows] == [0, 1, 2]
-    assert resumed.checkpoints[-1].name == "round_002.onnx"
+    assert [p.name for p in resumed.checkpoints] == ["round_001.onnx", "round_002.onnx"]
     assert [r["epochs"] for r in resumed.history.rows] == [0, 2, 4]
+    again = run(model_path, data, rounds=2, resume=True)  # nothing left to do
+    assert [p.name for p in again.checkpoints] == ["round_002.onnx"]
+    assert len(again.history.rows) == 3
 
 
 def test_bad_round_counts_are_rejected(model_path, data):

@@ -16,7 +16,14 @@ from typing import Any
 import click
 
 from .. import __version__
-from .common import USER_ERRORS, one_line, parse_arch, parse_bounds_text, parse_number_list
+from .common import (
+    USER_ERRORS,
+    Interrupted,
+    one_line,
+    parse_arch,
+    parse_bounds_text,
+    parse_number_list,
+)
 from .inspect import inspect
 from .refine import refine
 from .solve import solve
@@ -39,15 +46,22 @@ class NNRelaxGroup(click.Group):
     ) -> int:
         try:
             code = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        except Interrupted as exc:
+            click.echo(one_line(exc.format_message()), err=True)
+            code = exc.exit_code
         except click.ClickException as exc:
             click.echo(f"Error: {one_line(exc.format_message())}", err=True)
             code = exc.exit_code
         except USER_ERRORS as exc:
             click.echo(f"Error: {one_line(str(exc))}", err=True)
             code = 1
-        except click.Abort:
-            click.echo("Aborted.", err=True)
-            code = 1
+        except click.Abort as exc:
+            interrupted = isinstance(exc.__cause__, KeyboardInterrupt)
+            click.echo("Interrupted." if interrupted else "Aborted.", err=True)
+            code = 130 if interrupted else 1
+        except KeyboardInterrupt:
+            click.echo("Interrupted.", err=True)
+            code = 130
         code = code if isinstance(code, int) else 0
         if standalone_mode:
             sys.exit(code)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import math
 import os
 import sys
+import warnings
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -13,8 +14,10 @@ from typing import Any
 
 import click
 
+from .. import files
 from ..box import InputBox, expand_pairs, resolve_box
-from ..errors import NNRelaxError
+from ..errors import InputBoundsError, NNRelaxError
+from ..onnx.load import external_data_files
 
 USER_ERRORS = (NNRelaxError, FileNotFoundError, FileExistsError, ValueError)
 
@@ -109,14 +112,37 @@ def output_option(help_text: str):
     )
 
 
-def check_outputs(outputs: Sequence[Path], inputs: Sequence[Path], force: bool) -> None:
-    """Refuse to write over an input (ever) or over an existing output (without --force)."""
-    sources = {p.resolve() for p in inputs}
-    for path in outputs:
-        if path.resolve() in sources:
-            raise click.UsageError(f"output {path} is an input file; choose another output path")
-        if path.exists() and not force:
-            raise FileExistsError(f"{path} already exists; pass --force to replace it")
+def check_outputs(outputs: Sequence[Path], protected: Sequence[Path], force: bool) -> None:
+    """Refuse to write over a protected file (ever) or an existing output (without --force);
+    writing over an input is a usage error."""
+    try:
+        files.check_outputs(outputs, protected, force)
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from None
+
+
+def input_files(model: Path) -> list[Path]:
+    """An ONNX input and the external data files its weights live in."""
+    return [model, *external_data_files(model)]
+
+
+class Interrupted(click.ClickException):
+    """Ctrl-C: exit 130 with what was kept and how to continue."""
+
+    exit_code = 130
+
+
+@contextmanager
+def warnings_as_lines() -> Iterator[None]:
+    """Show the library's warnings as one ``Warning: ...`` line each on stderr."""
+
+    def show(message, category, filename, lineno, file=None, line=None) -> None:
+        click.echo(f"Warning: {one_line(str(message))}", err=True)
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("default")
+        warnings.showwarning = show
+        yield
 
 
 @contextmanager
@@ -136,5 +162,10 @@ def stdout_to_stderr() -> Iterator[None]:
 def cli_box(network, pairs, X=None) -> InputBox:
     """The input box of a command: ``--input-bounds`` (one pair standing for every input),
     else the box the model stores, else (with data) the data's bounding box."""
-    given = None if pairs is None else expand_pairs(pairs, network.n_inputs)
-    return resolve_box(given, network, X)
+    try:
+        given = None if pairs is None else expand_pairs(pairs, network.n_inputs)
+        return resolve_box(given, network, X)
+    except InputBoundsError as exc:
+        raise click.BadParameter(
+            str(exc).replace("input_bounds=", "--input-bounds"), param_hint="'--input-bounds'"
+        ) from None

@@ -8,6 +8,8 @@ from pathlib import Path
 import click
 
 from ..experiments.data import read_data
+from ..experiments.refine import HISTORY_FILE, RefineHistory
+from ..files import atomic_write
 from ..options import SENSES
 from ..training.regularizers import parse_regularizer
 from .common import (
@@ -15,15 +17,30 @@ from .common import (
     INPUT_BOUNDS,
     MODEL,
     QUIET,
+    Interrupted,
     check_outputs,
     cli_box,
+    input_files,
     output_option,
     stdout_to_stderr,
+    warnings_as_lines,
 )
 
 
 def _number(value) -> str:
     return "n/a" if value is None else f"{value:.4g}"
+
+
+def _what_was_kept(output_dir: Path, rounds: int) -> str:
+    """What an interrupted refine leaves, and the command line that continues it."""
+    history = output_dir / HISTORY_FILE
+    if not history.is_file():
+        return f"interrupted before the first checkpoint; nothing was kept in {output_dir}"
+    last = RefineHistory.load(history).rows[-1]["round"]
+    return (
+        f"interrupted; rounds 0..{last} of {rounds} are kept in {output_dir} (history.json, "
+        f"round_{last:03d}.onnx); continue with the same command and --resume"
+    )
 
 
 def history_paths(output: Path) -> tuple[Path, Path, Path]:
@@ -121,32 +138,38 @@ def refine(
         regularizer = parse_regularizer(spec, sense)
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="'--regularizer'") from None
-    outputs = [output, *history_paths(output)]
-    check_outputs(outputs, [model, data], force or resume)
+    output_dir = output_dir or output.with_name(output.stem + "_rounds")
+    kept = [*output_dir.glob("round_*.onnx"), output_dir / HISTORY_FILE] if resume else []
+    check_outputs(
+        [output, *history_paths(output)], [*input_files(model), data, *kept], force or resume
+    )
     X, y = read_data(data, targets)
     network = read_onnx(model)
     box = cli_box(network, input_bounds, X)
-    with stdout_to_stderr():
-        result = run_refine(
-            model,
-            X,
-            y,
-            input_bounds=box,
-            rounds=rounds,
-            epochs_per_round=epochs,
-            regularizer=regularizer,
-            lam=lam if regularizer is not None else 0.0,
-            output_dir=output_dir or output.with_name(output.stem + "_rounds"),
-            milp_time_limit=milp_time_limit,
-            sense=sense,
-            resume=resume,
-            overwrite=force,
-            progress=not quiet,
-            batch_size=batch_size,
-            lr=lr,
-            seed=seed,
-        )
-    shutil.copyfile(result.checkpoints[-1], output)
+    try:
+        with stdout_to_stderr(), warnings_as_lines():
+            result = run_refine(
+                model,
+                X,
+                y,
+                input_bounds=box,
+                rounds=rounds,
+                epochs_per_round=epochs,
+                regularizer=regularizer,
+                lam=lam if regularizer is not None else 0.0,
+                output_dir=output_dir,
+                milp_time_limit=milp_time_limit,
+                sense=sense,
+                resume=resume,
+                overwrite=force,
+                progress=not quiet,
+                batch_size=batch_size,
+                lr=lr,
+                seed=seed,
+            )
+    except KeyboardInterrupt:
+        raise Interrupted(_what_was_kept(output_dir, rounds)) from None
+    atomic_write(output, lambda tmp: shutil.copyfile(result.checkpoints[-1], tmp))
     json_path, csv_path, png_path = history_paths(output)
     result.history.save(json_path)
     result.history.save(csv_path)

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-import time
+import json
+import math
 from pathlib import Path
 from typing import Any
 
@@ -11,70 +12,6 @@ import numpy as np
 
 from ..options import BOUND_METHODS, FORMULATIONS
 from .common import INPUT_BOUNDS, MODEL, TIME_LIMIT, cli_box, stdout_to_stderr
-
-
-def _solve_contrib(m, name: str, time_limit: float | None) -> dict[str, Any]:
-    """Solve with a ``pyomo.contrib.solver`` solver (uniform options), loading any solution."""
-    from pyomo.contrib.solver.common.factory import SolverFactory
-    from pyomo.contrib.solver.common.results import TerminationCondition
-
-    options = {"load_solutions": False, "raise_exception_on_nonoptimal_result": False}
-    if time_limit is not None:
-        options["time_limit"] = time_limit
-    start = time.perf_counter()
-    result = SolverFactory(name).solve(m, **options)
-    seconds = time.perf_counter() - start
-    found = result.incumbent_objective is not None
-    if found:
-        result.solution_loader.load_vars()
-    nodes = getattr(result.extra_info, "mip_node_count", None)
-    condition = result.termination_condition
-    return {
-        "status": condition.name,
-        "optimal": condition == TerminationCondition.convergenceCriteriaSatisfied,
-        "solution": found,
-        "objective": result.incumbent_objective,
-        "bound": result.objective_bound,
-        "seconds": seconds,
-        "nodes": None if nodes is None else int(nodes),
-    }
-
-
-def _legacy_solver(name: str, time_limit: float | None):
-    """A ``pyo.SolverFactory`` solver, checked before any model is built (its own options; no
-    uniform time limit)."""
-    import pyomo.environ as pyo
-
-    if time_limit is not None:
-        raise click.UsageError(
-            f"--time-limit works with the solvers of pyomo.contrib.solver, not {name!r}"
-        )
-    solver = pyo.SolverFactory(name)
-    if solver is None or not solver.available(exception_flag=False):
-        raise click.ClickException(f"solver {name!r} is not available")
-    return solver
-
-
-def _solve_legacy(m, solver) -> dict[str, Any]:
-    """Solve with a solver from :func:`_legacy_solver`."""
-    import pyomo.environ as pyo
-
-    start = time.perf_counter()
-    result = solver.solve(m, load_solutions=False)
-    seconds = time.perf_counter() - start
-    found = len(result.solution) > 0
-    if found:
-        m.solutions.load_from(result)
-    condition = result.solver.termination_condition
-    return {
-        "status": str(condition),
-        "optimal": condition == pyo.TerminationCondition.optimal,
-        "solution": found,
-        "objective": pyo.value(m.obj) if found else None,
-        "bound": None,
-        "seconds": seconds,
-        "nodes": None,
-    }
 
 
 @click.command()
@@ -106,6 +43,7 @@ def _solve_legacy(m, solver) -> dict[str, Any]:
     "pyo.SolverFactory name (appsi_highs, cbc, ...).",
 )
 @TIME_LIMIT
+@click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON.")
 def solve(
     model: Path,
     minimize: bool,
@@ -115,21 +53,33 @@ def solve(
     input_bounds,
     solver: str,
     time_limit: float | None,
+    as_json: bool,
 ) -> None:
-    """Optimise one output of MODEL; check the optimum with onnxruntime."""
+    """Optimise one output of MODEL; check the optimum with onnxruntime.
+
+    A solve stopped by --time-limit reports the best point known (the solver's, or the best
+    of a sample of forward passes it was warm-started from), the proven bound and the gap.
+    """
     import pyomo.environ as pyo
-    from pyomo.contrib.solver.common.factory import SolverFactory
 
     from ..block import NNBlock
     from ..experiments.measure import objective_expression
+    from ..experiments.solvers import check_solver, solve_model
     from ..onnx import read_onnx
 
+    try:
+        checked = check_solver(solver)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="'--solver'") from None
+    if time_limit is not None and not checked.contrib:
+        raise click.UsageError(
+            f"--time-limit works with the solvers of pyomo.contrib.solver, not {solver!r}"
+        )
     network = read_onnx(model)
     if output_index >= network.n_outputs:
         raise click.BadParameter(
             f"the network has {network.n_outputs} outputs", param_hint="'--output'"
         )
-    legacy = None if solver in SolverFactory else _legacy_solver(solver, time_limit)
     m = pyo.ConcreteModel()
     with stdout_to_stderr():
         m.nn = NNBlock(
@@ -139,27 +89,64 @@ def solve(
             bounds=method,
             bound_time_limit=time_limit,
         )
-        weights = np.eye(network.n_outputs)[output_index]
         m.obj = pyo.Objective(
-            expr=objective_expression(m.nn, weights),
+            expr=objective_expression(m.nn, np.eye(network.n_outputs)[output_index]),
             sense=pyo.minimize if minimize else pyo.maximize,
         )
-        if legacy is None:
-            stats = _solve_contrib(m, solver, time_limit)
-        else:
-            stats = _solve_legacy(m, legacy)
-    nodes = "n/a" if stats["nodes"] is None else stats["nodes"]
-    click.echo(f"{m.nn.summary()}")
-    click.echo(
-        f"status: {stats['status']} (solver {solver}), time {stats['seconds']:.3f} s, nodes {nodes}"
-    )
-    if not stats["solution"]:
-        raise click.ClickException(f"{solver} found no solution: {stats['status']}")
+        stats = solve_model(m, time_limit, load=True, solver=solver, start=m.nn)
     check = m.nn.check()
-    word = "minimum" if minimize else "maximum"
-    click.echo(
-        f"{word} of output {output_index}: {stats['objective']:.10g}"
-        + ("" if stats["bound"] is None else f" (bound {stats['bound']:.10g})")
+    report = solve_report(m.nn, stats, check, solver, output_index, minimize)
+    click.echo(json.dumps(report, indent=2) if as_json else format_solve(m.nn.summary(), report))
+
+
+def _number(value: float) -> float | None:
+    return None if value is None or math.isnan(value) else float(value)
+
+
+def solve_report(block, stats, check, solver: str, output_index: int, minimize: bool) -> dict:
+    """What ``solve`` prints: the solve's figures, the point, and the onnxruntime check."""
+    return {
+        "solver": solver,
+        "sense": "min" if minimize else "max",
+        "output": output_index,
+        "status": stats.status,
+        "optimal": stats.optimal,
+        "objective": _number(stats.objective),
+        "bound": _number(stats.bound),
+        "gap": _number(stats.gap),
+        "incumbent": stats.incumbent,
+        "seconds": stats.seconds,
+        "nodes": stats.nodes,
+        "binaries": int(block.matrix_model.integer.sum()),
+        "point": check.inputs.tolist(),
+        "network_outputs": check.block_outputs.tolist(),
+        "onnxruntime_outputs": check.onnx_outputs.tolist(),
+        "max_abs_error": check.max_abs_error,
+    }
+
+
+def format_solve(summary: str, report: dict[str, Any]) -> str:
+    """The human-readable form of :func:`solve_report`."""
+    word = "minimum" if report["sense"] == "min" else "maximum"
+    lines = [
+        summary,
+        f"status: {report['status']} (solver {report['solver']}), time "
+        f"{report['seconds']:.3f} s, nodes {'n/a' if report['nodes'] is None else report['nodes']}",
+    ]
+    value = f"{report['objective']:.10g}"
+    bound = "" if report["bound"] is None else f" (bound {report['bound']:.10g})"
+    if report["optimal"]:
+        lines.append(f"{word} of output {report['output']}: {value}{bound}")
+    else:
+        source = {"solver": "the solver's incumbent", "start": "the best sampled forward pass"}
+        gap = "" if report["gap"] is None else f", gap {report['gap']:.4g}"
+        lines.append(
+            f"not proven optimal: best known {word[:3]} of output {report['output']}: {value} "
+            f"({source[report['incumbent']]}){bound}{gap}"
+        )
+    lines.append(f"arg{word[:3]}: {np.array2string(np.array(report['point']), precision=8)}")
+    lines.append(
+        f"check against onnxruntime: network {report['network_outputs']}, onnxruntime "
+        f"{report['onnxruntime_outputs']}, max |difference| {report['max_abs_error']:.3g}"
     )
-    click.echo(f"arg{word[:3]}: {np.array2string(check.inputs, precision=8)}")
-    click.echo(f"check against onnxruntime: {check}")
+    return "\n".join(lines)

@@ -15,6 +15,7 @@ from .common import (
     QUIET,
     callback,
     check_outputs,
+    input_files,
     one_line,
     output_option,
     parse_arch,
@@ -138,7 +139,7 @@ def sweep(
     if (model is None) == (arch is None):
         raise click.UsageError("give exactly one of --model and --arch")
     png = output.with_suffix(".png")
-    check_outputs([output, png], [data, *([model] if model else [])], force)
+    check_outputs([output, png], [data, *(input_files(model) if model else [])], force)
     base = {
         "data": os.fspath(data.resolve()),
         "model": os.fspath(model.resolve()) if model else None,

@@ -15,6 +15,7 @@ from .common import (
     TIME_LIMIT,
     check_outputs,
     cli_box,
+    input_files,
     output_option,
     stdout_to_stderr,
 )
@@ -57,7 +58,7 @@ def tighten(
     from ..lp.tightening import tighten_bounds
     from ..onnx import read_onnx, write_onnx
 
-    check_outputs([output], [model], force)
+    check_outputs([output], input_files(model), force)
     network = read_onnx(model)
     box = cli_box(network, input_bounds)
     start = interval_bounds(network, box)

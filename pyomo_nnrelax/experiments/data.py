@@ -12,6 +12,8 @@ from typing import Any
 
 import numpy as np
 
+from ..files import atomic_write, atomic_write_text
+
 
 def read_data(path: str | os.PathLike, targets: int = 1) -> tuple[np.ndarray, np.ndarray]:
     """Inputs X (n, d) and targets y (n, targets) from ``.npz`` (arrays X, y) or ``.csv``.
@@ -76,15 +78,17 @@ def split_data(
 def save_rows(rows: list[dict[str, Any]], path: str | os.PathLike) -> Path:
     """Write dict rows to ``path``: ``.csv`` as a table (union of the keys), else as JSON."""
     path = Path(path)
-    if path.suffix.lower() == ".csv":
-        columns = list(dict.fromkeys(k for row in rows for k in row))
-        with path.open("w", newline="") as handle:
+    if path.suffix.lower() != ".csv":
+        return atomic_write_text(path, json.dumps(rows, indent=2, default=_json_default))
+    columns = list(dict.fromkeys(k for row in rows for k in row))
+
+    def write(tmp: Path) -> None:
+        with tmp.open("w", newline="") as handle:
             writer = csv.DictWriter(handle, fieldnames=columns)
             writer.writeheader()
             writer.writerows(rows)
-    else:
-        path.write_text(json.dumps(rows, indent=2, default=_json_default))
-    return path
+
+    return atomic_write(path, write)
 
 
 def _json_default(value):

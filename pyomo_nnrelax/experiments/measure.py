@@ -1,46 +1,32 @@
 """How hard a network is to optimise over: unstable neurons, big-M sizes, LP gap, MILP time.
 
 Every measurement builds the package's own :class:`~pyomo_nnrelax.block.NNBlock` and solves
-it through Pyomo's HiGHS interface, so the figures are those a user of the block would see.
+it through Pyomo's HiGHS interface (:mod:`.solvers`), so the figures are those a user of the
+block would see.
 """
 
 from __future__ import annotations
 
 import math
-import time
 from dataclasses import asdict, dataclass
 
 import numpy as np
 import pyomo.environ as pyo
-from pyomo.contrib.solver.common.factory import SolverFactory
-from pyomo.contrib.solver.common.results import TerminationCondition
 
 from ..block import NNBlock
 from ..bounds import big_m_summary, interval_bounds, layer_statistics
-from ..errors import SolverError
 from ..network import Network
 from ..options import SENSES, Sense, check_option
+from .solvers import SolveStats, solve_model
 
-LIMITS = (
-    TerminationCondition.maxTimeLimit,
-    TerminationCondition.iterationLimit,
-    TerminationCondition.interrupted,
-)
-
-
-@dataclass(frozen=True)
-class SolveStats:
-    """One solve of the embedded network: value, proven bound, time, nodes, status.
-
-    ``objective`` is NaN when a limit stopped the solve before any solution was found.
-    """
-
-    objective: float
-    bound: float
-    seconds: float
-    nodes: int
-    optimal: bool
-    status: str
+__all__ = [
+    "Difficulty",
+    "SolveStats",
+    "difficulty",
+    "objective_expression",
+    "solve_block",
+    "solve_model",
+]
 
 
 @dataclass(frozen=True)
@@ -61,7 +47,7 @@ class Difficulty:
     def as_dict(self) -> dict[str, float | int | str | None]:
         """A flat dict (for histories, CSV and JSON)."""
         flat = {k: v for k, v in asdict(self).items() if k != "milp"}
-        milp = self.milp or SolveStats(math.nan, math.nan, math.nan, 0, False, "not run")
+        milp = self.milp or SolveStats(math.nan, math.nan, math.nan, 0, False, "not run", "none")
         flat.update({f"milp_{k}": v for k, v in asdict(milp).items()})
         return flat
 
@@ -91,38 +77,6 @@ def solve_block(
         sense=pyo.minimize if sense == "min" else pyo.maximize,
     )
     return solve_model(m, time_limit)
-
-
-def solve_model(m: pyo.ConcreteModel, time_limit: float | None = None, load: bool = False):
-    """Solve a Pyomo model (e.g. one holding an :class:`NNBlock`) on HiGHS and return its
-    :class:`SolveStats`; ``load=True`` loads the solution found into the model's variables.
-
-    Raises :class:`SolverError` when HiGHS stops without a solution and not at a limit.
-    """
-    solver = SolverFactory("highs")
-    options = {"load_solutions": False, "raise_exception_on_nonoptimal_result": False}
-    if time_limit is not None:
-        options["time_limit"] = float(time_limit)
-    start = time.perf_counter()
-    result = solver.solve(m, **options)
-    seconds = time.perf_counter() - start
-    condition = result.termination_condition
-    optimal = condition == TerminationCondition.convergenceCriteriaSatisfied
-    limited = condition in LIMITS
-    if result.incumbent_objective is None and not (optimal or limited):
-        raise SolverError(f"HiGHS found no solution of the embedded network: {condition.name}")
-    if load and result.incumbent_objective is not None:
-        result.solution_loader.load_vars()
-    bound = result.objective_bound
-    incumbent = result.incumbent_objective
-    return SolveStats(
-        objective=float(incumbent) if incumbent is not None else math.nan,
-        bound=float(bound) if bound is not None else math.nan,
-        seconds=seconds,
-        nodes=int(getattr(result.extra_info, "mip_node_count", 0) or 0),
-        optimal=optimal,
-        status=condition.name,
-    )
 
 
 def difficulty(

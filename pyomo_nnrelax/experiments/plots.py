@@ -14,6 +14,8 @@ from typing import Any
 
 import numpy as np
 
+from ..files import atomic_write
+
 
 def _figure(**options):
     """A matplotlib Figure without pyplot, so the caller's backend is left alone."""
@@ -54,8 +56,7 @@ def plot_history(history_rows: Sequence[dict[str, Any]], path: str | os.PathLike
         ax.grid(alpha=0.3)
     fig.tight_layout()
     path = Path(path)
-    fig.savefig(path, dpi=100)
-    return path
+    return _save(fig, path)
 
 
 def plot_pareto(
@@ -88,9 +89,14 @@ def plot_pareto(
     ax.grid(alpha=0.3)
     ax.legend()
     fig.tight_layout()
+    return _save(fig, path)
+
+
+def _save(fig, path: str | os.PathLike) -> Path:
+    """Write the figure to ``path`` (format from its suffix, PNG by default) atomically."""
     path = Path(path)
-    fig.savefig(path, dpi=100)
-    return path
+    kind = path.suffix.lstrip(".").lower() or "png"
+    return atomic_write(path, lambda tmp: fig.savefig(tmp, format=kind, dpi=100))
 
 
 def pareto_mask(errors: Sequence[float], times: Sequence[float]) -> np.ndarray:

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..files import same_file
 from ..network import Network
 from ..onnx import read_onnx
 from ..progress import progress_bar
@@ -47,7 +48,8 @@ class RefineHistory:
 
 @dataclass(frozen=True)
 class RefineResult:
-    """The last round's network, the history, and the checkpoint files written."""
+    """The last round's network, the history, and this call's checkpoints: the one it started
+    from (``round_000.onnx``, or the checkpoint a resumed run continued) and every one written."""
 
     network: Network
     history: RefineHistory
@@ -111,7 +113,8 @@ def refine(
     regularizer : Regularizer, optional
         Default ``BoundWidth() + LPGap(sense=sense)`` (the paper's BW+LP).
     rounds, epochs_per_round : int
-        At most ``rounds`` rounds of ``epochs_per_round`` epochs.
+        At most ``rounds`` rounds in all (a resumed run continues up to ``rounds``, counting
+        the rounds already in its history) of ``epochs_per_round`` epochs each.
     output_dir : path, optional
         Where ``round_000.onnx`` (the start), ``round_001.onnx``, ... and ``history.json`` go;
         default ``<input stem>_refined/`` beside the input.
@@ -121,29 +124,29 @@ def refine(
         Time limit of each round's MILP solve (seconds); None skips the MILP, and with it
         the global LP gap and MILP time.
     resume : bool
-        Continue from the last checkpoint and history in ``output_dir`` (Adam restarts).
+        Continue from the last round in ``output_dir``'s history and its checkpoint (Adam
+        restarts).  Checkpoints and the history are written atomically, checkpoint first, so
+        an interrupted run resumes from its last complete round.
     overwrite : bool
         Allow replacing checkpoints of an earlier run in ``output_dir``.
     """
     if rounds < 1 or epochs_per_round < 1:
         raise ValueError("rounds and epochs_per_round must be positive integers")
-    network = source if isinstance(source, Network) else read_onnx(source)
     output_dir = Path(output_dir) if output_dir is not None else _default_output_dir(source)
-    output_dir.mkdir(parents=True, exist_ok=True)
-    history = RefineHistory()
-    first_round, epoch_offset = 0, 0
+    history, first_round, epoch_offset = RefineHistory(), 0, 0
     if resume:
+        if not (output_dir / HISTORY_FILE).is_file():
+            raise FileNotFoundError(
+                f"nothing to resume: {output_dir / HISTORY_FILE} does not exist"
+            )
         history = RefineHistory.load(output_dir / HISTORY_FILE)
         first_round = int(history.rows[-1]["round"])
         epoch_offset = int(history.rows[-1]["epochs"])
         network = read_onnx(_checkpoint(output_dir, first_round))
-    elif not overwrite:
-        existing = [p for p in output_dir.glob("round_*.onnx")]
-        if existing:
-            raise FileExistsError(
-                f"{output_dir} already holds checkpoints ({existing[0].name}, ...); "
-                "pass resume=True to continue them or overwrite=True to replace them"
-            )
+    else:
+        network = source if isinstance(source, Network) else read_onnx(source)
+        _check_fresh_output_dir(source, output_dir, overwrite)
+    # the trainer checks the data and the box before anything is written
     trainer = Trainer(
         network,
         X,
@@ -155,6 +158,7 @@ def refine(
         epochs=epochs_per_round,
         **trainer_options,
     )
+    output_dir.mkdir(parents=True, exist_ok=True)
     box = trainer.input_bounds  # input_bounds, else the network's, checked by the trainer
     targets = {
         "unstable": target_unstable,
@@ -165,15 +169,15 @@ def refine(
     def measure(net: Network):
         return difficulty(net, box, sense, milp_time_limit=milp_time_limit)
 
-    checkpoints: list[Path] = []
+    checkpoints = [_checkpoint(output_dir, first_round)] if resume else []
     if not resume:
         start_row = {"round": 0, "epochs": 0, **measure(network).as_dict()}
         checkpoints.append(_save(network, box, output_dir, 0, overwrite))
         history.rows.append(start_row)
         history.save(output_dir / HISTORY_FILE)
     stopped_by = f"{rounds} rounds"
-    bar = progress_bar(rounds, "refine", "round", show=progress)
-    for round_index in range(first_round + 1, first_round + rounds + 1):
+    bar = progress_bar(max(rounds - first_round, 0), "refine", "round", show=progress)
+    for round_index in range(first_round + 1, rounds + 1):
         start = time.perf_counter()
         result = trainer.fit(epochs_per_round)
         seconds = time.perf_counter() - start
@@ -189,7 +193,8 @@ def refine(
             **measure(network).as_dict(),
         }
         history.rows.append(row)
-        checkpoints.append(_save(network, box, output_dir, round_index, overwrite))
+        # a resumed run replaces the checkpoints its interrupted part wrote past the history
+        checkpoints.append(_save(network, box, output_dir, round_index, overwrite or resume))
         history.save(output_dir / HISTORY_FILE)
         bar.update(1)
         bar.show(unstable=row["unstable"], lp_gap=row["lp_gap"], loss=row["train_loss"])
@@ -199,6 +204,22 @@ def refine(
             break
     bar.close()
     return RefineResult(network, history, checkpoints, stopped_by)
+
+
+def _check_fresh_output_dir(source, output_dir: Path, overwrite: bool) -> None:
+    """Refuse a checkpoint folder that holds an earlier run's checkpoints (unless ``overwrite``)
+    or whose first checkpoint would be the source file itself."""
+    if isinstance(source, (str, os.PathLike)) and same_file(source, _checkpoint(output_dir, 0)):
+        raise ValueError(
+            f"the checkpoint {_checkpoint(output_dir, 0)} would replace the source {source}; "
+            "choose another output_dir"
+        )
+    existing = sorted(output_dir.glob("round_*.onnx")) if output_dir.is_dir() else []
+    if existing and not overwrite:
+        raise FileExistsError(
+            f"{output_dir} already holds checkpoints ({existing[0].name}, ...); "
+            "pass resume=True to continue them or overwrite=True to replace them"
+        )
 
 
 def _save(network: Network, box, output_dir: Path, round_index: int, overwrite: bool) -> Path:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import numpy as np
 import onnx
@@ -37,6 +38,8 @@ def load_model(source: Source, name_for_errors: str | None = None) -> tuple[onnx
         model = source
     elif isinstance(source, (str, os.PathLike)):
         label = name_for_errors or os.fspath(source)
+        if os.path.isfile(source) and os.path.getsize(source) == 0:
+            raise OnnxImportError(f"{label}: the file is empty, not an ONNX model")
         try:
             model = onnx.load(os.fspath(source), load_external_data=True)
         except FileNotFoundError as exc:
@@ -52,3 +55,25 @@ def load_model(source: Source, name_for_errors: str | None = None) -> tuple[onnx
     except onnx.checker.ValidationError as exc:
         raise OnnxImportError(f"{label}: the ONNX checker rejects the model: {exc}") from exc
     return model, label
+
+
+def external_data_files(path: str | os.PathLike) -> list[Path]:
+    """The files holding the weights of the ONNX file ``path`` outside it (torch's exporter
+    writes ``model.onnx.data`` beside ``model.onnx``); empty when it has none or cannot be read.
+    """
+    try:
+        model = onnx.load(os.fspath(path), load_external_data=False)
+    except Exception:  # an unreadable file has no data files to protect; reading it will fail
+        return []
+    folder = Path(path).resolve().parent
+    tensors = list(model.graph.initializer) + [
+        a.t for n in model.graph.node for a in n.attribute if a.type == onnx.AttributeProto.TENSOR
+    ]
+    locations = {
+        entry.value
+        for tensor in tensors
+        if uses_external_data(tensor)
+        for entry in tensor.external_data
+        if entry.key == "location"
+    }
+    return sorted(folder / location for location in locations)

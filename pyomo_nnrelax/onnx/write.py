@@ -11,6 +11,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 from ..bounds import NetworkBounds
 from ..errors import InvalidNetworkError
+from ..files import atomic_write
 from ..network import Network
 from .load import FLOAT_TYPES
 from .metadata import metadata_entries
@@ -156,5 +157,5 @@ def write_onnx(
         )
     model = build_onnx_model(network, opset=opset, bounds=bounds, dtype=dtype)
     if path is not None:
-        onnx.save(model, os.fspath(path))
+        atomic_write(path, lambda tmp: onnx.save(model, os.fspath(tmp)))
     return model

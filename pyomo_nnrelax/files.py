@@ -1,0 +1,60 @@
+"""Writing files safely: whole or not at all, and never over a file an input depends on.
+
+Every file the package writes goes to a temporary file in the same folder first and is then
+renamed into place (an atomic replace on POSIX and Windows), so a crash or an interrupt
+leaves either the old file or the new one, never half of one.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Callable, Iterable
+from pathlib import Path
+
+
+def atomic_write(path: str | os.PathLike, write: Callable[[Path], None]) -> Path:
+    """Call ``write(tmp)`` to write a temporary file beside ``path``, then rename it to
+    ``path``; the temporary file is removed if ``write`` fails."""
+    path = Path(path)
+    handle, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent or ".")
+    os.close(handle)
+    tmp = Path(name)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return path
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
+    """Write ``text`` to ``path`` atomically."""
+    return atomic_write(path, lambda tmp: tmp.write_text(text))
+
+
+def same_file(a: str | os.PathLike, b: str | os.PathLike) -> bool:
+    """Whether two paths name the same file (after resolving links and ``..``)."""
+    return Path(a).resolve() == Path(b).resolve()
+
+
+def check_outputs(
+    outputs: Iterable[str | os.PathLike], protected: Iterable[str | os.PathLike], force: bool
+) -> None:
+    """Refuse to write an output over a protected file (ever: inputs and the files they depend
+    on) or over an existing file (unless ``force``).
+
+    Raises ``ValueError`` naming the protected file, or ``FileExistsError``.
+    """
+    protected = {Path(p).resolve(): Path(p) for p in protected}
+    for output in outputs:
+        output = Path(output)
+        source = protected.get(output.resolve())
+        if source is not None:
+            raise ValueError(
+                f"output {output} would replace {source}, which an input depends on; "
+                "choose another output path"
+            )
+        if output.exists() and not force:
+            raise FileExistsError(f"{output} already exists; pass --force to replace it")
