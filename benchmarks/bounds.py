@@ -23,10 +23,9 @@ import numpy as np
 import onnx
 import pyomo.environ as pyo
 
-from pyomo_nnrelax import Network, NNBlock, interval_bounds
-from pyomo_nnrelax.experiments.functions import box, latin_hypercube, peaks
+from pyomo_nnrelax import Network, NNBlock, interval_bounds, tighten_bounds
 from pyomo_nnrelax.bounds import big_m_summary, layer_statistics
-from pyomo_nnrelax import tighten_bounds
+from pyomo_nnrelax.experiments.functions import box, latin_hypercube, peaks
 from pyomo_nnrelax.training import Trainer
 
 BOX = [(-2.0, 2.0), (-2.0, 2.0)]

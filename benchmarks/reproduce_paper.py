@@ -25,10 +25,10 @@ from pathlib import Path
 import numpy as np
 
 from pyomo_nnrelax import Network
+from pyomo_nnrelax.experiments.data import save_rows
 from pyomo_nnrelax.experiments.functions import ackley, box, himmelblau, latin_hypercube, peaks
 from pyomo_nnrelax.experiments.measure import difficulty
 from pyomo_nnrelax.training import L1, BoundWidth, LPGap, StableNeuron, Trainer
-from pyomo_nnrelax.experiments.data import save_rows
 
 FUNCTIONS = {"peaks": peaks, "himmelblau": himmelblau, "ackley": ackley}
 REGULARIZERS = {

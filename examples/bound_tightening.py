@@ -31,10 +31,9 @@ from pathlib import Path
 import numpy as np
 import pyomo.environ as pyo
 
-from pyomo_nnrelax import Network, NetworkBounds, NNBlock, interval_bounds
-from pyomo_nnrelax.experiments.functions import box, latin_hypercube, peaks
+from pyomo_nnrelax import Network, NetworkBounds, NNBlock, interval_bounds, tighten_bounds
 from pyomo_nnrelax.bounds import big_m_summary, layer_statistics
-from pyomo_nnrelax import tighten_bounds
+from pyomo_nnrelax.experiments.functions import box, latin_hypercube, peaks
 from pyomo_nnrelax.onnx import write_onnx
 from pyomo_nnrelax.training import Trainer
 

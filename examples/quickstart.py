@@ -24,8 +24,8 @@ import pyomo.environ as pyo
 from pyomo_nnrelax import Network, NNBlock
 from pyomo_nnrelax.experiments.functions import box, latin_hypercube, peaks
 from pyomo_nnrelax.experiments.measure import SolveStats, difficulty, solve_model
-from pyomo_nnrelax.training import BoundWidth, LPGap, Trainer
 from pyomo_nnrelax.experiments.refine import refine
+from pyomo_nnrelax.training import BoundWidth, LPGap, Trainer
 
 
 def minimise(path: Path, domain: np.ndarray, time_limit: float) -> SolveStats:

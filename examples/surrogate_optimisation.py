@@ -34,8 +34,8 @@ import pyomo.environ as pyo
 from pyomo_nnrelax import Network, NNBlock
 from pyomo_nnrelax.experiments.functions import box, himmelblau, latin_hypercube
 from pyomo_nnrelax.experiments.measure import difficulty
-from pyomo_nnrelax.training import BoundWidth, LPGap, Trainer
 from pyomo_nnrelax.experiments.refine import refine
+from pyomo_nnrelax.training import BoundWidth, LPGap, Trainer
 
 
 @dataclass(frozen=True)

@@ -338,3 +338,159 @@ def test_module_entry_point_in_a_subprocess(model, tmp_path):
     assert bad.stderr.strip().splitlines() == [
         "Error: Invalid value for '--input-bounds': pair 0 '2,-2' is inverted (lo > hi)"
     ]
+
+
+# ---------------------------------------------------------------------- trust
+def run_cli(*args, timeout: float = 300) -> subprocess.CompletedProcess:
+    """``nnrelax`` in a subprocess, so that output written below Python (solvers) is seen."""
+    command = [sys.executable, "-m", "pyomo_nnrelax.cli", *map(str, args)]
+    return subprocess.run(command, capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.mark.parametrize(
+    ("solver", "code", "message"),
+    [
+        ("notasolver", 2, "unknown solver 'notasolver'"),
+        ("gurobi_direct", 1, "solver 'gurobi_direct' is not available here"),
+    ],
+)
+def test_solver_errors_are_one_line_on_stderr_and_nothing_on_stdout(model, solver, code, message):
+    from pyomo.contrib.solver.common.factory import SolverFactory
+
+    if solver == "gurobi_direct" and SolverFactory(solver).available():
+        pytest.skip("gurobipy with a licence is installed here")
+    result = run_cli("solve", model, "--solver", solver)
+    assert result.returncode == code and result.stdout == ""
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("Error: ") and message in lines[0]
+
+
+def test_a_time_limited_solve_reports_the_best_point_bound_and_gap(tmp_path):
+    path = tmp_path / "deep.onnx"
+    net = Network.mlp([2, 40, 40, 40, 1], seed=0)
+    net.with_input_bounds([-2, -2], [2, 2]).to_onnx(path, dtype="float64")
+    result = invoke("solve", path, "--time-limit", "0.5", "--json")
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert not report["optimal"] and report["status"] == "maxTimeLimit"
+    assert report["incumbent"] in ("solver", "start")
+    assert report["bound"] <= report["objective"] + 1e-9
+    assert report["gap"] == pytest.approx(report["objective"] - report["bound"])
+    point = np.array(report["point"])
+    assert report["objective"] == pytest.approx(net.forward(point)[0, 0], abs=1e-6)
+    assert report["max_abs_error"] < 1e-6
+    text = invoke("solve", path, "--time-limit", "0.5")
+    assert "not proven optimal: best known min of output 0" in text.stdout
+
+
+def test_no_output_replaces_the_external_data_of_an_input(tmp_path):
+    import onnx
+
+    path = tmp_path / "model.onnx"
+    proto = Network.mlp([2, 30, 1], seed=0).with_input_bounds([-1, -1], [1, 1]).to_onnx()
+    onnx.save(
+        proto, path, save_as_external_data=True, location="model.onnx.data", size_threshold=16
+    )
+    weights = (tmp_path / "model.onnx.data").read_bytes()
+    for command in (
+        ["tighten", path, "-o", tmp_path / "model.onnx.data", "--force"],
+        ["refine", path, "--data", path, "-o", tmp_path / "model.onnx.data", "--force"],
+    ):
+        result = invoke(*command)
+        assert result.exit_code == 2, result.output
+        assert "which an input depends on" in error_line(result)
+    assert (tmp_path / "model.onnx.data").read_bytes() == weights
+    assert read_onnx(path).n_inputs == 2
+
+
+def test_an_interrupted_refine_exits_130_saying_how_to_resume(model, data, tmp_path, monkeypatch):
+    from pyomo_nnrelax.experiments import refine as refine_module
+
+    measure = refine_module.difficulty
+    calls = []
+
+    def interrupted_in_round_one(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:  # round 0 is measured, round 1's measurement is interrupted
+            raise KeyboardInterrupt
+        return measure(*args, **kwargs)
+
+    monkeypatch.setattr(refine_module, "difficulty", interrupted_in_round_one)
+    out = tmp_path / "refined.onnx"
+    args = [
+        "refine",
+        model,
+        "--data",
+        data,
+        "-o",
+        out,
+        "--regularizer",
+        "bw",
+        "--epochs",
+        "1",
+        "--milp-time-limit",
+        "5",
+        "--batch-size",
+        "16",
+        "--quiet",
+        "--rounds",
+        "2",
+    ]
+    result = invoke(*args)
+    assert result.exit_code == 130
+    line = result.stderr.strip().splitlines()[-1]
+    assert "interrupted; rounds 0..0 of 2 are kept in" in line and "--resume" in line
+    assert not out.exists()
+    monkeypatch.setattr(refine_module, "difficulty", measure)
+    resumed = invoke(*args, "--resume")
+    assert resumed.exit_code == 0, resumed.output
+    rows = json.loads((tmp_path / "refined.history.json").read_text())
+    assert [r["round"] for r in rows] == [0, 1, 2]
+
+
+def test_bad_data_files_are_refused_before_anything_is_written(model, tmp_path):
+    garbage = tmp_path / "garbage.npz"
+    garbage.write_bytes(b"this is not an archive")
+    empty = tmp_path / "empty.onnx"
+    empty.write_bytes(b"")
+    cases = [
+        (["refine", model, "--data", garbage, "-o", tmp_path / "r.onnx"], 1, "not an .npz"),
+        (["inspect", empty], 1, "the file is empty"),
+    ]
+    for args, code, message in cases:
+        result = invoke(*args)
+        assert result.exit_code == code
+        line = error_line(result)
+        assert message in line and "pickle" not in line
+    assert not (tmp_path / "r_rounds").exists()
+
+
+def test_a_tiny_data_set_trains_with_a_warning(model, tmp_path):
+    path = tmp_path / "tiny.npz"
+    X = np.array([[0.0, 0.0], [1.0, 1.0], [-1.0, 0.5]])
+    np.savez(path, X=X, y=X.sum(axis=1))
+    result = invoke(
+        "refine",
+        model,
+        "--data",
+        path,
+        "-o",
+        tmp_path / "r.onnx",
+        "--rounds",
+        "1",
+        "--epochs",
+        "1",
+        "--regularizer",
+        "none",
+        "--milp-time-limit",
+        "5",
+        "-q",
+    )
+    assert result.exit_code == 0, result.output
+    assert "Warning: training data has only 3 samples" in result.stderr
+
+
+def test_the_tighten_bar_counts_whole_layers(model, tmp_path):
+    result = invoke("tighten", model, "-o", tmp_path / "t.onnx")
+    assert result.exit_code == 0, result.output
+    assert "3/3" in result.stderr and "0layer" not in result.stderr

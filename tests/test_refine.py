@@ -100,3 +100,39 @@ def test_existing_checkpoints_are_not_overwritten_but_can_be_resumed(model_path,
 def test_bad_round_counts_are_rejected(model_path, data):
     with pytest.raises(ValueError, match="rounds and epochs_per_round"):
         run(model_path, data, rounds=0)
+
+
+def test_bad_data_is_refused_before_the_checkpoint_folder_is_made(model_path, data):
+    X, y = data
+    with pytest.raises(ValueError, match="y has shape"):
+        refine(model_path, X, y[:10], progress=False)
+    assert not model_path.with_name("model_refined").exists()
+
+
+def test_an_interrupted_round_keeps_the_complete_ones_and_resumes(model_path, data, monkeypatch):
+    from pyomo_nnrelax.experiments import refine as refine_module
+
+    measure, calls = refine_module.difficulty, []
+
+    def interrupted(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 3:  # rounds 0 and 1 measured, round 2's measurement interrupted
+            raise KeyboardInterrupt
+        return measure(*args, **kwargs)
+
+    monkeypatch.setattr(refine_module, "difficulty", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        run(model_path, data, rounds=3)
+    out = model_path.with_name("model_refined")
+    assert [r["round"] for r in RefineHistory.load(out / "history.json").rows] == [0, 1]
+    assert sorted(p.name for p in out.iterdir()) == [
+        "history.json",
+        "round_000.onnx",
+        "round_001.onnx",
+    ]
+    monkeypatch.setattr(refine_module, "difficulty", measure)
+    resumed = run(model_path, data, rounds=3, resume=True)
+    assert [r["round"] for r in resumed.history.rows] == [0, 1, 2, 3]
+    X = data[0][:50]
+    saved = read_onnx(out / "round_003.onnx").forward(X)
+    np.testing.assert_allclose(saved, resumed.network.forward(X), rtol=1e-5, atol=1e-5)

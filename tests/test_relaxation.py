@@ -33,7 +33,7 @@ def values(network: Network, bounds: NetworkBounds, X, sense: str) -> np.ndarray
 
 
 def with_param(network: Network, l: int, name: str, index: tuple, delta: float) -> Network:
-    """``network`` with entry ``index`` of layer ``l``'s ``weight`` or ``bias`` moved by ``delta``."""
+    """``network`` with entry ``index`` of layer ``l``'s weight or bias moved by ``delta``."""
     layer = network.layers[l]
     weight, bias = layer.weight.copy(), layer.bias.copy()
     (weight if name == "weight" else bias)[index] += delta

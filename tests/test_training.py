@@ -48,13 +48,13 @@ def test_backprop_gradient_matches_finite_differences():
     grads = backward(net.layers, inputs, pre, seed)
     for l, layer in enumerate(net.layers):
 
-        def objective(w, b, l=l):
+        def objective(w, b, l=l, layer=layer):
             layers = list(net.layers)
             layers[l] = type(layer)(w, b, layer.activation)
             return float(np.sum(seed * forward_cache(layers, X)[0]))
 
-        d_weight = _numeric_grad(lambda w: objective(w, layer.bias), layer.weight)
-        d_bias = _numeric_grad(lambda b: objective(layer.weight, b), layer.bias)
+        d_weight = _numeric_grad(lambda w, layer=layer: objective(w, layer.bias), layer.weight)
+        d_bias = _numeric_grad(lambda b, layer=layer: objective(layer.weight, b), layer.bias)
         np.testing.assert_allclose(grads[l][0], d_weight, atol=1e-6)
         np.testing.assert_allclose(grads[l][1], d_bias, atol=1e-6)
 

@@ -7,6 +7,7 @@ import csv
 import json
 import math
 import os
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -26,14 +27,7 @@ def read_data(path: str | os.PathLike, targets: int = 1) -> tuple[np.ndarray, np
         raise FileNotFoundError(f"data file {os.fspath(path)} does not exist")
     suffix = path.suffix.lower()
     if suffix == ".npz":
-        with np.load(path) as archive:
-            missing = {"X", "y"} - set(archive.files)
-            if missing:
-                raise ValueError(
-                    f"{path}: arrays {sorted(missing)} missing; it holds {archive.files}"
-                )
-            X, y = archive["X"].astype(np.float64), archive["y"].astype(np.float64)
-        return X, y.reshape(len(y), -1)
+        return _read_npz(path)
     if suffix != ".csv":
         raise ValueError(f"{path}: data must be a .npz or .csv file")
     lines = [line for line in path.read_text().splitlines() if line.strip()]
@@ -49,6 +43,34 @@ def read_data(path: str | os.PathLike, targets: int = 1) -> tuple[np.ndarray, np
             f"(inputs, then {targets} target column(s))"
         )
     return table[:, :-targets], table[:, -targets:]
+
+
+def _read_npz(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    """X and y of an ``.npz`` archive, with errors that say what is wrong with the file."""
+    if not zipfile.is_zipfile(path):
+        raise ValueError(f"{path}: not an .npz archive (np.savez writes one)")
+    try:
+        with np.load(path, allow_pickle=False) as archive:
+            missing = {"X", "y"} - set(archive.files)
+            if missing:
+                raise ValueError(
+                    f"{path}: arrays {sorted(missing)} missing; it holds {archive.files}"
+                )
+            X, y = archive["X"], archive["y"]
+            if X.dtype.kind not in "biuf" or y.dtype.kind not in "biuf":
+                raise ValueError(f"{path}: X and y must hold numbers, not {X.dtype}/{y.dtype}")
+            X, y = X.astype(np.float64), y.astype(np.float64)
+    except (OSError, EOFError, zipfile.BadZipFile, KeyError) as exc:
+        raise ValueError(f"{path}: not a readable .npz archive ({exc})") from None
+    except ValueError as exc:
+        if str(exc).startswith(str(path)):
+            raise
+        raise ValueError(f"{path}: X or y holds Python objects, not numbers") from None
+    if X.ndim != 2 or len(y) != len(X):
+        raise ValueError(
+            f"{path}: X must be (n, inputs) and y have n rows; got {X.shape} and {y.shape}"
+        )
+    return X, y.reshape(len(y), -1)
 
 
 def _numeric_row(line: str) -> bool:

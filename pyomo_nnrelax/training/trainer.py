@@ -9,6 +9,7 @@ may be called again to continue from the current state (Adam moments included).
 from __future__ import annotations
 
 import time
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -172,6 +173,12 @@ class Trainer:
         self.lam = positive_float("lam", lam, allow_zero=True)
         self.epochs = positive_int("epochs", epochs, allow_zero=True)
         self.batch_size = positive_int("batch_size", batch_size)
+        if len(self.X) < self.batch_size:
+            warnings.warn(
+                f"training data has only {len(self.X)} samples, fewer than one mini-batch of "
+                f"{self.batch_size}: the network will fit these points and little else",
+                stacklevel=2,
+            )
         self.lr = positive_float("lr", lr)
         if seed is not None and (isinstance(seed, bool) or not isinstance(seed, (int, np.integer))):
             raise ValueError(f"seed must be an integer or None, got {seed!r}")

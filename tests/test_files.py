@@ -1,0 +1,69 @@
+"""Files are written whole or not at all, and never over a file an input depends on."""
+
+from __future__ import annotations
+
+import pytest
+
+from pyomo_nnrelax import Network
+from pyomo_nnrelax.files import atomic_write, atomic_write_text, check_outputs
+from pyomo_nnrelax.onnx import read_onnx
+from pyomo_nnrelax.onnx.load import external_data_files
+
+
+def test_a_failed_write_keeps_the_old_file_and_leaves_nothing_behind(tmp_path):
+    path = tmp_path / "table.csv"
+    path.write_text("old contents")
+
+    def half_then_crash(tmp):
+        tmp.write_text("half of the new")
+        raise RuntimeError("crash while writing")
+
+    with pytest.raises(RuntimeError, match="crash while writing"):
+        atomic_write(path, half_then_crash)
+    assert path.read_text() == "old contents"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["table.csv"]
+    atomic_write_text(path, "new contents")
+    assert path.read_text() == "new contents"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["table.csv"]
+
+
+def test_an_interrupted_onnx_write_keeps_the_old_model(tmp_path, monkeypatch):
+    import onnx
+
+    path = tmp_path / "net.onnx"
+    old = Network.mlp([2, 3, 1], seed=0)
+    old.to_onnx(path, dtype="float64")
+
+    def interrupted_save(model, target):
+        with open(target, "wb") as handle:
+            handle.write(model.SerializeToString()[:50])
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(onnx, "save", interrupted_save)
+    with pytest.raises(KeyboardInterrupt):
+        Network.mlp([2, 3, 1], seed=1).to_onnx(path, overwrite=True)
+    monkeypatch.undo()
+    assert read_onnx(path) == old
+    assert [p.name for p in tmp_path.iterdir()] == ["net.onnx"]
+
+
+def test_outputs_never_replace_protected_files_even_with_force(tmp_path):
+    data = tmp_path / "model.onnx.data"
+    data.write_bytes(b"weights")
+    with pytest.raises(ValueError, match="would replace .*model.onnx.data"):
+        check_outputs([tmp_path / "sub" / ".." / "model.onnx.data"], [data], force=True)
+    with pytest.raises(FileExistsError, match="--force"):
+        check_outputs([data], [], force=False)
+    check_outputs([data], [], force=True)
+
+
+def test_external_data_files_of_a_model_are_found(tmp_path):
+    import onnx
+
+    path = tmp_path / "model.onnx"
+    model = Network.mlp([2, 30, 1], seed=0).to_onnx()
+    onnx.save(
+        model, path, save_as_external_data=True, location="model.onnx.data", size_threshold=16
+    )
+    assert external_data_files(path) == [(tmp_path / "model.onnx.data").resolve()]
+    assert external_data_files(tmp_path / "missing.onnx") == []

@@ -1,0 +1,81 @@
+"""Defaults run in this process, so a plain script (no ``__main__`` guard), a notebook and
+``python -c`` all work; a pool the caller asks for that breaks raises the package's own error."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+import pytest
+
+from pyomo_nnrelax import Network, NNRelaxError, ParallelError, tighten_bounds
+from pyomo_nnrelax.parallel import resolve_executor
+
+SCRIPT = textwrap.dedent(
+    """
+    import numpy as np
+    import pyomo.environ as pyo
+    from pyomo_nnrelax import NNBlock, Network, tighten_bounds
+
+    net = Network.mlp([2, 16, 16, 1], seed=0)
+    box = [(-2, 2), (-2, 2)]
+    m = pyo.ConcreteModel()
+    m.nn = NNBlock(net, input_bounds=box, bounds="milp"{options})
+    bounds = tighten_bounds(net, input_bounds=box, method="milp"{options})
+    print("RAN", m.nn.bounds.unstable_count(net), bounds.unstable_count(net))
+    """
+)
+
+
+def run_script(tmp_path, options: str = "") -> subprocess.CompletedProcess:
+    script = tmp_path / "plain_script.py"  # no `if __name__ == "__main__":` guard
+    script.write_text(SCRIPT.format(options=options))
+    return subprocess.run(
+        [sys.executable, str(script)], capture_output=True, text=True, timeout=300, cwd=tmp_path
+    )
+
+
+def test_milp_tightening_by_default_runs_in_a_plain_script_once(tmp_path):
+    result = run_script(tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.count("RAN") == 1  # the script ran once, not again in workers
+
+
+def test_the_same_code_runs_under_python_c():
+    code = SCRIPT.format(options="")
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=300
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.count("RAN") == 1
+
+
+@pytest.mark.slow
+def test_a_pool_asked_for_in_a_script_without_main_guard_raises_a_clear_error(tmp_path):
+    result = run_script(tmp_path, options=", workers=2")
+    assert result.returncode != 0
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith("pyomo_nnrelax.errors.ParallelError")
+    assert 'if __name__ == "__main__":' in last
+
+
+def test_workers_and_executors_give_the_serial_bounds():
+    net = Network.mlp([2, 12, 12, 1], seed=1)
+    box = [(-2, 2), (-2, 2)]
+    serial = tighten_bounds(net, input_bounds=box, method="milp")
+    with ThreadPoolExecutor(2) as pool:
+        threaded = tighten_bounds(net, input_bounds=box, method="milp", executor=pool)
+    for a, b in zip(serial.lower + serial.upper, threaded.lower + threaded.upper):
+        np.testing.assert_allclose(a, b, atol=1e-9)
+
+
+def test_executor_and_workers_are_exclusive_and_checked():
+    with pytest.raises(ValueError, match="not both"):
+        resolve_executor(ThreadPoolExecutor(1), 2)
+    with pytest.raises(ValueError, match="workers must be an integer"):
+        resolve_executor(None, 0)
+    assert resolve_executor(None, None)[0] is None and resolve_executor(None, 1)[0] is None
+    assert issubclass(ParallelError, NNRelaxError)
