@@ -79,7 +79,7 @@ def main() -> None:
             .network
         )
         surrogate = out / "surrogate.onnx"
-        fitted.to_onnx(surrogate, overwrite=True)
+        fitted.to_onnx(surrogate, overwrite=True, dtype="float64")
 
         print("\n2. embedding it and minimising on HiGHS")
         solved = {"before": (surrogate, minimise(surrogate, domain, limit))}

@@ -96,6 +96,7 @@ class Decision:
     seconds: float
     binaries: int
     optimal: bool
+    check: float  # max |network outputs - onnxruntime| at x
 
 
 def first_stage(path: Path, time_limit: float) -> Decision:
@@ -113,9 +114,10 @@ def first_stage(path: Path, time_limit: float) -> Decision:
     optimal = result.solver.termination_condition == pyo.TerminationCondition.optimal
     binaries = sum(row["unstable"] for row in m.nn.layer_stats())
     if len(result.solution) == 0:
-        return Decision(np.full(3, np.nan), np.full(3, np.nan), seconds, binaries, False)
+        return Decision(np.full(3, np.nan), np.full(3, np.nan), seconds, binaries, False, np.nan)
     m.solutions.load_from(result)
-    return Decision(m.nn.input_values(), m.nn.output_values(), seconds, binaries, optimal)
+    check = m.nn.check().max_abs_error
+    return Decision(m.nn.input_values(), m.nn.output_values(), seconds, binaries, optimal, check)
 
 
 def train(
@@ -174,7 +176,7 @@ def main() -> None:
             net = train(sizes, (X[:split], y[:split]), (X[split:], y[split:]), epochs, lam)
             seconds = time.perf_counter() - start
             path = out / f"quantiles_{name.split()[0].lower()}.onnx"
-            net.to_onnx(path, overwrite=True)
+            net.to_onnx(path, overwrite=True, dtype="float64")
             pinball = PinballLoss(QUANTILES)(net.forward(X_test), y_test[:, None])[0]
             rows.append((name, seconds, pinball, first_stage(path, limit)))
 
@@ -193,6 +195,8 @@ def main() -> None:
             f"{risk_objective(d.x[None, :], d.predicted[None, :])[0]:>9.2f}"
             f"{risk_objective(d.x[None, :], sampled[None, :])[0]:>8.2f}"
         )
+    checks = [d.check for *_, d in rows]
+    print(f"\ncheck against onnxruntime at every decision: max |difference| = {max(checks):.2e}")
     x_ref, obj_ref = grid_reference(grid, xi_mc)
     print(
         f"\nbest decision on a {grid}^3 grid (Monte Carlo objective, {mc} demand samples): "

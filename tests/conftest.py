@@ -2,12 +2,23 @@
 
 from __future__ import annotations
 
+import importlib.util
+import os
 from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
 import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
+
+TORCH_INSTALLED = importlib.util.find_spec("torch") is not None
+if os.environ.get("NNRELAX_REQUIRE_TORCH") == "1" and not TORCH_INSTALLED:
+    raise RuntimeError("NNRELAX_REQUIRE_TORCH=1 but torch is not installed: its tests would skip")
+requires_torch = pytest.mark.skipif(
+    not TORCH_INSTALLED, reason="torch is not installed (pip install -e '.[torch]')"
+)
+"""Tests of torch's exporters: torch is an optional extra; CI sets NNRELAX_REQUIRE_TORCH=1 so
+that a failed torch install fails the run instead of skipping them."""
 
 
 @pytest.fixture

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pyomo.environ as pyo
 import pytest
+from conftest import requires_torch
 
 from pyomo_nnrelax import (
     InputBoundsError,
@@ -57,8 +58,10 @@ def test_fixed_inputs_reproduce_onnxruntime(tmp_path, sizes, seed):
         np.testing.assert_allclose(got, expected, atol=1e-6, rtol=0)
 
 
+@requires_torch
 def test_torch_export_with_matrix_input_and_two_outputs_reproduces_onnxruntime(tmp_path):
-    torch = pytest.importorskip("torch")
+    import torch
+
     torch.manual_seed(0)
     module = torch.nn.Sequential(
         torch.nn.Flatten(),
@@ -88,9 +91,9 @@ def test_torch_export_with_matrix_input_and_two_outputs_reproduces_onnxruntime(t
 
 
 def test_skl2onnx_regressor_embedded_reproduces_onnxruntime():
-    sklearn = pytest.importorskip("sklearn.neural_network")
-    skl2onnx = pytest.importorskip("skl2onnx")
+    import skl2onnx
     from skl2onnx.common.data_types import DoubleTensorType
+    from sklearn import neural_network as sklearn
 
     rng = np.random.default_rng(0)
     X = rng.uniform(-1, 1, size=(200, 3))

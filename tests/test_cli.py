@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import csv
-import importlib.util
 import json
 import subprocess
 import sys
@@ -12,7 +11,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from pyomo_nnrelax import Network
+from pyomo_nnrelax import Layer, Network
 from pyomo_nnrelax.box import expand_pairs
 from pyomo_nnrelax.cli import main, parse_arch, parse_bounds_text, parse_number_list
 from pyomo_nnrelax.errors import InputBoundsError
@@ -94,9 +93,24 @@ def test_inspect_text_and_json(model):
     assert report["widths"] == [2, 6, 6, 1] and report["bounds"] == "interval"
     assert report["input_bounds"] == [[-0.1, 0.1], [-0.1, 0.1]]
     assert [r["activation"] for r in report["layers"]] == ["relu", "relu", "linear"]
-    for r in report["layers"][:2]:
-        assert r["unstable"] + r["stable_active"] + r["stable_inactive"] == 6
-    assert report["unstable"] == sum(r["unstable"] for r in report["layers"])
+
+
+def test_inspect_counts_stability_and_big_m_worked_out_by_hand(tmp_path):
+    """Over [-1, 1]^2: z0 = x0 + 2 in [1, 3] (active), z1 = x1 - 3 in [-4, -2] (inactive),
+    z2 = x0 + x1 in [-2, 2] (unstable, M = 2), z3 = 2 x0 - 0.5 in [-2.5, 1.5] (unstable,
+    M = 2.5); the output layer is linear."""
+    path = tmp_path / "hand.onnx"
+    hidden = Layer(
+        np.array([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0], [2.0, 0.0]]), np.array([2.0, -3, 0, -0.5])
+    )
+    out = Layer(np.ones((1, 4)), np.zeros(1), "linear")
+    Network((hidden, out)).with_input_bounds([-1, -1], [1, 1]).to_onnx(path, dtype="float64")
+    report = json.loads(invoke("inspect", path, "--json").stdout)
+    first = report["layers"][0]
+    assert (first["unstable"], first["stable_active"], first["stable_inactive"]) == (2, 1, 1)
+    assert first["mean_big_m"] == pytest.approx(2.25) and first["max_big_m"] == pytest.approx(2.5)
+    assert report["unstable"] == 2 and report["max_big_m"] == pytest.approx(2.5)
+    assert report["layers"][1]["unstable"] == 0
 
 
 def test_tighten_writes_stored_bounds_and_refuses_to_overwrite(model, tmp_path):
@@ -237,10 +251,7 @@ def test_sweep_command_writes_table_and_pareto_plot(data, tmp_path):
     assert out.with_suffix(".png").read_bytes()[:4] == b"\x89PNG"
 
 
-@pytest.mark.skipif(
-    importlib.util.find_spec("distributed") is None,
-    reason="dask.distributed is not installed (pip install 'dask[distributed]')",
-)
+@pytest.mark.slow
 def test_sweep_command_on_a_dask_scheduler(model, data, tmp_path):
     from distributed import LocalCluster
 

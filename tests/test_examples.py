@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -21,3 +22,6 @@ def test_example_runs_in_quick_mode(script, tmp_path):
     )
     assert done.returncode == 0, done.stderr[-3000:]
     assert "Traceback" not in done.stderr
+    checks = [float(v) for v in re.findall(r"max \|difference\| = (\S+)", done.stdout)]
+    assert checks, "the example prints no check of its optima against onnxruntime"
+    assert max(checks) < 1e-6, done.stdout

@@ -7,30 +7,85 @@ import math
 import numpy as np
 import pytest
 
-from pyomo_nnrelax import Network, interval_bounds
+from pyomo_nnrelax import Layer, Network
 from pyomo_nnrelax.experiments.measure import difficulty, solve_block
 
 BOX = [(-2.0, 2.0), (-2.0, 2.0)]
 
 
+def triangle_lp_minimum(net: Network, box) -> float:
+    """An independent reference for one hidden ReLU layer and one output: the big-M LP
+    relaxation's minimum over the box, written as an epigraph LP for scipy.
+
+    The output is ``b + sum_j c_j h_j``; relaxed, ``h_j`` ranges over the triangle of
+    ``z_j = w_j x + d_j`` with interval bounds ``[L_j, U_j]``.  For ``c_j > 0`` the minimum takes
+    the triangle's lower edge ``max(0, z_j)`` (a variable ``t_j >= 0, t_j >= z_j``); for
+    ``c_j < 0`` its upper edge ``s_j (z_j - L_j)`` with ``s_j = U_j / (U_j - L_j)``.  Stable
+    neurons are exact: ``h = z`` (active) or ``h = 0`` (inactive).
+    """
+    from scipy.optimize import linprog
+
+    hidden, out = net.layers
+    (lo, hi) = np.array(box, dtype=float).T
+    W, d, c, b = hidden.weight, hidden.bias, out.weight[0], out.bias[0]
+    L = np.maximum(W, 0) @ lo + np.minimum(W, 0) @ hi + d
+    U = np.maximum(W, 0) @ hi + np.minimum(W, 0) @ lo + d
+    n, m = W.shape[1], W.shape[0]
+    cost, const = np.zeros(n + m), b
+    rows, rhs = [], []
+    for j in range(m):
+        if U[j] <= 0:
+            continue
+        if L[j] >= 0 or c[j] > 0:
+            if L[j] >= 0:  # active: h = z
+                cost[:n] += c[j] * W[j]
+                const += c[j] * d[j]
+            else:  # t_j >= z_j, t_j >= 0
+                cost[n + j] = c[j]
+                row = np.zeros(n + m)
+                row[:n], row[n + j] = W[j], -1.0
+                rows.append(row)
+                rhs.append(-d[j])
+        else:  # c_j < 0 on an unstable neuron: the upper edge
+            s_j = U[j] / (U[j] - L[j])
+            cost[:n] += c[j] * s_j * W[j]
+            const += c[j] * s_j * (d[j] - L[j])
+    bounds = [(a, z) for a, z in zip(lo, hi)] + [(0, None)] * m
+    res = linprog(cost, rows or None, rhs or None, bounds=bounds, method="highs")
+    assert res.status == 0
+    return res.fun + const
+
+
+def with_stable_neurons(net: Network) -> Network:
+    """``net`` with hidden neurons 0-2 pushed active and 3-4 inactive over BOX (|z| < 7)."""
+    hidden, out = net.layers
+    bias = hidden.bias.copy()
+    bias[:3], bias[3:5] = 8.0, -8.0
+    return net.with_layers([Layer(hidden.weight, bias), out])
+
+
 def test_difficulty_counts_unstable_neurons_and_measures_the_lp_gap():
-    net = Network.mlp([2, 10, 10, 1], seed=0)
+    net = with_stable_neurons(Network.mlp([2, 12, 1], seed=4))
     d = difficulty(net, BOX, "min", milp_time_limit=60)
-    assert d.unstable == interval_bounds(net, BOX).unstable_count(net)
-    assert d.milp is not None and d.milp.optimal
-    grid = np.stack(np.meshgrid(*[np.linspace(-2, 2, 201)] * 2), -1).reshape(-1, 2)
-    assert d.milp.objective <= net.forward(grid).min() + 1e-9
-    assert d.lp_value <= d.milp.objective + 1e-9
-    assert d.lp_gap == pytest.approx(d.milp.objective - d.lp_value)
+    assert d.unstable == 7
+    assert d.lp_value == pytest.approx(triangle_lp_minimum(net, BOX), abs=1e-7)
+    grid = np.stack(np.meshgrid(*[np.linspace(-2, 2, 401)] * 2), -1).reshape(-1, 2)
+    true_min = net.forward(grid).min()
+    assert d.milp.optimal and true_min - 1e-2 <= d.milp.objective <= true_min + 1e-9
+    assert d.lp_gap == pytest.approx(true_min - triangle_lp_minimum(net, BOX), abs=1e-2)
 
 
-def test_maximisation_gap_is_non_negative_and_matches_sampling():
-    net = Network.mlp([2, 8, 8, 1], seed=3)
+def test_maximisation_measures_the_gap_above_the_network():
+    net = with_stable_neurons(Network.mlp([2, 12, 1], seed=5))
+    flipped = net.with_layers(
+        [net.layers[0], type(net.layers[1])(-net.layers[1].weight, -net.layers[1].bias, "linear")]
+    )
     d = difficulty(net, BOX, "max", milp_time_limit=60)
-    grid = np.stack(np.meshgrid(*[np.linspace(-2, 2, 201)] * 2), -1).reshape(-1, 2)
-    assert d.milp.objective >= net.forward(grid).max() - 1e-9
-    assert d.lp_value >= d.milp.objective - 1e-9
-    assert d.lp_gap == pytest.approx(d.lp_value - d.milp.objective)
+    grid = np.stack(np.meshgrid(*[np.linspace(-2, 2, 401)] * 2), -1).reshape(-1, 2)
+    true_max = net.forward(grid).max()
+    assert true_max - 1e-9 <= d.milp.objective <= true_max + 1e-2
+    assert d.lp_value == pytest.approx(-triangle_lp_minimum(flipped, BOX), abs=1e-7)
+    assert d.lp_gap == pytest.approx(-triangle_lp_minimum(flipped, BOX) - true_max, abs=1e-2)
 
 
 def test_a_time_limited_milp_reports_its_bound_not_an_optimum():

@@ -13,6 +13,7 @@ import warnings
 import numpy as np
 import onnx
 import pytest
+from conftest import requires_torch
 from onnx import TensorProto, helper, numpy_helper
 
 from pyomo_nnrelax import (
@@ -41,9 +42,8 @@ def assert_matches_float32(network: Network, model, X) -> None:
 # ====================================================================== torch exports
 try:
     import torch
-except ImportError:  # only the torch tests are skipped; the rest need no torch
+except ImportError:  # only the torch tests are skipped (see conftest.requires_torch)
     torch = None
-requires_torch = pytest.mark.skipif(torch is None, reason="torch is not installed")
 
 
 def torch_mlp(input_shape: tuple[int, ...], widths: list[int], seed: int, view: bool = False):
@@ -97,7 +97,6 @@ def torch_skip_block():
 def export_torch(module, example, path, dynamo: bool, dynamic_batch: bool = True) -> None:
     kwargs: dict = {"input_names": ["x"], "output_names": ["y"], "dynamo": dynamo}
     if dynamo:
-        pytest.importorskip("onnxscript", reason="torch's dynamo exporter needs onnxscript")
         if dynamic_batch:
             kwargs["dynamic_shapes"] = ({0: torch.export.Dim("batch")},)
         kwargs["verbose"] = False
@@ -195,7 +194,7 @@ def test_torch_exports_without_an_exact_milp_form_are_unsupported(tmp_path, kind
 # ====================================================================== skl2onnx
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_network_forward_matches_onnxruntime_for_skl2onnx_mlp_regressor(dtype):
-    skl2onnx = pytest.importorskip("skl2onnx")
+    import skl2onnx
     from sklearn.neural_network import MLPRegressor
 
     X = RNG.normal(size=(40, 4))

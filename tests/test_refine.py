@@ -8,7 +8,7 @@ import json
 import numpy as np
 import pytest
 
-from pyomo_nnrelax import Network
+from pyomo_nnrelax import Network, interval_bounds
 from pyomo_nnrelax.experiments.refine import RefineHistory, refine
 from pyomo_nnrelax.onnx import read_onnx
 from pyomo_nnrelax.training import BoundWidth
@@ -65,9 +65,19 @@ def test_history_has_a_row_per_round_and_saves_as_json_and_csv(model_path, data,
     result = run(model_path, data)
     rows = result.history.rows
     assert [r["round"] for r in rows] == [0, 1, 2]
-    for key in ("unstable", "mean_big_m", "lp_gap", "milp_seconds", "milp_nodes"):
-        assert all(key in r for r in rows)
+    grid = np.stack(np.meshgrid(*[np.linspace(-2, 2, 301)] * 2), -1).reshape(-1, 2)
+    for row, checkpoint in zip(rows, result.checkpoints):
+        net = read_onnx(checkpoint)  # each row measures the network of its checkpoint
+        bounds = interval_bounds(net, BOX)
+        assert row["unstable"] == bounds.unstable_count(net)
+        hidden = zip(bounds.lower[:-1], bounds.upper[:-1])  # the output layer is linear
+        big_m = np.concatenate([np.maximum(-lo, hi)[(lo < 0) & (hi > 0)] for lo, hi in hidden])
+        assert row["mean_big_m"] == pytest.approx(big_m.mean(), rel=1e-5)
+        true_min = net.forward(grid).min()
+        assert row["milp_optimal"] and true_min - 1e-2 <= row["milp_objective"] <= true_min + 1e-6
+        assert row["lp_value"] <= row["milp_objective"] + 1e-9
     assert all(r["lp_failures"] == 0 for r in rows[1:])
+    assert rows[2]["epochs"] == 4 and rows[2]["train_loss"] < rows[1]["train_loss"]
     saved = json.loads((model_path.with_name("model_refined") / "history.json").read_text())
     assert [r["round"] for r in saved] == [0, 1, 2]
     result.history.save(tmp_path / "h.csv")

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import importlib.util
 import multiprocessing
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 
 import numpy as np
 import pytest
 
+from pyomo_nnrelax import InputBox, Network, interval_bounds
 from pyomo_nnrelax.experiments.data import read_data, split_data
 from pyomo_nnrelax.experiments.plots import pareto_mask
 from pyomo_nnrelax.experiments.sweep import RunConfig, grid, run_config, run_sweep
@@ -106,10 +106,19 @@ def test_pareto_mask_keeps_the_undominated_finite_points():
 
 
 def test_run_config_reports_accuracy_and_difficulty(data_file):
-    row = run_config(RunConfig(regularizer="bw", lam=1e-2, seed=0, **base(data_file)))
+    """With no epochs the run's network is ``Network.mlp(arch, seed)``: its test error,
+    unstable count and minimum are computed here independently and must match the row."""
+    row = run_config(RunConfig(regularizer="bw", lam=1e-2, seed=3, **base(data_file, epochs=0)))
     assert row["regularizer"] == "bw" and row["arch"] == "2-6-6-1"
-    assert row["test_rmse"] == pytest.approx(np.sqrt(row["test_mse"]))
-    assert row["unstable"] >= 0 and row["milp_seconds"] > 0 and row["milp_optimal"]
+    net = Network.mlp([2, 6, 6, 1], seed=3)
+    X, y = read_data(data_file)
+    test = split_data(X, y, 0.2, 0.2)[2]
+    assert row["test_mse"] == pytest.approx(np.mean((net.forward(test[0]) - test[1]) ** 2))
+    lo, hi = X.min(axis=0), X.max(axis=0)  # no --input-bounds: the data's bounding box
+    assert row["unstable"] == interval_bounds(net, InputBox(lo, hi)).unstable_count(net)
+    grid = np.stack(np.meshgrid(*[np.linspace(a, b, 301) for a, b in zip(lo, hi)]), -1)
+    values = net.forward(grid.reshape(-1, 2))
+    assert row["milp_optimal"] and values.min() - 1e-2 <= row["milp_objective"] <= values.min()
 
 
 def test_one_input_bounds_pair_stands_for_every_input_as_in_the_other_commands(data_file):
@@ -143,10 +152,7 @@ def test_a_failing_run_becomes_an_error_row(tmp_path, data_file):
     assert row["error"].startswith("FileNotFoundError") and row["regularizer"] == "bw"
 
 
-@pytest.mark.skipif(
-    importlib.util.find_spec("distributed") is None,
-    reason="dask.distributed is not installed (pip install 'dask[distributed]')",
-)
+@pytest.mark.slow
 def test_run_sweep_on_a_dask_local_cluster(data_file, tmp_path):
     from distributed import Client, LocalCluster
 

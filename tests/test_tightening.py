@@ -105,8 +105,10 @@ def test_serial_and_process_pool_agree():
             np.testing.assert_allclose(a, b, atol=1e-7)
 
 
+@pytest.mark.slow
 def test_dask_executor():
-    distributed = pytest.importorskip("distributed")
+    import distributed
+
     net = Network.mlp([3, 10, 10, 1], seed=6)
     serial = tighten_bounds(net, input_bounds=_box(3), executor="serial")
     with distributed.Client(processes=False, n_workers=1, threads_per_worker=2) as client:

@@ -224,5 +224,6 @@ def _check_fresh_output_dir(source, output_dir: Path, overwrite: bool) -> None:
 
 def _save(network: Network, box, output_dir: Path, round_index: int, overwrite: bool) -> Path:
     path = _checkpoint(output_dir, round_index)
-    network.with_input_bounds(*box).to_onnx(path, overwrite=overwrite)
+    # float64: the checkpoint is exactly the network its history row measured
+    network.with_input_bounds(*box).to_onnx(path, overwrite=overwrite, dtype="float64")
     return path
