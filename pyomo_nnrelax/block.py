@@ -8,6 +8,20 @@ formulation is written as a :class:`MatrixModel`, and only then are Pyomo compon
 in one pass over the matrix rows.  Components are named after what they are:
 ``inputs[i]``, ``outputs[j]``, ``layer[l].z[j]``, ``layer[l].xh[j]``, ``layer[l].is_active[j]``,
 ``layer[l].affine[j]``, ``layer[l].relu_upper[j]`` ...
+
+>>> import pyomo.environ as pyo
+>>> from pyomo_nnrelax import NNBlock, Network
+>>> m = pyo.ConcreteModel()
+>>> m.nn = NNBlock(Network.mlp([2, 3, 1], seed=0), input_bounds=[(-1, 1), (-1, 1)])
+>>> print(m.nn.summary())
+NNBlock: bigm, bounds: interval, widths (2, 3, 1), 3 binaries, 12 variables, 13 constraints
+layer neurons unstable active inactive     mean M      max M
+    0       3        3      0        0      2.376      3.311
+    1       1        0      0        0          0          0
+>>> m.obj = pyo.Objective(expr=m.nn.outputs[0])
+>>> _ = pyo.SolverFactory("highs").solve(m)
+>>> round(pyo.value(m.obj), 6), m.nn.check().max_abs_error < 1e-6
+(-3.478096, True)
 """
 
 from __future__ import annotations

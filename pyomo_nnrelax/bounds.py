@@ -5,7 +5,8 @@ pre-activation ``z``.  Formulations read them; tightening (:mod:`pyomo_nnrelax.l
 replaces them with tighter ones.  All arrays are float64.
 
 Interval bound propagation is written once, :func:`ibp_forward`, from two steps:
-:func:`layer_interval` (the affine map) and :func:`activation_interval`.
+:func:`layer_interval` (the affine map) and :func:`activation_interval` (``docs/method.md``,
+section 1).
 """
 
 from __future__ import annotations

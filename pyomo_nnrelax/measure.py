@@ -1,6 +1,8 @@
 """Deprecated alias of :mod:`pyomo_nnrelax.experiments.measure` (the 0.1 module name), kept so
 that code written for it keeps working."""
 
+import warnings
+
 from .experiments.measure import (
     Difficulty,
     SolveStats,
@@ -18,3 +20,9 @@ __all__ = [
     "solve_block",
     "solve_model",
 ]
+
+warnings.warn(
+    "pyomo_nnrelax.measure is a deprecated alias: import from pyomo_nnrelax.experiments.measure",
+    DeprecationWarning,
+    stacklevel=2,
+)

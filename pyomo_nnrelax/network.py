@@ -144,6 +144,12 @@ class Network:
         """A ReLU MLP with He-uniform random weights, e.g. ``Network.mlp([2, 25, 25, 1])``.
 
         Hidden layers use ReLU and the last layer is linear.
+
+        >>> net = Network.mlp([2, 3, 1], seed=0)
+        >>> net
+        Network(widths=(2, 3, 1), activations='rl')
+        >>> net.forward([[0.5, -0.5]]).round(6)
+        array([[0.959158]])
         """
         if len(sizes) < 2 or any(int(s) < 1 for s in sizes):
             raise InvalidNetworkError(f"sizes must list at least two positive widths, got {sizes}")

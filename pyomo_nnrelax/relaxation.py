@@ -2,7 +2,7 @@
 
 For a point ``x`` the inputs are fixed and the LP relaxation of the whole big-M network is
 solved for ``min`` (or ``max``) ``w' outputs``.  Its value ``V(x)`` is a bound on ``w' f(x)``;
-the gap between the two is the LP-gap regularizer of ``docs/method.md`` section 3.  The
+the gap between the two is the LP-gap regularizer (``docs/method.md``, section 4).  The
 solver's duals and primals give the derivatives of ``V`` (envelope theorem, unique
 non-degenerate optimum).
 

@@ -1,6 +1,8 @@
 """Deprecated alias of :mod:`pyomo_nnrelax.experiments.sweep` (the 0.1 module name), kept so
 that code written for it keeps working."""
 
+import warnings
+
 from .experiments.data import read_data, split_data
 from .experiments.plots import pareto_mask
 from .experiments.sweep import RunConfig, grid, run_config, run_sweep
@@ -16,3 +18,9 @@ __all__ = [
     "run_sweep",
     "split_data",
 ]
+
+warnings.warn(
+    "pyomo_nnrelax.sweep is a deprecated alias: import from pyomo_nnrelax.experiments.sweep",
+    DeprecationWarning,
+    stacklevel=2,
+)

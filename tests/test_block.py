@@ -9,12 +9,10 @@ from conftest import requires_torch
 
 from pyomo_nnrelax import (
     InputBoundsError,
-    InvalidNetworkError,
     Layer,
     Network,
     NNRelaxError,
     UnsupportedOperationError,
-    interval_bounds,
 )
 from pyomo_nnrelax.block import NNBlock
 from pyomo_nnrelax.onnx import run_onnxruntime
@@ -103,17 +101,6 @@ def test_skl2onnx_regressor_embedded_reproduces_onnxruntime():
     for x in X[:3]:
         got = fixed_input_outputs(model, box(3, -1, 1), x)
         np.testing.assert_allclose(got, run_onnxruntime(model, x[None])[0], atol=1e-6, rtol=0)
-
-
-@pytest.mark.parametrize("sizes", RANDOM_SHAPES)
-def test_interval_bounds_contain_every_sampled_pre_activation(sizes):
-    net = Network.mlp(sizes, seed=5)
-    lo, hi = -np.ones(sizes[0]), 2 * np.ones(sizes[0])
-    bounds = interval_bounds(net, (lo, hi))
-    rng = np.random.default_rng(0)
-    X = lo + (hi - lo) * rng.random((20000, sizes[0]))
-    X = np.vstack([X, lo, hi])
-    assert bounds.contains(net, X, tol=0.0)
 
 
 def test_block_variables_carry_the_bounds():
@@ -242,18 +229,6 @@ def test_missing_input_bounds_name_the_inputs():
 def test_bad_input_bounds_raise_input_bounds_error(bounds, pattern):
     with pytest.raises(InputBoundsError, match=pattern):
         NNBlock(Network.mlp([2, 4, 1]), input_bounds=bounds)
-
-
-def test_nan_weights_raise_invalid_network_error_naming_the_layer():
-    w = np.ones((3, 2))
-    w[1, 0] = np.nan
-    with pytest.raises(InvalidNetworkError, match="layer 0 weight contains NaN"):
-        Network((Layer(w, np.zeros(3)), Layer(np.ones((1, 3)), np.zeros(1), "linear")))
-
-
-def test_mismatched_layer_shapes_raise_invalid_network_error():
-    with pytest.raises(InvalidNetworkError, match="layer 1 takes 4 inputs but layer 0 gives 3"):
-        Network((Layer(np.ones((3, 2)), np.zeros(3)), Layer(np.ones((1, 4)), np.zeros(1))))
 
 
 def test_unsupported_op_is_reported_before_any_component_is_built(make_onnx_model):

@@ -160,6 +160,6 @@ def test_split_inputs_strategies_and_clamping():
         ({"strategy": "sorted"}, "equal_size"),
     ],
 )
-def test_bad_arguments_raise(kwargs, word):
+def test_partition_bad_arguments_raise(kwargs, word):
     with pytest.raises(ValueError, match=word):
         partition_formulation(**kwargs)

@@ -117,7 +117,7 @@ def test_dask_executor():
         np.testing.assert_allclose(a, b, atol=1e-7)
 
 
-def test_onnx_round_trip(tmp_path):
+def test_tightened_bounds_round_trip_through_onnx_metadata(tmp_path):
     net = Network.mlp([2, 6, 6, 1], seed=7).with_input_bounds(*_box(2))
     bounds = tighten_bounds(net, executor="serial")
     path = tmp_path / "net.onnx"
@@ -147,7 +147,7 @@ def test_progress_is_reported_per_layer():
         ({"chunks": 0}, "chunks"),
     ],
 )
-def test_bad_arguments_raise(kwargs, words):
+def test_tightening_bad_arguments_raise(kwargs, words):
     net = Network.mlp([2, 4, 1], seed=0)
     with pytest.raises(ValueError, match=words):
         tighten_bounds(net, input_bounds=_box(2), **kwargs)

@@ -1,7 +1,7 @@
 """Test functions of the paper's experiments, their input boxes, and Latin-hypercube sampling.
 
 Each function takes a batch ``X`` (n, d) and returns (n,) values; :func:`box` gives the
-standard domain of method.md section 4 as an (d, 2) array of ``(lo, hi)`` rows.
+standard domain of docs/method.md, section 5, as an (d, 2) array of ``(lo, hi)`` rows.
 """
 
 from __future__ import annotations

@@ -1,4 +1,5 @@
-"""Big-M formulation of ReLU neurons, with each neuron's own bounds as its constants.
+"""Big-M formulation of ReLU neurons, with each neuron's own bounds as its constants
+(``docs/method.md``, section 2).
 
 For a neuron with pre-activation bounds ``L <= z <= U``:
 
@@ -73,5 +74,14 @@ def bigm_model(
     stop: int | None = None,
     final_activation: bool = True,
 ) -> MatrixModel:
-    """The big-M MILP (or LP relaxation) of ``network``; see :func:`network_model`."""
+    """The big-M MILP (or LP relaxation) of ``network``; see :func:`network_model`.
+
+    >>> from pyomo_nnrelax import Network, interval_bounds
+    >>> net = Network.mlp([2, 3, 1], seed=0)
+    >>> model = bigm_model(net, interval_bounds(net, [(-1, 1), (-1, 1)]))
+    >>> model.n_cols, model.n_rows, int(model.integer.sum())  # 3 unstable neurons
+    (12, 13, 3)
+    >>> sorted(name for name, layer in model.row_groups)
+    ['affine', 'affine', 'relu_big_m', 'relu_copy', 'relu_lower', 'relu_upper']
+    """
     return network_model(network, bounds, BIGM, relax, stop, final_activation)

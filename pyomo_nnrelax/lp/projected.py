@@ -1,4 +1,5 @@
-"""The big-M LP relaxation at a fixed input, written on the layer outputs alone.
+"""The big-M LP relaxation at a fixed input, written on the layer outputs alone
+(``docs/method.md``, section 3).
 
 With ``a`` in ``[0, 1]``, the big-M rows of an unstable neuron (``L < 0 < U``) project onto
 ``(z, h)`` as the triangle ``h >= 0, h >= z, h <= s (z - L)`` with ``s = U / (U - L)``, and

@@ -1,4 +1,5 @@
-"""Optimisation-based bound tightening (OBBT) of pre-activation bounds.
+"""Optimisation-based bound tightening (OBBT) of pre-activation bounds (``docs/method.md``,
+section 1).
 
 Layer by layer, each neuron's pre-activation ``z`` is minimised and maximised over the big-M
 LP relaxation ("lp") or the exact big-M MILP ("milp") of the layers before it, built with the

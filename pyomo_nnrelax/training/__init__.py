@@ -1,7 +1,7 @@
 """Relaxation-informed training: fit ReLU networks whose MILP embedding is easy to solve.
 
 ``Trainer`` runs Adam on ``loss + lam * R`` with ``R`` built from the regularizers below
-(method.md section 3), e.g. ``BoundWidth() + LPGap(sense="min")``.
+(docs/method.md, section 4), e.g. ``BoundWidth() + LPGap(sense="min")``.
 """
 
 from .ibp import IBPTrace, ibp_backward, ibp_forward

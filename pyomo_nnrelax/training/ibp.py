@@ -3,7 +3,7 @@
 
 IBP bounds are piecewise linear in the weights and biases, so bound-based regularizers get
 exact (sub)gradients from one reverse sweep: seed ``dR/dL^l`` and ``dR/dU^l`` per layer and
-read off ``dR/dW^l`` and ``dR/db^l`` (method.md section 1).
+read off ``dR/dW^l`` and ``dR/db^l`` (docs/method.md, section 4).
 """
 
 from __future__ import annotations

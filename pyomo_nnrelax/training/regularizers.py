@@ -1,4 +1,4 @@
-"""Training regularizers that make the embedded MILP easier (method.md section 3).
+"""Training regularizers that make the embedded MILP easier (docs/method.md, section 4).
 
 Every regularizer answers one call, ``value_and_grad(ctx) -> (value, grads)``, with ``grads``
 a list of ``(dW, db)`` per layer.  They compose: ``0.5 * BoundWidth() + LPGap()``.
@@ -308,6 +308,11 @@ def parse_regularizer(spec: str, sense: str = "min") -> Regularizer | None:
     ``"none"`` gives None.  Names: bw (bound width), lp (LP gap, optimisation ``sense``),
     sn (stable neuron), rs (ReLU stability), l1, l2.  Raises ValueError naming the allowed
     names on anything else.
+
+    >>> parse_regularizer("0.5*bw + lp")
+    0.5 * BoundWidth() + 1 * LPGap(sense='min', samples=8, exact_bounds=False)
+    >>> parse_regularizer("none") is None
+    True
     """
     text = spec.strip().lower()
     if text == NO_REGULARIZER:
