@@ -3,23 +3,8 @@ that code written for it keeps working."""
 
 import warnings
 
-from .experiments.measure import (
-    Difficulty,
-    SolveStats,
-    difficulty,
-    objective_expression,
-    solve_block,
-    solve_model,
-)
-
-__all__ = [
-    "Difficulty",
-    "SolveStats",
-    "difficulty",
-    "objective_expression",
-    "solve_block",
-    "solve_model",
-]
+from .experiments.measure import *  # noqa: F403
+from .experiments.measure import __all__  # noqa: F401
 
 warnings.warn(
     "pyomo_nnrelax.measure is a deprecated alias: import from pyomo_nnrelax.experiments.measure",

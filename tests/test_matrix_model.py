@@ -60,5 +60,5 @@ def test_column_wise_form_is_the_same_matrix():
 def test_a_group_added_twice_is_an_error():
     builder = MatrixModelBuilder()
     builder.add_vars("x", [0.0], [1.0])
-    with pytest.raises(ValueError, match=r"variable group \('x', None\) added twice"):
+    with pytest.raises(ValueError, match=r"group \('x', None\) added twice"):
         builder.add_vars("x", [0.0], [1.0])

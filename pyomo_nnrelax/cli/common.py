@@ -18,6 +18,7 @@ from .. import files
 from ..box import InputBox, expand_pairs, resolve_box
 from ..errors import InputBoundsError, NNRelaxError
 from ..onnx.load import external_data_files
+from ..options import SENSES
 
 USER_ERRORS = (NNRelaxError, FileNotFoundError, FileExistsError, ValueError)
 
@@ -100,6 +101,48 @@ QUIET = click.option("--quiet", "-q", is_flag=True, help="No progress bars or me
 TIME_LIMIT = click.option(
     "--time-limit", type=click.FloatRange(min=0, min_open=True), help="Seconds per solve."
 )
+
+
+TARGETS = click.option(
+    "--targets",
+    type=click.IntRange(min=1),
+    default=1,
+    show_default=True,
+    help="Number of target columns at the end of a CSV file.",
+)
+BATCH_SIZE = click.option("--batch-size", type=click.IntRange(min=1), default=64, show_default=True)
+LEARNING_RATE = click.option(
+    "--lr", type=click.FloatRange(min=0, min_open=True), default=1e-3, show_default=True
+)
+
+
+def sense_option(help_text: str | None = None):
+    """``--sense min|max|both``: the downstream MILP's sense."""
+    return click.option(
+        "--sense", type=click.Choice(SENSES), default="min", show_default=True, help=help_text
+    )
+
+
+def number_list_option(name: str, default: str, kind: Callable[[str], Any]):
+    """A comma-separated list of numbers, e.g. ``--lams 1e-4,1e-3``."""
+    return click.option(
+        name,
+        default=default,
+        show_default=True,
+        callback=callback(lambda text: parse_number_list(text, kind)),
+        help="Comma-separated.",
+    )
+
+
+def milp_time_limit_option(what: str):
+    """``--milp-time-limit``: seconds for each MILP measurement (of a round, of a run)."""
+    return click.option(
+        "--milp-time-limit",
+        type=click.FloatRange(min=0, min_open=True),
+        default=60.0,
+        show_default=True,
+        help=f"Seconds for each {what}'s MILP measurement.",
+    )
 
 
 def output_option(help_text: str):

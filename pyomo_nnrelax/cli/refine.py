@@ -10,18 +10,22 @@ import click
 from ..experiments.data import read_data
 from ..experiments.refine import HISTORY_FILE, RefineHistory
 from ..files import atomic_write
-from ..options import SENSES
 from ..training.regularizers import parse_regularizer
 from .common import (
+    BATCH_SIZE,
     FORCE,
     INPUT_BOUNDS,
+    LEARNING_RATE,
     MODEL,
     QUIET,
+    TARGETS,
     Interrupted,
     check_outputs,
     cli_box,
     input_files,
+    milp_time_limit_option,
     output_option,
+    sense_option,
     stdout_to_stderr,
     warnings_as_lines,
 )
@@ -58,13 +62,7 @@ def history_paths(output: Path) -> tuple[Path, Path, Path]:
     help="Training data: .npz with arrays X and y, or .csv (targets last).",
 )
 @output_option("Where to write the refined network (ONNX); the history goes next to it.")
-@click.option(
-    "--targets",
-    type=click.IntRange(min=1),
-    default=1,
-    show_default=True,
-    help="Number of target columns at the end of a CSV file.",
-)
+@TARGETS
 @click.option(
     "--regularizer",
     "spec",
@@ -83,29 +81,17 @@ def history_paths(output: Path) -> tuple[Path, Path, Path]:
 @click.option(
     "--epochs", type=click.IntRange(min=1), default=20, show_default=True, help="Epochs per round."
 )
-@click.option("--batch-size", type=click.IntRange(min=1), default=64, show_default=True)
-@click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=1e-3, show_default=True)
+@BATCH_SIZE
+@LEARNING_RATE
 @click.option("--seed", type=int, default=0, show_default=True)
-@click.option(
-    "--sense",
-    type=click.Choice(SENSES),
-    default="min",
-    show_default=True,
-    help="Optimisation sense of the downstream MILP (LP gap and measurements).",
-)
+@sense_option("Optimisation sense of the downstream MILP (LP gap and measurements).")
 @INPUT_BOUNDS
 @click.option(
     "--output-dir",
     type=click.Path(file_okay=False, path_type=Path),
     help="Checkpoint directory. Default: <OUTPUT stem>_rounds next to OUTPUT.",
 )
-@click.option(
-    "--milp-time-limit",
-    type=click.FloatRange(min=0, min_open=True),
-    default=60.0,
-    show_default=True,
-    help="Seconds for each round's MILP measurement.",
-)
+@milp_time_limit_option("round")
 @click.option("--resume", is_flag=True, help="Continue from the last checkpoint in --output-dir.")
 @FORCE
 @QUIET

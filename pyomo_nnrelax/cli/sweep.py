@@ -7,19 +7,23 @@ from pathlib import Path
 
 import click
 
-from ..options import SENSES
 from ..progress import progress_bar
 from .common import (
+    BATCH_SIZE,
     FORCE,
     INPUT_BOUNDS,
+    LEARNING_RATE,
     QUIET,
+    TARGETS,
     callback,
     check_outputs,
     input_files,
+    milp_time_limit_option,
+    number_list_option,
     one_line,
     output_option,
     parse_arch,
-    parse_number_list,
+    sense_option,
     stdout_to_stderr,
 )
 
@@ -70,39 +74,15 @@ def _executor(scheduler: str | None, workers: int | None, n_runs: int):
     show_default=True,
     help="Comma-separated regularizer specs.",
 )
-@click.option(
-    "--lams",
-    default="1e-4,1e-3",
-    show_default=True,
-    callback=callback(lambda t: parse_number_list(t, float)),
-    help="Comma-separated.",
-)
-@click.option(
-    "--seeds",
-    default="0",
-    show_default=True,
-    callback=callback(lambda t: parse_number_list(t, int)),
-    help="Comma-separated.",
-)
+@number_list_option("--lams", "1e-4,1e-3", float)
+@number_list_option("--seeds", "0", int)
 @click.option("--epochs", type=click.IntRange(min=1), default=50, show_default=True)
-@click.option(
-    "--targets",
-    type=click.IntRange(min=1),
-    default=1,
-    show_default=True,
-    help="Number of target columns at the end of a CSV file.",
-)
-@click.option("--batch-size", type=click.IntRange(min=1), default=64, show_default=True)
-@click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=1e-3, show_default=True)
-@click.option("--sense", type=click.Choice(SENSES), default="min", show_default=True)
+@TARGETS
+@BATCH_SIZE
+@LEARNING_RATE
+@sense_option()
 @INPUT_BOUNDS
-@click.option(
-    "--milp-time-limit",
-    type=click.FloatRange(min=0, min_open=True),
-    default=60.0,
-    show_default=True,
-    help="Seconds for each run's MILP measurement.",
-)
+@milp_time_limit_option("run")
 @click.option("--scheduler", metavar="ADDRESS", help="dask.distributed scheduler to run on.")
 @click.option(
     "--workers",

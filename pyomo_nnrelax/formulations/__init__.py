@@ -16,21 +16,29 @@ from ..network import Layer, Network, forward_cache
 from .matrix_model import Key, MatrixModel, MatrixModelBuilder
 
 
+@dataclass(frozen=True)
+class ReluSite:
+    """One ReLU layer as a formulation sees it: where its input ``h`` and pre-activation ``z``
+    live in the builder, their bounds, and what to call its output.
+
+    ``output_name`` is ``"outputs"`` for the network's last layer, else ``"xh"``; ``relax``
+    asks for continuous instead of binary variables (the LP relaxation).
+    """
+
+    index: int
+    layer: Layer
+    h_cols: np.ndarray
+    h_bounds: tuple[np.ndarray, np.ndarray]
+    z_cols: np.ndarray
+    z_bounds: tuple[np.ndarray, np.ndarray]
+    output_name: str
+    relax: bool
+
+
 class ReluFormulation(Protocol):
     """Writes ``xh = max(0, z)`` of one layer into the builder and returns the ``xh`` columns."""
 
-    def __call__(
-        self,
-        builder: MatrixModelBuilder,
-        layer_index: int,
-        layer: Layer,
-        h_cols: np.ndarray,
-        h_bounds: tuple[np.ndarray, np.ndarray],
-        z_cols: np.ndarray,
-        z_bounds: tuple[np.ndarray, np.ndarray],
-        output_name: str,
-        relax: bool,
-    ) -> np.ndarray: ...
+    def __call__(self, builder: MatrixModelBuilder, site: ReluSite) -> np.ndarray: ...
 
 
 class StartValues(Protocol):
@@ -60,28 +68,24 @@ class Formulation:
     start_values: StartValues
 
 
-def relu_output_vars(
-    builder: MatrixModelBuilder,
-    layer_index: int,
-    z_cols: np.ndarray,
-    z_bounds: tuple[np.ndarray, np.ndarray],
-    output_name: str,
-) -> np.ndarray:
+def relu_output_vars(builder: MatrixModelBuilder, site: ReluSite) -> np.ndarray:
     """Add the ``xh`` columns of a ReLU layer and the ``xh = z`` rows of its stable-active neurons.
 
     Stable-inactive neurons need nothing more: their ``xh`` column has bounds ``[0, 0]``.
     """
-    lo, hi = z_bounds
-    out_layer = None if output_name == "outputs" else layer_index
-    xh_cols = builder.add_vars(output_name, np.maximum(lo, 0.0), np.maximum(hi, 0.0), out_layer)
+    lo, hi = site.z_bounds
+    out_layer = None if site.output_name == "outputs" else site.index
+    xh_cols = builder.add_vars(
+        site.output_name, np.maximum(lo, 0.0), np.maximum(hi, 0.0), out_layer
+    )
     active = np.flatnonzero(lo >= 0.0)
     ones = np.ones(active.size)
     builder.add_rows(
         "relu_copy",
-        [(xh_cols[active], ones), (z_cols[active], -ones)],
+        [(xh_cols[active], ones), (site.z_cols[active], -ones)],
         0.0,
         0.0,
-        layer_index,
+        site.index,
         active,
     )
     return xh_cols
@@ -133,9 +137,8 @@ def network_model(
         h_bounds = bounds.post_activation(network, l - 1)
         if apply_relu:
             out_name = "outputs" if is_output else "xh"
-            h_cols = formulation.relu(
-                builder, l, layer, h_cols, h_bounds, z_cols, z_bounds, out_name, relax
-            )
+            site = ReluSite(l, layer, h_cols, h_bounds, z_cols, z_bounds, out_name, relax)
+            h_cols = formulation.relu(builder, site)
         else:
             h_cols = z_cols
     return builder.build()

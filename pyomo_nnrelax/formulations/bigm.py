@@ -15,33 +15,26 @@ neurons), rows ``relu_copy`` (stable-active), ``relu_lower``, ``relu_upper``, ``
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
 from ..bounds import NetworkBounds, is_unstable
 from ..network import Layer, Network
-from . import Formulation, network_model, relu_output_vars
+from . import Formulation, ReluSite, network_model, relu_output_vars
 from .matrix_model import MatrixModel, MatrixModelBuilder
 
 
-def bigm_relu(
-    builder: MatrixModelBuilder,
-    layer_index: int,
-    layer: Layer,
-    h_cols: np.ndarray,
-    h_bounds: tuple[np.ndarray, np.ndarray],
-    z_cols: np.ndarray,
-    z_bounds: tuple[np.ndarray, np.ndarray],
-    output_name: str,
-    relax: bool,
-) -> np.ndarray:
+def bigm_relu(builder: MatrixModelBuilder, site: ReluSite) -> np.ndarray:
     """Write the big-M rows of one ReLU layer; see the module docstring."""
-    lo, hi = z_bounds
-    xh_cols = relu_output_vars(builder, layer_index, z_cols, z_bounds, output_name)
+    lo, hi = site.z_bounds
+    layer_index = site.index
+    xh_cols = relu_output_vars(builder, site)
     unstable = np.flatnonzero(is_unstable(lo, hi))
     a_cols = builder.add_vars(
-        "is_active", np.zeros(unstable.size), 1.0, layer_index, unstable, integer=not relax
+        "is_active", np.zeros(unstable.size), 1.0, layer_index, unstable, integer=not site.relax
     )
-    xh, z = xh_cols[unstable], z_cols[unstable]
+    xh, z = xh_cols[unstable], site.z_cols[unstable]
     L, U, ones = lo[unstable], hi[unstable], np.ones(unstable.size)
     builder.add_rows("relu_lower", [(xh, ones), (z, -ones)], 0.0, np.inf, layer_index, unstable)
     builder.add_rows(
@@ -67,14 +60,9 @@ def bigm_start_values(
 BIGM = Formulation("bigm", bigm_relu, bigm_start_values)
 
 
-def bigm_model(
-    network: Network,
-    bounds: NetworkBounds,
-    relax: bool = False,
-    stop: int | None = None,
-    final_activation: bool = True,
-) -> MatrixModel:
-    """The big-M MILP (or LP relaxation) of ``network``; see :func:`network_model`.
+def bigm_model(network: Network, bounds: NetworkBounds, **options: Any) -> MatrixModel:
+    """The big-M MILP (or LP relaxation) of ``network``; ``options`` (``relax``, ``stop``,
+    ``final_activation``) are those of :func:`network_model`.
 
     >>> from pyomo_nnrelax import Network, interval_bounds
     >>> net = Network.mlp([2, 3, 1], seed=0)
@@ -84,4 +72,4 @@ def bigm_model(
     >>> sorted(name for name, layer in model.row_groups)
     ['affine', 'affine', 'relu_big_m', 'relu_copy', 'relu_lower', 'relu_upper']
     """
-    return network_model(network, bounds, BIGM, relax, stop, final_activation)
+    return network_model(network, bounds, BIGM, **options)

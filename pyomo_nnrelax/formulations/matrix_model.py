@@ -82,6 +82,14 @@ class MatrixModel:
         return out
 
 
+def _new_group(groups: dict[Key, Group], key: Key, start: int, labels: np.ndarray) -> Group:
+    """Register ``key``'s group at ``start``; a name and layer can be added only once."""
+    if key in groups:
+        raise ValueError(f"group {key} added twice")
+    groups[key] = Group(start, labels)
+    return groups[key]
+
+
 class MatrixModelBuilder:
     """Collects variable and row groups, then :meth:`build` returns a :class:`MatrixModel`."""
 
@@ -110,15 +118,12 @@ class MatrixModelBuilder:
         lower = np.asarray(lower, dtype=np.float64).reshape(-1)
         upper = np.broadcast_to(np.asarray(upper, dtype=np.float64), lower.shape).copy()
         labels = np.arange(lower.size) if index is None else np.asarray(index, dtype=np.int64)
-        key = (name, layer)
-        if key in self._var_groups:
-            raise ValueError(f"variable group {key} added twice")
-        self._var_groups[key] = Group(self._n_cols, labels)
+        group = _new_group(self._var_groups, (name, layer), self._n_cols, labels)
         self._lower.append(lower)
         self._upper.append(upper)
         self._integer.append(np.full(lower.size, integer))
         self._n_cols += lower.size
-        return self._var_groups[key].positions
+        return group.positions
 
     def add_rows(
         self,
@@ -151,10 +156,7 @@ class MatrixModelBuilder:
             keep = v != 0.0
             self._entries.append((r[keep], c[keep], v[keep]))
         labels = np.arange(k) if index is None else np.asarray(index, dtype=np.int64)
-        key = (name, layer)
-        if key in self._row_groups:
-            raise ValueError(f"row group {key} added twice")
-        self._row_groups[key] = Group(self._n_rows, labels)
+        _new_group(self._row_groups, (name, layer), self._n_rows, labels)
         self._row_lower.append(lower)
         self._row_upper.append(upper)
         self._n_rows += k

@@ -37,7 +37,7 @@ import numpy as np
 from ..bounds import affine_interval, is_unstable
 from ..network import Layer
 from ..options import SPLIT_STRATEGIES, check_option
-from . import Formulation, relu_output_vars
+from . import Formulation, ReluSite, relu_output_vars
 from .matrix_model import MatrixModelBuilder
 
 
@@ -124,30 +124,21 @@ def _sum_terms(cols: np.ndarray, owner: np.ndarray, slot: np.ndarray, n_rows: in
 
 
 def partition_relu(
-    builder: MatrixModelBuilder,
-    layer_index: int,
-    layer: Layer,
-    h_cols: np.ndarray,
-    h_bounds: tuple[np.ndarray, np.ndarray],
-    z_cols: np.ndarray,
-    z_bounds: tuple[np.ndarray, np.ndarray],
-    output_name: str,
-    relax: bool,
-    *,
-    n_partitions: int,
-    strategy: str,
-    seed: int,
+    builder: MatrixModelBuilder, site: ReluSite, *, n_partitions: int, strategy: str, seed: int
 ) -> np.ndarray:
     """Write the partition rows of one ReLU layer; see the module docstring."""
-    xh_cols = relu_output_vars(builder, layer_index, z_cols, z_bounds, output_name)
-    part = _partition(layer, z_bounds, n_partitions, strategy, seed)
+    layer, layer_index, h_cols = site.layer, site.index, site.h_cols
+    xh_cols = relu_output_vars(builder, site)
+    part = _partition(layer, site.z_bounds, n_partitions, strategy, seed)
     u, owner, n_u = part.unstable, part.owner, part.unstable.size
-    v_lo, v_hi = affine_interval(part.weights, *h_bounds)
+    v_lo, v_hi = affine_interval(part.weights, *site.h_bounds)
     labels = u[owner] * n_partitions + part.slot
     p = builder.add_vars(
         "partition_p", np.minimum(v_lo, 0.0), np.maximum(v_hi, 0.0), layer_index, labels
     )
-    active = builder.add_vars("is_active", np.zeros(n_u), 1.0, layer_index, u, integer=not relax)
+    active = builder.add_vars(
+        "is_active", np.zeros(n_u), 1.0, layer_index, u, integer=not site.relax
+    )
     b = layer.bias[u]
     minus_p = _sum_terms(p, owner, part.slot, n_u, -1.0)
     builder.add_rows(
