@@ -182,3 +182,30 @@ def test_the_module_paths_of_0_1_still_work_and_say_where_to_go(old, name, new):
         text=True,
     )
     assert ok.returncode == 0, ok.stderr
+
+
+def _readme_layout() -> str:
+    """The code block of the README's "Layout" section."""
+    readme = (PACKAGE.parent / "README.md").read_text()
+    section = readme.split("\n## Layout\n", 1)[1]
+    return section.split("```", 2)[1]
+
+
+def test_readme_layout_names_every_module_at_its_layer():
+    """Every module and subpackage of the package appears in the README's layout, on the line
+    of its layer number (or, for 0.1's aliases, on the aliases' line)."""
+    layout = _readme_layout()
+    entries = {p.stem for p in PACKAGE.glob("*.py") if p.stem != "__init__"}
+    entries |= {p.name for p in PACKAGE.iterdir() if (p / "__init__.py").is_file()}
+    assert entries - ALIASES == set(LAYERS), "LAYERS is out of date with the package"
+    lines = layout.splitlines()
+    for name in sorted(entries):
+        spelled = f"{name}.py" if (PACKAGE / f"{name}.py").is_file() else f"{name}/"
+        index = next((i for i, line in enumerate(lines) if spelled in line.split()), None)
+        assert index is not None, f"README layout does not name {spelled}"
+        if name in ALIASES:
+            assert "DeprecationWarning" in lines[index + 1], f"{spelled}: not on the aliases' line"
+            continue
+        layer_line = lines[index] if lines[index].startswith("  ") else ""
+        numbers = [w for w in (layer_line + " " + lines[index + 1]).split() if w.isdigit()]
+        assert numbers[:1] == [str(LAYERS[name])], f"README layout puts {spelled} at {numbers[:1]}"
