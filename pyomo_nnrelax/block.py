@@ -34,10 +34,11 @@ import numpy as np
 import onnx
 import pyomo.environ as pyo
 from pyomo.core.base.block import ScalarBlock
+from pyomo.core.base.var import VarData
 from pyomo.core.expr.numeric_expr import LinearExpression
 
 from .bounds import NetworkBounds, interval_bounds, layer_statistics
-from .box import InputBox, resolve_box
+from .box import InputBox, resolve_box, within_variable_bounds
 from .errors import InputBoundsError, NNRelaxError
 from .formulations import Formulation, network_model, start_values
 from .formulations.bigm import BIGM
@@ -140,6 +141,14 @@ class NNBlock(ScalarBlock):
     workers : int, optional
         Instead of ``executor``: bound-tightening MILPs on a pool of this many spawned
         processes (-1: one per CPU); see :func:`~pyomo_nnrelax.lp.tightening.tighten_bounds`.
+    inputs, outputs : Pyomo Var, VarData or sequence of VarData, optional
+        Variables the model already has, used as the network's inputs (outputs) with no copy
+        variables and no linking rows: an indexed Var in the order of its index set, a scalar
+        Var, or a list; binaries included.  ``m.nn.inputs[i]`` (``outputs[j]``) then refers
+        to them.  The input box is ``input_bounds`` (else the stored box) intersected with
+        the variables' own bounds, and either alone suffices; where the box is tighter than
+        a variable's bounds, a row ``input_box[i]`` keeps the variable inside it.  The
+        variables' bounds and domains are never changed.
     """
 
     def __init__(
@@ -154,10 +163,14 @@ class NNBlock(ScalarBlock):
         bound_time_limit: float | None = None,
         executor=None,
         workers: int | None = None,
+        inputs=None,
+        outputs=None,
         **kwargs,
     ) -> None:
         network, onnx_source = load_network(source)
-        box = resolve_box(input_bounds, network)
+        self._input_vars = _variables(inputs, network.n_inputs, "inputs")
+        self._output_vars = _variables(outputs, network.n_outputs, "outputs")
+        box = _block_box(input_bounds, network, self._input_vars)
         form = resolve_formulation(formulation, partitions, split)
         net_bounds = resolve_bounds(
             network, box, bounds, onnx_source, bound_time_limit, executor, workers
@@ -302,6 +315,67 @@ class CheckResult:
         )
 
 
+# ---------------------------------------------------------------------- user variables
+def _variables(value, n: int, argument: str) -> list | None:
+    """The ``n`` Pyomo variables of ``inputs=``/``outputs=``, in order (None: not given)."""
+    if value is None:
+        return None
+    if isinstance(value, pyo.Var) and value.is_indexed():
+        found = list(value.values())
+    elif isinstance(value, VarData):
+        found = [value]
+    elif isinstance(value, (list, tuple)):
+        found = list(value)
+    else:
+        raise TypeError(
+            f"{argument}= takes a Pyomo Var, one of its elements, or a list of them; "
+            f"got {type(value).__name__}"
+        )
+    not_vars = [i for i, v in enumerate(found) if not isinstance(v, VarData)]
+    if not_vars:
+        i = not_vars[0]
+        raise TypeError(
+            f"{argument}= must hold Pyomo variables; entry {i} is {type(found[i]).__name__}"
+        )
+    if len(found) != n:
+        raise ValueError(
+            f"{argument}= holds {len(found)} variables; the network has {n} {argument}"
+        )
+    return found
+
+
+def _block_box(input_bounds, network: Network, variables: list | None) -> InputBox:
+    """The block's input box: ``resolve_box``'s rule, intersected with the input variables'
+    own bounds when the inputs are the user's variables."""
+    if variables is None:
+        return resolve_box(input_bounds, network)
+    has_box = input_bounds is not None or network.input_bounds is not None
+    return within_variable_bounds(
+        resolve_box(input_bounds, network) if has_box else None,
+        [v.lb for v in variables],
+        [v.ub for v in variables],
+        [v.name for v in variables],
+    )
+
+
+def _link_user_variables(block: NNBlock, name: str, variables: list, column_vars: list) -> None:
+    """``block.<name>`` as a Reference to the user's variables, which stand for the group's
+    columns; inputs get ``input_box`` rows where the box is tighter than their bounds."""
+    setattr(block, name, pyo.Reference(dict(enumerate(variables))))
+    group = block._matrix.var_groups[(name, None)]
+    column_vars[group.start : group.start + len(variables)] = variables
+    if name != "inputs":
+        return
+    lo, hi = block._bounds.input_lower.tolist(), block._bounds.input_upper.tolist()
+    looser = [
+        i
+        for i, v in enumerate(variables)
+        if v.lb is None or v.lb < lo[i] or v.ub is None or v.ub > hi[i]
+    ]
+    if looser:
+        block.input_box = pyo.Constraint(looser, rule=lambda b, i: (lo[i], variables[i], hi[i]))
+
+
 # ---------------------------------------------------------------------- pure helpers
 def _values(component, n: int, name: str) -> np.ndarray:
     values = [component[i].value for i in range(n)]
@@ -320,7 +394,11 @@ def _build_components(block: NNBlock) -> None:
     model = block._matrix
     block.layer = pyo.Block(range(len(block._network.layers)))
     column_vars: list[Any] = [None] * model.n_cols
+    user_variables = {"inputs": block._input_vars, "outputs": block._output_vars}
     for (name, layer), group in model.var_groups.items():
+        if layer is None and user_variables.get(name) is not None:
+            _link_user_variables(block, name, user_variables[name], column_vars)
+            continue
         labels = group.index.tolist()
         pos = group.positions
         lower, upper = model.col_lower[pos].tolist(), model.col_upper[pos].tolist()

@@ -180,6 +180,47 @@ def resolve_box(given, network, data=None) -> InputBox:
     )
 
 
+def within_variable_bounds(
+    box: InputBox | None, lower: Sequence[float | None], upper: Sequence[float | None], names
+) -> InputBox:
+    """The box of a network whose inputs are the user's own variables: ``box`` (given or
+    carried by the network; None when there is neither) intersected with the variables' own
+    bounds ``lower``/``upper`` (None: unbounded on that side).
+
+    Every point the variables can take inside ``box`` stays in the result, so the bounds and
+    the formulation computed over it are valid for the user's model.  An input bounded by
+    neither, or whose two ranges do not meet, is an :class:`InputBoundsError` naming the
+    variable (``names[i]``).
+
+    >>> within_variable_bounds(None, [0, 0], [1, None], ["y[1]", "y[2]"])  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    pyomo_nnrelax.errors.InputBoundsError: input 1 (variable y[2]) has no upper bound: ...
+    >>> within_variable_bounds(InputBox([-2, -2], [2, 2]), [0, None], [1, None], ["a", "b"])
+    InputBox(lower=[0.0, -2.0], upper=[1.0, 2.0])
+    """
+    n = len(names)
+    lo = np.array([-np.inf if v is None else float(v) for v in lower])
+    hi = np.array([np.inf if v is None else float(v) for v in upper])
+    if box is not None:
+        lo, hi = np.maximum(lo, box.lower), np.minimum(hi, box.upper)
+    for i in range(n):
+        for side, value in (("lower", lo[i]), ("upper", hi[i])):
+            if not np.isfinite(value):
+                raise InputBoundsError(
+                    f"input {i} (variable {names[i]}) has no {side} bound: give the variable "
+                    "finite bounds, or pass input_bounds= (the network's box is needed for "
+                    "its big-M constants)"
+                )
+        if lo[i] > hi[i]:
+            given = "" if box is None else f" and the box [{box.lower[i]:g}, {box.upper[i]:g}]"
+            raise InputBoundsError(
+                f"input {i} (variable {names[i]}): its bounds [{lower[i]}, {upper[i]}]{given} "
+                "do not overlap"
+            )
+    return InputBox(lo, hi)
+
+
 def expand_pairs(pairs: Sequence[tuple[float, float]], n_inputs: int) -> InputBox:
     """The box of textual ``--input-bounds``: one pair per input, or one pair for all."""
     if len(pairs) == 1:

@@ -1,0 +1,132 @@
+"""``NNBlock(..., inputs=m.y, outputs=m.q)``: the user's own variables as the network's inputs
+and outputs, with no copies and no linking rows."""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import pyomo.environ as pyo
+import pytest
+
+from pyomo_nnrelax import InputBoundsError, InputBox, Network, NNBlock
+
+
+def _solve(m: pyo.ConcreteModel) -> None:
+    result = pyo.SolverFactory("highs").solve(m)
+    assert pyo.check_optimal_termination(result)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_binary_decisions_as_inputs_give_the_enumerated_optimum(seed):
+    """min c'y + mean of the outputs over binary y: the MILP's optimum is the best of all 2^n
+    binary vectors evaluated by the network's own forward pass."""
+    net = Network.mlp([4, 8, 8, 3], seed=seed)
+    c = np.random.default_rng(seed).normal(size=4)
+    m = pyo.ConcreteModel()
+    m.y = pyo.Var(range(4), within=pyo.Binary)
+    m.q = pyo.Var(range(3))
+    m.nn = NNBlock(net, inputs=m.y, outputs=m.q)
+    m.obj = pyo.Objective(expr=sum(c[i] * m.y[i] for i in m.y) + sum(m.q.values()) / 3)
+    _solve(m)
+    points = np.array(list(itertools.product([0.0, 1.0], repeat=4)))
+    values = points @ c + net.forward(points).mean(axis=1)
+    assert pyo.value(m.obj) == pytest.approx(values.min(), abs=1e-6)
+    y = np.array([pyo.value(m.y[i]) for i in m.y])
+    assert set(y.round(9)) <= {0.0, 1.0}
+    assert y @ c + net.forward(y[None])[0].mean() == pytest.approx(values.min(), abs=1e-6)
+    assert m.nn.check().max_abs_error < 1e-6
+
+
+def test_no_copy_variables_and_no_linking_rows():
+    net = Network.mlp([3, 5, 2], seed=0)
+    m = pyo.ConcreteModel()
+    m.y = pyo.Var(range(3), bounds=(-1, 1))
+    m.q = pyo.Var(range(2))
+    m.nn = NNBlock(net, inputs=m.y, outputs=m.q)
+    assert m.nn.inputs[0] is m.y[0] and m.nn.outputs[1] is m.q[1]
+    own_vars = list(m.nn.component_data_objects(pyo.Var, descend_into=True))
+    n_block_cols = m.nn.matrix_model.n_cols - 3 - 2  # the inputs and outputs are the user's
+    assert len({id(v) for v in own_vars} - {id(v) for v in (*m.y.values(), *m.q.values())}) == (
+        n_block_cols
+    )
+    rows = list(m.nn.component_data_objects(pyo.Constraint, descend_into=True))
+    assert len(rows) == m.nn.matrix_model.n_rows  # the variables' bounds are the box: no rows
+    assert (m.y[0].lb, m.y[0].ub, m.q[0].lb, m.q[0].ub) == (-1, 1, None, None)
+
+
+def test_the_box_is_the_given_one_within_the_variables_bounds():
+    """Given bounds tighter than a variable's add an input_box row that holds the solve inside
+    the box; the variable's own bounds are left as they were."""
+    net = Network.mlp([2, 6, 1], seed=3)
+    m = pyo.ConcreteModel()
+    m.x = pyo.Var(range(2), bounds=(-5, 5))
+    m.nn = NNBlock(net, inputs=m.x, input_bounds=[(-1, 0.5), (-6, 6)])
+    assert m.nn.bounds.input_lower.tolist() == [-1.0, -5.0]
+    assert m.nn.bounds.input_upper.tolist() == [0.5, 5.0]
+    assert list(m.nn.input_box.keys()) == [0]
+    assert (m.x[0].lb, m.x[0].ub) == (-5, 5)
+    for sense in (pyo.minimize, pyo.maximize):
+        m.obj = pyo.Objective(expr=m.x[0], sense=sense)
+        _solve(m)
+        assert pyo.value(m.x[0]) == pytest.approx(-1.0 if sense == pyo.minimize else 0.5)
+        m.del_component(m.obj)
+
+
+def test_a_scalar_variable_and_a_list_of_elements_are_taken_in_order():
+    net = Network.mlp([2, 4, 1], seed=0)
+    m = pyo.ConcreteModel()
+    m.a = pyo.Var(bounds=(0, 1))
+    m.b = pyo.Var(["u", "v"], bounds=(-1, 1))
+    m.out = pyo.Var()
+    m.nn = NNBlock(net, inputs=[m.b["v"], m.a], outputs=m.out)
+    assert m.nn.inputs[0] is m.b["v"] and m.nn.inputs[1] is m.a and m.nn.outputs[0] is m.out
+    assert m.nn.bounds.input_lower.tolist() == [-1.0, 0.0]
+    m.nn.warm_start([0.25, 0.5])
+    assert (m.b["v"].value, m.a.value) == (0.25, 0.5)
+    assert m.out.value == pytest.approx(net.forward(np.array([[0.25, 0.5]]))[0, 0])
+
+
+def test_the_stored_box_is_used_when_the_variables_are_unbounded():
+    net = Network.mlp([2, 4, 1], seed=0).with_input_bounds([-2, -2], [2, 2])
+    m = pyo.ConcreteModel()
+    m.x = pyo.Var(range(2))
+    m.nn = NNBlock(net, inputs=m.x)
+    assert m.nn.bounds.input_upper.tolist() == [2.0, 2.0]
+    assert list(m.nn.input_box.keys()) == [0, 1]
+
+
+def test_the_model_clones_with_the_links():
+    net = Network.mlp([2, 4, 1], seed=0)
+    m = pyo.ConcreteModel()
+    m.x = pyo.Var(range(2), bounds=(-1, 1))
+    m.nn = NNBlock(net, inputs=m.x)
+    c = m.clone()
+    assert c.nn.inputs[0] is c.x[0]
+    c.obj = pyo.Objective(expr=c.nn.outputs[0])
+    _solve(c)
+    assert c.nn.check().max_abs_error < 1e-6
+
+
+@pytest.mark.parametrize(
+    "make, error, pattern",
+    [
+        (lambda m: {"inputs": m.x3}, ValueError, r"inputs= holds 3 variables; the network has 2"),
+        (lambda m: {"outputs": [m.x3[0], m.x3[1]]}, ValueError, r"outputs= holds 2 variables"),
+        (lambda m: {"inputs": [m.x3[0], 1.0]}, TypeError, r"entry 1 is float"),
+        (lambda m: {"inputs": m.c}, TypeError, r"inputs= takes a Pyomo Var"),
+        (lambda m: {"inputs": [m.free, m.x3[0]]}, InputBoundsError, r"free\) has no lower"),
+        (
+            lambda m: {"inputs": [m.x3[0], m.x3[1]], "input_bounds": InputBox([5, 0], [6, 1])},
+            InputBoundsError,
+            r"input 0 \(variable x3\[0\]\): its bounds \[0, 1\] and the box \[5, 6\] do not",
+        ),
+    ],
+)
+def test_bad_variables_raise_errors_naming_them(make, error, pattern):
+    m = pyo.ConcreteModel()
+    m.x3 = pyo.Var(range(3), bounds=(0, 1))
+    m.free = pyo.Var()
+    m.c = pyo.Param(initialize=1.0)
+    with pytest.raises(error, match=pattern):
+        m.nn = NNBlock(Network.mlp([2, 3, 1], seed=0), **make(m))
