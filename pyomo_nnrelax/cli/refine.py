@@ -7,7 +7,8 @@ from pathlib import Path
 
 import click
 
-from ..experiments.data import read_data
+from ..experiments.data import read_data, split_data
+from ..experiments.functions import load_function
 from ..experiments.refine import HISTORY_FILE, RefineHistory
 from ..files import atomic_write
 from ..training.regularizers import parse_regularizer
@@ -92,6 +93,37 @@ def history_paths(output: Path) -> tuple[Path, Path, Path]:
     help="Checkpoint directory. Default: <OUTPUT stem>_rounds next to OUTPUT.",
 )
 @milp_time_limit_option("round")
+@click.option(
+    "--loss-budget",
+    type=click.FloatRange(min=1),
+    default=1.25,
+    show_default=True,
+    help="Keep the held-out loss within this factor of MODEL's while lambda grows from --lam; "
+    "the output is the round within budget with the easiest MILP.",
+)
+@click.option(
+    "--fixed-lam",
+    is_flag=True,
+    help="No budget: train with --lam throughout and output the last round (0.1's behaviour).",
+)
+@click.option(
+    "--holdout",
+    type=click.FloatRange(min=0, max=0.9),
+    default=0.2,
+    show_default=True,
+    help="Fraction of the data held out (seeded by --seed) to measure the loss budget on.",
+)
+@click.option(
+    "--evaluate",
+    metavar="MODULE:FUNCTION",
+    help="The true function f(x) -> float (a module or a .py file): each round's MILP argmin "
+    "is evaluated with it.",
+)
+@click.option(
+    "--decision-budget",
+    type=click.FloatRange(min=0),
+    help="Largest worsening of the true value at the argmin (needs --evaluate).",
+)
 @click.option("--resume", is_flag=True, help="Continue from the last checkpoint in --output-dir.")
 @FORCE
 @QUIET
@@ -111,6 +143,11 @@ def refine(
     input_bounds,
     output_dir: Path | None,
     milp_time_limit: float,
+    loss_budget: float,
+    fixed_lam: bool,
+    holdout: float,
+    evaluate: str | None,
+    decision_budget: float | None,
     resume: bool,
     force: bool,
     quiet: bool,
@@ -129,9 +166,19 @@ def refine(
     check_outputs(
         [output, *history_paths(output)], [*input_files(model), data, *kept], force or resume
     )
+    if decision_budget is not None and evaluate is None:
+        raise click.UsageError("--decision-budget needs --evaluate")
+    try:
+        true_function = load_function(evaluate) if evaluate is not None else None
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="'--evaluate'") from None
     X, y = read_data(data, targets)
     network = read_onnx(model)
     box = cli_box(network, input_bounds, X)
+    budget = None if fixed_lam or regularizer is None else loss_budget  # no lambda to tune
+    validation = None
+    if budget is not None and holdout > 0:
+        (X, y), validation, _ = split_data(X, y, holdout, 0.0, seed)
     try:
         with stdout_to_stderr(), warnings_as_lines():
             result = run_refine(
@@ -146,6 +193,10 @@ def refine(
                 output_dir=output_dir,
                 milp_time_limit=milp_time_limit,
                 sense=sense,
+                validation=validation,
+                loss_budget=budget,
+                evaluate=true_function,
+                decision_budget=decision_budget,
                 resume=resume,
                 overwrite=force,
                 progress=not quiet,
@@ -155,7 +206,10 @@ def refine(
             )
     except KeyboardInterrupt:
         raise Interrupted(_what_was_kept(output_dir, rounds)) from None
-    atomic_write(output, lambda tmp: shutil.copyfile(result.checkpoints[-1], tmp))
+    chosen = result.checkpoints[-1]
+    if result.chosen_round is not None:
+        chosen = output_dir / f"round_{result.chosen_round:03d}.onnx"
+    atomic_write(output, lambda tmp: shutil.copyfile(chosen, tmp))
     json_path, csv_path, png_path = history_paths(output)
     result.history.save(json_path)
     result.history.save(csv_path)
@@ -166,4 +220,10 @@ def refine(
         f"{first['unstable']} -> {last['unstable']}, LP gap {_number(first['lp_gap'])} -> "
         f"{_number(last['lp_gap'])}"
     )
+    if result.chosen_round is not None:
+        row = result.history.rows[result.chosen_round]
+        click.echo(
+            f"output is {result.chosen_because}: unstable {row['unstable']}, LP gap "
+            f"{_number(row['lp_gap'])}, held-out loss {_number(row['loss_ratio'])}x MODEL's"
+        )
     click.echo(f"wrote {output}, {json_path.name}, {csv_path.name}, {png_path.name}")

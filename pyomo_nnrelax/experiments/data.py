@@ -84,10 +84,11 @@ def _numeric_row(line: str) -> bool:
 def split_data(
     X: np.ndarray, y: np.ndarray, val_fraction: float, test_fraction: float, seed: int = 0
 ) -> tuple[tuple[np.ndarray, np.ndarray], ...]:
-    """A shuffled (train, validation, test) split of (X, y); each part keeps at least one row."""
+    """A shuffled (train, validation, test) split of (X, y); each part keeps at least one row
+    (the test part is empty when ``test_fraction`` is 0)."""
     n = len(X)
     n_val, n_test = round(n * val_fraction), round(n * test_fraction)
-    if n_val < 1 or n_test < 1 or n - n_val - n_test < 1:
+    if n_val < 1 or (test_fraction > 0 and n_test < 1) or n - n_val - n_test < 1:
         raise ValueError(
             f"{n} samples cannot be split into training, validation ({val_fraction}) and "
             f"test ({test_fraction}) parts"

@@ -22,7 +22,9 @@ from .solvers import SolveStats, solve_model
 __all__ = [
     "Difficulty",
     "SolveStats",
+    "block_model",
     "difficulty",
+    "milp_argmin",
     "objective_expression",
     "solve_block",
     "solve_model",
@@ -59,6 +61,25 @@ def objective_expression(block: NNBlock, weights: np.ndarray | None):
     return sum(float(w) * block.outputs[j] for j, w in enumerate(np.asarray(weights)) if w != 0)
 
 
+def block_model(
+    network: Network,
+    input_bounds,
+    sense: Sense = "min",
+    weights: np.ndarray | None = None,
+    **block_options,
+) -> pyo.ConcreteModel:
+    """A model holding ``NNBlock(network, ...)`` as ``m.nn`` and ``weights @ outputs`` as its
+    objective."""
+    check_option("sense", sense, SENSES)
+    m = pyo.ConcreteModel()
+    m.nn = NNBlock(network, input_bounds=input_bounds, **block_options)
+    m.obj = pyo.Objective(
+        expr=objective_expression(m.nn, weights),
+        sense=pyo.minimize if sense == "min" else pyo.maximize,
+    )
+    return m
+
+
 def solve_block(
     network: Network,
     input_bounds,
@@ -69,14 +90,22 @@ def solve_block(
     **block_options,
 ) -> SolveStats:
     """Build ``NNBlock(network, ...)``, optimise ``weights @ outputs`` on HiGHS, return stats."""
-    check_option("sense", sense, SENSES)
-    m = pyo.ConcreteModel()
-    m.nn = NNBlock(network, input_bounds=input_bounds, relax=relax, **block_options)
-    m.obj = pyo.Objective(
-        expr=objective_expression(m.nn, weights),
-        sense=pyo.minimize if sense == "min" else pyo.maximize,
-    )
+    m = block_model(network, input_bounds, sense, weights, relax=relax, **block_options)
     return solve_model(m, time_limit)
+
+
+def milp_argmin(
+    network: Network,
+    input_bounds,
+    sense: Sense = "min",
+    weights: np.ndarray | None = None,
+    time_limit: float | None = 60.0,
+) -> tuple[SolveStats, np.ndarray]:
+    """The MILP's stats and its best input (``argmin``/``argmax``): what a surrogate user acts
+    on.  Warm-started from sampled forward passes, so a point exists even at the limit."""
+    m = block_model(network, input_bounds, sense, weights)
+    stats = solve_model(m, time_limit, load=True, start=m.nn)
+    return stats, m.nn.input_values()
 
 
 def difficulty(

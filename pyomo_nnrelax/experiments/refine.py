@@ -12,17 +12,21 @@ import json
 import math
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from ..files import same_file
 from ..network import Network
 from ..onnx import read_onnx
 from ..progress import progress_bar
 from ..training import BoundWidth, LPGap, Regularizer, Trainer
+from .budget import AccuracyBudget, choose_round
 from .data import save_rows
-from .measure import difficulty
+from .measure import difficulty, milp_argmin
 
 HISTORY_FILE = "history.json"
 
@@ -48,13 +52,16 @@ class RefineHistory:
 
 @dataclass(frozen=True)
 class RefineResult:
-    """The last round's network, the history, and this call's checkpoints: the one it started
-    from (``round_000.onnx``, or the checkpoint a resumed run continued) and every one written."""
+    """The result network (the last round's; with a budget, the chosen round's), the history,
+    and this call's checkpoints: the one it started from (``round_000.onnx``, or the checkpoint
+    a resumed run continued) and every one written."""
 
     network: Network
     history: RefineHistory
     checkpoints: list[Path]
     stopped_by: str
+    chosen_round: int | None = None
+    chosen_because: str = "the last round (no budget)"
 
 
 def _default_output_dir(source) -> Path:
@@ -97,6 +104,10 @@ def refine(
     target_milp_seconds: float | None = None,
     milp_time_limit: float | None = 60.0,
     sense: str = "min",
+    loss_budget: float | None = None,
+    evaluate: Callable[[np.ndarray], float] | None = None,
+    decision_budget: float | None = None,
+    lam_growth: float = 2.0,
     resume: bool = False,
     overwrite: bool = False,
     progress: bool = True,
@@ -123,6 +134,20 @@ def refine(
     milp_time_limit : float or None
         Time limit of each round's MILP solve (seconds); None skips the MILP, and with it
         the global LP gap and MILP time.
+    loss_budget : float, optional
+        Keep the held-out loss (validation, else training data) within this factor of the
+        starting network's, e.g. 1.25.  ``lam`` is then where the search starts: it grows
+        by ``lam_growth`` after each round within budget and shrinks after a round that
+        breaks it, which is set back to the last round within budget.  The result is the
+        round within budget with the easiest MILP (see :mod:`~pyomo_nnrelax.experiments.budget`).
+        Without a budget, ``lam`` stays fixed and the result is the last round.
+    evaluate : callable, optional
+        The true function (``evaluate(x) -> float`` at one input): each round's MILP argmin
+        is evaluated with it and the history records ``true_value`` and
+        ``decision_change`` (how much worse than at the starting network's argmin).
+    decision_budget : float, optional
+        Largest allowed ``decision_change`` (needs ``evaluate``); a budget like
+        ``loss_budget``, and the two combine.
     resume : bool
         Continue from the last round in ``output_dir``'s history and its checkpoint (Adam
         restarts).  Checkpoints and the history are written atomically, checkpoint first, so
@@ -132,6 +157,11 @@ def refine(
     """
     if rounds < 1 or epochs_per_round < 1:
         raise ValueError("rounds and epochs_per_round must be positive integers")
+    budget = AccuracyBudget(loss_budget, decision_budget, lam_growth)
+    if decision_budget is not None and evaluate is None:
+        raise ValueError("decision_budget needs evaluate= (the true function)")
+    if evaluate is not None and milp_time_limit is None:
+        raise ValueError("evaluate= needs the MILP argmin: give milp_time_limit a value")
     output_dir = Path(output_dir) if output_dir is not None else _default_output_dir(source)
     history, first_round, epoch_offset = RefineHistory(), 0, 0
     if resume:
@@ -166,18 +196,35 @@ def refine(
         "milp_seconds": target_milp_seconds,
     }
 
-    def measure(net: Network):
-        return difficulty(net, box, sense, milp_time_limit=milp_time_limit)
+    def measure(net: Network, reference: dict[str, Any]) -> dict[str, Any]:
+        row: dict[str, Any] = {"held_out_loss": trainer.held_out_loss(net)}
+        if evaluate is None:
+            row.update(difficulty(net, box, sense, milp_time_limit=milp_time_limit).as_dict())
+        else:
+            stats, x = milp_argmin(net, box, sense, time_limit=milp_time_limit)
+            row.update(difficulty(net, box, sense, milp=stats).as_dict())
+            row.update(argmin=x.tolist(), true_value=float(evaluate(x)))
+            worse = row["true_value"] - reference.get("true_value", row["true_value"])
+            row["decision_change"] = worse if sense == "min" else -worse
+        ratio = row["held_out_loss"] / reference.get("held_out_loss", row["held_out_loss"])
+        row["loss_ratio"] = ratio if math.isfinite(ratio) else None
+        return row
 
     checkpoints = [_checkpoint(output_dir, first_round)] if resume else []
     if not resume:
-        start_row = {"round": 0, "epochs": 0, **measure(network).as_dict()}
+        start_row = {"round": 0, "epochs": 0, "lam": 0.0, **measure(network, {})}
+        start_row["within_budget"] = True
         checkpoints.append(_save(network, box, output_dir, 0, overwrite))
         history.rows.append(start_row)
         history.save(output_dir / HISTORY_FILE)
+    reference = history.rows[0]
+    if budget.active and not history.rows[-1].get("within_budget", True):
+        trainer.restore(_last_within_budget(history, output_dir))
+    lam_now = _next_lam(history, budget, lam)
     stopped_by = f"{rounds} rounds"
     bar = progress_bar(max(rounds - first_round, 0), "refine", "round", show=progress)
     for round_index in range(first_round + 1, rounds + 1):
+        trainer.lam = lam_now
         start = time.perf_counter()
         result = trainer.fit(epochs_per_round)
         seconds = time.perf_counter() - start
@@ -185,25 +232,54 @@ def refine(
         row = {
             "round": round_index,
             "epochs": epoch_offset + trainer.history_[-1].epoch,
+            "lam": lam_now,
             "train_loss": result.history[-1].train_loss,
             "val_loss": result.history[-1].val_loss,
             "regularizer": result.history[-1].regularizer,
             "lp_failures": sum(e.lp_failures for e in result.history),
             "train_seconds": seconds,
-            **measure(network).as_dict(),
+            **measure(network, reference),
         }
+        row["within_budget"], row["verdict"] = budget.judge(row)
         history.rows.append(row)
         # a resumed run replaces the checkpoints its interrupted part wrote past the history
         checkpoints.append(_save(network, box, output_dir, round_index, overwrite or resume))
         history.save(output_dir / HISTORY_FILE)
         bar.update(1)
         bar.show(unstable=row["unstable"], lp_gap=row["lp_gap"], loss=row["train_loss"])
-        met = _targets_met(row, targets)
+        if budget.active:
+            if not row["within_budget"]:
+                trainer.restore(_last_within_budget(history, output_dir))
+            lam_now = budget.next_lam(lam_now, row["within_budget"])
+        met = _targets_met(row, targets) if row["within_budget"] else None
         if met:
             stopped_by = met
             break
     bar.close()
-    return RefineResult(network, history, checkpoints, stopped_by)
+    if not budget.active:
+        return RefineResult(network, history, checkpoints, stopped_by)
+    chosen, why = choose_round(history.rows)
+    for row in history.rows:
+        row["chosen"] = row["round"] == chosen
+    history.save(output_dir / HISTORY_FILE)
+    return RefineResult(
+        read_onnx(_checkpoint(output_dir, chosen)), history, checkpoints, stopped_by, chosen, why
+    )
+
+
+def _last_within_budget(history: RefineHistory, output_dir: Path) -> Network:
+    """The checkpoint of the last round within budget (round 0 at worst)."""
+    last = max(int(r["round"]) for r in history.rows if r.get("within_budget", True))
+    return read_onnx(_checkpoint(output_dir, last))
+
+
+def _next_lam(history: RefineHistory, budget: AccuracyBudget, lam: float) -> float:
+    """Lambda of the next round: ``lam`` on a fresh run or without a budget, else the
+    continuation from the last round's lambda and verdict."""
+    last = history.rows[-1]
+    if not budget.active or last["round"] == 0:
+        return lam
+    return budget.next_lam(float(last["lam"]), bool(last["within_budget"]))
 
 
 def _check_fresh_output_dir(source, output_dir: Path, overwrite: bool) -> None:

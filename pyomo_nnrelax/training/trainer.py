@@ -260,6 +260,30 @@ class Trainer:
             raise ValueError(f"X has shape {X.shape}, expected (n, {self.network.n_inputs})")
         return self.scaling_.to_user(predict(self._layers, X))
 
+    def restore(self, network: Network) -> None:
+        """Continue training from ``network``'s weights (same architecture), with fresh Adam
+        moments: how the refinement loop backs off to its last in-budget checkpoint."""
+        if self._layers is None:
+            self._start()
+        if network.widths != self.network.widths:
+            raise ValueError(
+                f"restore: network has widths {network.widths}, the trainer {self.network.widths}"
+            )
+        self._layers = self.scaling_.unfold(network.layers)
+        self.optimizer_ = Adam(self.lr)
+
+    def held_out_loss(self, network: Network) -> float:
+        """``network``'s prediction loss on the validation data (else the training data), in
+        the units training reports (scaled targets): what a loss budget compares."""
+        if self._layers is None:
+            self._start()
+        X, y = (
+            (self.X, self._y_train)
+            if self.validation is None
+            else (self.validation[0], self._y_val)
+        )
+        return float(self.loss_(predict(self.scaling_.unfold(network.layers), X), y)[0])
+
     # ------------------------------------------------------------------ training
     def _step(self, X: np.ndarray, y: np.ndarray) -> tuple[float, float, int]:
         """One Adam step on a mini-batch; returns loss, regularizer value, LP failures."""

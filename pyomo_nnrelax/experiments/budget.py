@@ -1,0 +1,100 @@
+"""The accuracy budget of the refinement loop: how much accuracy the user gives for an easier MILP.
+
+A round is *within budget* when its held-out loss is at most ``loss_budget`` times the
+reference loss and, when the user's true function is given, the true value at the round's
+MILP argmin is worse than the reference's by at most ``decision_budget``.  Inside the budget
+the regularizer weight grows round by round (continuation); a round that breaks the budget is
+set back to the last round within it and the weight shrinks.  The result is the round within
+budget whose MILP is easiest (see :func:`choose_round`).  These are pure functions of the
+history rows, so a resumed run takes up exactly where it stopped.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+from ..checks import positive_float
+
+
+@dataclass(frozen=True)
+class AccuracyBudget:
+    """What the refinement may spend.
+
+    Parameters
+    ----------
+    loss_budget : float, optional
+        Largest allowed ratio of held-out loss to the reference loss (>= 1), e.g. 1.25.
+    decision_budget : float, optional
+        Largest allowed worsening of the true value at the MILP argmin, in the units of the
+        user's ``evaluate`` function (needs ``evaluate``).
+    growth : float
+        Factor by which lambda grows after a round within budget, and shrinks after one that
+        is not (> 1).
+    """
+
+    loss_budget: float | None = None
+    decision_budget: float | None = None
+    growth: float = 2.0
+
+    def __post_init__(self) -> None:
+        if self.loss_budget is not None:
+            if not positive_float("loss_budget", self.loss_budget) >= 1:
+                raise ValueError(f"loss_budget must be >= 1, got {self.loss_budget}")
+        if self.decision_budget is not None:
+            positive_float("decision_budget", self.decision_budget, allow_zero=True)
+        if not positive_float("lam_growth", self.growth) > 1:
+            raise ValueError(f"lam_growth must be > 1, got {self.growth}")
+
+    @property
+    def active(self) -> bool:
+        return self.loss_budget is not None or self.decision_budget is not None
+
+    def judge(self, row: dict[str, Any]) -> tuple[bool, str]:
+        """Whether ``row`` (with ``loss_ratio`` and, if evaluated, ``decision_change``) is
+        within budget, and why not."""
+        ratio = row.get("loss_ratio")
+        if self.loss_budget is not None and not (ratio is not None and ratio <= self.loss_budget):
+            return False, f"loss {_fmt(ratio)}x the reference > {self.loss_budget:g}x"
+        change = row.get("decision_change")
+        if self.decision_budget is not None and not (
+            change is not None and change <= self.decision_budget
+        ):
+            limit = self.decision_budget
+            return False, f"true value at the argmin worse by {_fmt(change)} > {limit:g}"
+        return True, "within budget"
+
+    def next_lam(self, lam: float, within: bool) -> float:
+        """Continuation: grow lambda while the budget holds, back off when it breaks."""
+        return lam * self.growth if within else lam / self.growth
+
+
+def difficulty_key(row: dict[str, Any], by_milp: bool) -> tuple[float, ...]:
+    """Smaller is easier: MILP seconds (then nodes) when every candidate has a measured MILP,
+    else unstable neurons, then mean big-M."""
+    if by_milp:
+        return (float(row["milp_seconds"]), float(row.get("milp_nodes") or 0))
+    return (float(row["unstable"]), float(row["mean_big_m"]))
+
+
+def choose_round(rows: list[dict[str, Any]]) -> tuple[int, str]:
+    """The round within budget whose MILP is easiest, and why it was chosen.
+
+    Round 0 (the starting network) is always within budget, so there is always a choice.
+    """
+    within = [r for r in rows if r.get("within_budget", True)]
+    by_milp = all(_finite(r.get("milp_seconds")) for r in within)
+    best = min(within, key=lambda r: difficulty_key(r, by_milp))
+    measure = "MILP time" if by_milp else "unstable neurons and mean big-M"
+    return int(best["round"]), (
+        f"round {best['round']}: the easiest by {measure} of the {len(within)} rounds within budget"
+    )
+
+
+def _finite(value: Any) -> bool:
+    return isinstance(value, (int, float)) and math.isfinite(value)
+
+
+def _fmt(value: Any) -> str:
+    return "n/a" if value is None else f"{value:.4g}"

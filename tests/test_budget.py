@@ -1,0 +1,223 @@
+"""The accuracy budget of the refinement loop (experiments/budget.py and refine(loss_budget=...,
+evaluate=..., decision_budget=...))."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from pyomo_nnrelax import Network
+from pyomo_nnrelax.experiments.budget import AccuracyBudget, choose_round
+from pyomo_nnrelax.experiments.functions import himmelblau, latin_hypercube
+from pyomo_nnrelax.experiments.refine import refine
+from pyomo_nnrelax.onnx import read_onnx
+from pyomo_nnrelax.training import L1, BoundWidth, Trainer
+
+BOX = [(-3.0, 3.0), (-3.0, 3.0)]
+
+
+def test_judge_and_continuation():
+    budget = AccuracyBudget(loss_budget=1.25, decision_budget=0.5, growth=2.0)
+    assert budget.judge({"loss_ratio": 1.2, "decision_change": 0.1}) == (True, "within budget")
+    within, why = budget.judge({"loss_ratio": 1.3, "decision_change": 0.1})
+    assert not within and "1.3x the reference > 1.25x" in why
+    within, why = budget.judge({"loss_ratio": 1.0, "decision_change": 0.7})
+    assert not within and "worse by 0.7 > 0.5" in why
+    assert budget.next_lam(1e-3, True) == 2e-3 and budget.next_lam(1e-3, False) == 5e-4
+    assert not AccuracyBudget().active
+
+
+@pytest.mark.parametrize(
+    "kwargs, pattern",
+    [
+        ({"loss_budget": 0.9}, "loss_budget must be >= 1"),
+        ({"loss_budget": 1.2, "growth": 1.0}, "lam_growth must be > 1"),
+        ({"decision_budget": -1.0}, "decision_budget"),
+    ],
+)
+def test_bad_budgets_are_refused(kwargs, pattern):
+    with pytest.raises(ValueError, match=pattern):
+        AccuracyBudget(**kwargs)
+
+
+def test_the_easiest_round_within_budget_is_chosen():
+    rows = [
+        {"round": 0, "within_budget": True, "milp_seconds": 9.0, "unstable": 50, "mean_big_m": 4},
+        {"round": 1, "within_budget": True, "milp_seconds": 2.0, "unstable": 40, "mean_big_m": 3},
+        {"round": 2, "within_budget": False, "milp_seconds": 0.1, "unstable": 9, "mean_big_m": 1},
+        {"round": 3, "within_budget": True, "milp_seconds": 3.0, "unstable": 30, "mean_big_m": 2},
+    ]
+    assert choose_round(rows)[0] == 1  # by MILP time, never the out-of-budget round 2
+    rows[3]["milp_seconds"] = float("nan")  # not measured everywhere: unstable neurons decide
+    chosen, why = choose_round(rows)
+    assert chosen == 3 and "unstable neurons" in why
+
+
+@pytest.fixture(scope="module")
+def fitted():
+    """A 2-12-12-1 network fitted to himmelblau, and its data split."""
+    X = latin_hypercube(600, BOX, seed=0)
+    y = himmelblau(X)
+    train, val = (X[:480], y[:480]), (X[480:], y[480:])
+    net = Trainer(Network.mlp([2, 12, 12, 1], seed=0), *train, input_bounds=BOX, epochs=40).fit()
+    return net.network, train, val
+
+
+def _mse(net: Network, data) -> float:
+    X, y = data
+    return float(np.mean((net.forward(X)[:, 0] - y) ** 2))
+
+
+def test_refine_keeps_the_held_out_loss_within_the_budget(fitted, tmp_path):
+    net, train, val = fitted
+    result = refine(
+        net,
+        *train,
+        validation=val,
+        input_bounds=BOX,
+        regularizer=BoundWidth(),
+        lam=1e-3,
+        rounds=4,
+        epochs_per_round=5,
+        loss_budget=1.25,
+        milp_time_limit=None,
+        output_dir=tmp_path,
+        progress=False,
+    )
+    rows = result.history.rows
+    # the ratio the loop judged equals an independent MSE ratio (scaling cancels in a ratio)
+    for row in rows[1:]:
+        checkpoint = read_onnx(tmp_path / f"round_{row['round']:03d}.onnx")
+        assert row["loss_ratio"] == pytest.approx(_mse(checkpoint, val) / _mse(net, val), rel=1e-6)
+        assert row["within_budget"] == (row["loss_ratio"] <= 1.25)
+    assert _mse(result.network, val) <= 1.25 * _mse(net, val) * (1 + 1e-9)
+    # continuation: lambda doubles after a round within budget and halves after one outside
+    for before, after in zip(rows[1:], rows[2:]):
+        factor = 2.0 if before["within_budget"] else 0.5
+        assert after["lam"] == pytest.approx(before["lam"] * factor)
+    [chosen] = [r for r in rows if r["chosen"]]
+    assert chosen["round"] == result.chosen_round and chosen["within_budget"]
+    within = [r for r in rows if r["within_budget"]]
+    assert chosen["unstable"] == min(r["unstable"] for r in within)
+
+
+def test_a_budget_nothing_meets_returns_the_starting_network(fitted, tmp_path):
+    net, train, val = fitted
+    result = refine(
+        net,
+        *train,
+        validation=val,
+        input_bounds=BOX,
+        regularizer=L1(),
+        lam=50.0,  # destroys accuracy at once
+        rounds=2,
+        epochs_per_round=3,
+        loss_budget=1.0001,
+        milp_time_limit=None,
+        output_dir=tmp_path,
+        progress=False,
+    )
+    assert [r["within_budget"] for r in result.history.rows] == [True, False, False]
+    assert result.chosen_round == 0 and result.network == net
+    assert result.history.rows[2]["lam"] == 25.0  # backed off after round 1
+
+
+def test_the_true_value_at_each_argmin_is_recorded_and_budgeted(fitted, tmp_path):
+    net, train, val = fitted
+    result = refine(
+        net,
+        *train,
+        validation=val,
+        input_bounds=BOX,
+        regularizer=BoundWidth(),
+        lam=1e-2,
+        rounds=2,
+        epochs_per_round=3,
+        evaluate=lambda x: float(himmelblau(x[None])[0]),
+        decision_budget=5.0,
+        milp_time_limit=30,
+        output_dir=tmp_path,
+        progress=False,
+    )
+    rows = result.history.rows
+    for row in rows:
+        x = np.array(row["argmin"])
+        assert np.all(x >= -3 - 1e-9) and np.all(x <= 3 + 1e-9)
+        checkpoint = read_onnx(tmp_path / f"round_{row['round']:03d}.onnx")
+        assert checkpoint.forward(x[None])[0, 0] == pytest.approx(row["milp_objective"], abs=1e-6)
+        assert row["true_value"] == pytest.approx(himmelblau(x[None])[0])
+        assert row["decision_change"] == pytest.approx(row["true_value"] - rows[0]["true_value"])
+        assert row["within_budget"] == (row["decision_change"] <= 5.0)
+
+
+def test_decision_budget_needs_evaluate(fitted, tmp_path):
+    net, train, _ = fitted
+    with pytest.raises(ValueError, match="decision_budget needs evaluate"):
+        refine(net, *train, input_bounds=BOX, decision_budget=1.0, output_dir=tmp_path)
+    with pytest.raises(ValueError, match="needs the MILP argmin"):
+        refine(net, *train, input_bounds=BOX, evaluate=sum, milp_time_limit=None)
+
+
+# ---------------------------------------------------------------------- the command line
+def _cli(*args):
+    from click.testing import CliRunner
+
+    from pyomo_nnrelax.cli import main
+
+    return CliRunner().invoke(main, [str(a) for a in args])
+
+
+@pytest.fixture
+def files(tmp_path, fitted):
+    net, (X, y), _ = fitted
+    model, data = tmp_path / "model.onnx", tmp_path / "data.npz"
+    net.to_onnx(model, dtype="float64")
+    np.savez(data, X=X, y=y)
+    (tmp_path / "truth.py").write_text(
+        "from pyomo_nnrelax.experiments.functions import himmelblau\n"
+        "def f(x):\n    return himmelblau(x)\n"
+    )
+    return model, data, tmp_path
+
+
+def test_cli_evaluates_the_argmin_with_a_file_function(files):
+    model, data, tmp = files
+    common = ["--regularizer", "bw", "--rounds", "1", "--epochs", "2", "--milp-time-limit", "20"]
+    result = _cli(
+        "refine", model, "--data", data, "-o", tmp / "r.onnx", *common,
+        "--evaluate", f"{tmp / 'truth.py'}:f", "--decision-budget", "100", "-q",
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    import json
+
+    rows = json.loads((tmp / "r.history.json").read_text())
+    for row in rows:
+        assert row["true_value"] == pytest.approx(himmelblau(np.array([row["argmin"]]))[0])
+    assert "output is round" in result.output
+
+
+def test_cli_fixed_lam_outputs_the_last_round(files):
+    model, data, tmp = files
+    result = _cli(
+        "refine", model, "--data", data, "-o", tmp / "r.onnx", "--regularizer", "bw",
+        "--rounds", "2", "--epochs", "1", "--milp-time-limit", "5", "--fixed-lam", "-q",
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert read_onnx(tmp / "r.onnx") == read_onnx(tmp / "r_rounds" / "round_002.onnx")
+    assert "output is round" not in result.output
+
+
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        (["--evaluate", "nosuchmodule_xyz:f"], "cannot import nosuchmodule_xyz"),
+        (["--evaluate", "math"], "expected MODULE:FUNCTION"),
+        (["--evaluate", "math:nosuch"], "math has no function 'nosuch'"),
+        (["--decision-budget", "1"], "--decision-budget needs --evaluate"),
+    ],
+)
+def test_cli_bad_evaluate_options_are_usage_errors(files, extra, message):
+    model, data, tmp = files
+    result = _cli("refine", model, "--data", data, "-o", tmp / "r.onnx", *extra)
+    assert result.exit_code == 2 and message in result.stderr, result.output
+    assert not (tmp / "r_rounds").exists()
