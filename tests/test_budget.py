@@ -63,27 +63,24 @@ def fitted():
     return net.network, train, val
 
 
+def _refine(fitted, tmp_path, **options):
+    """``refine`` of the fitted network on its data, BW by default, no MILP unless asked."""
+    net, train, val = fitted
+    defaults = {"regularizer": BoundWidth(), "milp_time_limit": None, "progress": False}
+    return refine(
+        net, *train, validation=val, input_bounds=BOX, output_dir=tmp_path,
+        **{**defaults, **options},
+    )  # fmt: skip
+
+
 def _mse(net: Network, data) -> float:
     X, y = data
     return float(np.mean((net.forward(X)[:, 0] - y) ** 2))
 
 
 def test_refine_keeps_the_held_out_loss_within_the_budget(fitted, tmp_path):
-    net, train, val = fitted
-    result = refine(
-        net,
-        *train,
-        validation=val,
-        input_bounds=BOX,
-        regularizer=BoundWidth(),
-        lam=1e-3,
-        rounds=4,
-        epochs_per_round=5,
-        loss_budget=1.25,
-        milp_time_limit=None,
-        output_dir=tmp_path,
-        progress=False,
-    )
+    net, _, val = fitted
+    result = _refine(fitted, tmp_path, lam=1e-3, rounds=4, epochs_per_round=5, loss_budget=1.25)
     rows = result.history.rows
     # the ratio the loop judged equals an independent MSE ratio (scaling cancels in a ratio)
     for row in rows[1:]:
@@ -102,43 +99,26 @@ def test_refine_keeps_the_held_out_loss_within_the_budget(fitted, tmp_path):
 
 
 def test_a_budget_nothing_meets_returns_the_starting_network(fitted, tmp_path):
-    net, train, val = fitted
-    result = refine(
-        net,
-        *train,
-        validation=val,
-        input_bounds=BOX,
+    net = fitted[0]
+    result = _refine(
+        fitted,
+        tmp_path,
         regularizer=L1(),
-        lam=50.0,  # destroys accuracy at once
+        lam=50.0,
         rounds=2,
         epochs_per_round=3,
         loss_budget=1.0001,
-        milp_time_limit=None,
-        output_dir=tmp_path,
-        progress=False,
-    )
+    )  # fmt: skip  (lam=50 destroys accuracy at once)
     assert [r["within_budget"] for r in result.history.rows] == [True, False, False]
     assert result.chosen_round == 0 and result.network == net
     assert result.history.rows[2]["lam"] == 25.0  # backed off after round 1
 
 
 def test_the_true_value_at_each_argmin_is_recorded_and_budgeted(fitted, tmp_path):
-    net, train, val = fitted
-    result = refine(
-        net,
-        *train,
-        validation=val,
-        input_bounds=BOX,
-        regularizer=BoundWidth(),
-        lam=1e-2,
-        rounds=2,
-        epochs_per_round=3,
-        evaluate=lambda x: float(himmelblau(x[None])[0]),
-        decision_budget=5.0,
-        milp_time_limit=30,
-        output_dir=tmp_path,
-        progress=False,
-    )
+    result = _refine(
+        fitted, tmp_path, lam=1e-2, rounds=2, epochs_per_round=3, milp_time_limit=30,
+        evaluate=lambda x: float(himmelblau(x[None])[0]), decision_budget=5.0,
+    )  # fmt: skip
     rows = result.history.rows
     for row in rows:
         x = np.array(row["argmin"])
