@@ -104,11 +104,11 @@ def test_a_budget_nothing_meets_returns_the_starting_network(fitted, tmp_path):
         fitted,
         tmp_path,
         regularizer=L1(),
-        lam=50.0,
+        lam=50.0,  # destroys accuracy at once
         rounds=2,
         epochs_per_round=3,
         loss_budget=1.0001,
-    )  # fmt: skip  (lam=50 destroys accuracy at once)
+    )
     assert [r["within_budget"] for r in result.history.rows] == [True, False, False]
     assert result.chosen_round == 0 and result.network == net
     assert result.history.rows[2]["lam"] == 25.0  # backed off after round 1
