@@ -10,7 +10,7 @@ import click
 from ..experiments.data import read_data
 from ..experiments.refine import HISTORY_FILE, RefineHistory
 from ..files import atomic_write
-from ..options import SENSES
+from ..options import LP_METHODS, SENSES
 from ..training.regularizers import parse_regularizer
 from .common import (
     FORCE,
@@ -73,6 +73,14 @@ def history_paths(output: Path) -> tuple[Path, Path, Path]:
     help="E.g. bw, bw+lp, 0.5*bw+lp, sn, rs, l1, l2, lp or none.",
 )
 @click.option(
+    "--lp-method",
+    type=click.Choice(LP_METHODS),
+    default="lp",
+    show_default=True,
+    help="How the lp term bounds the LP relaxation: solve it (lp) or the dual network (dual, "
+    "no LP solver).",
+)
+@click.option(
     "--lam",
     type=click.FloatRange(min=0),
     default=1e-3,
@@ -115,6 +123,7 @@ def refine(
     output: Path,
     targets: int,
     spec: str,
+    lp_method: str,
     lam: float,
     rounds: int,
     epochs: int,
@@ -135,7 +144,7 @@ def refine(
     from ..onnx import read_onnx
 
     try:
-        regularizer = parse_regularizer(spec, sense)
+        regularizer = parse_regularizer(spec, sense, lp_method)
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="'--regularizer'") from None
     output_dir = output_dir or output.with_name(output.stem + "_rounds")

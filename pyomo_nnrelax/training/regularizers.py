@@ -381,29 +381,35 @@ DEFAULT_LP_SAMPLES = 8
 
 
 # ---------------------------------------------------------------------- text specs
-REGULARIZERS: dict[str, Callable[[str], Regularizer]] = {
-    "bw": lambda sense: BoundWidth(),
-    "lp": lambda sense: LPGap(sense=sense),
-    "sn": lambda sense: StableNeuron(),
-    "rs": lambda sense: ReLUStability(),
-    "l1": lambda sense: L1(),
-    "l2": lambda sense: L2(),
+REGULARIZERS: dict[str, Callable[[str, str], Regularizer]] = {
+    "bw": lambda sense, lp_method: BoundWidth(),
+    "lp": lambda sense, lp_method: LPGap(sense=sense, method=lp_method),
+    "sn": lambda sense, lp_method: StableNeuron(),
+    "rs": lambda sense, lp_method: ReLUStability(),
+    "l1": lambda sense, lp_method: L1(),
+    "l2": lambda sense, lp_method: L2(),
 }
 NO_REGULARIZER = "none"
 
 
-def parse_regularizer(spec: str, sense: str = "min") -> Regularizer | None:
+def parse_regularizer(
+    spec: str, sense: str = "min", lp_method: LPMethod = "lp"
+) -> Regularizer | None:
     """A regularizer from a spec such as ``"bw"``, ``"bw+lp"`` or ``"0.5*bw+lp"``.
 
-    ``"none"`` gives None.  Names: bw (bound width), lp (LP gap, optimisation ``sense``),
-    sn (stable neuron), rs (ReLU stability), l1, l2.  Raises ValueError naming the allowed
-    names on anything else.
+    ``"none"`` gives None.  Names: bw (bound width), lp (LP gap, optimisation ``sense``,
+    ``LPGap(method=lp_method)``), sn (stable neuron), rs (ReLU stability), l1, l2.  Raises
+    ValueError naming the allowed names on anything else.
 
     >>> parse_regularizer("0.5*bw + lp")
     0.5 * BoundWidth() + 1 * LPGap(sense='min', samples=8, exact_bounds=False)
+    >>> parse_regularizer("bw+lp", lp_method="dual")
+    1 * BoundWidth() + 1 * LPGap(sense='min', samples=None, exact_bounds=False, \
+method='dual', slope_steps=2)
     >>> parse_regularizer("none") is None
     True
     """
+    check_option("lp_method", lp_method, LP_METHODS)
     text = spec.strip().lower()
     if text == NO_REGULARIZER:
         return None
@@ -424,6 +430,6 @@ def parse_regularizer(spec: str, sense: str = "min") -> Regularizer | None:
             raise ValueError(
                 f"regularizer weights must be positive numbers, got {weight} in {spec!r}"
             )
-        part = weight * REGULARIZERS[name](sense)
+        part = weight * REGULARIZERS[name](sense, lp_method)
         total = part if total is None else total + part
     return total
