@@ -59,6 +59,61 @@ def _slope_terms(lower: np.ndarray, upper: np.ndarray, kind: np.ndarray):
 
 
 @dataclass(frozen=True)
+class DualPlan:
+    """What every pass at the same inputs and bounds shares (see :func:`dual_plan`)."""
+
+    kinds: list[np.ndarray]
+    unstable: list[np.ndarray]  # float 0/1
+    neg_mult: list[np.ndarray]  # mu / lam where lam < 0: 1 active, s unstable, 0 inactive
+    pos_base: list[np.ndarray]  # mu / lam where lam >= 0, without alpha: 1 active, else 0
+    const: list[np.ndarray]  # -s L for unstable neurons, else 0
+    slope: list[tuple[np.ndarray, np.ndarray, np.ndarray]]  # s, ds/dL, ds/dU
+    lower: list[np.ndarray]
+    upper: list[np.ndarray]
+    X: np.ndarray
+    z0: np.ndarray
+    low_end: np.ndarray  # first-layer output picked where lam >= 0, and its dz
+    high_end: np.ndarray  # ... where lam < 0
+    low_dz: np.ndarray
+    high_dz: np.ndarray
+
+
+def dual_plan(
+    layers: Sequence[Layer], lower: Sequence[np.ndarray], upper: Sequence[np.ndarray], X
+) -> DualPlan:
+    """The per-call constants of :func:`dual_forward` at inputs ``X`` and bounds ``L``, ``U``:
+    per layer the stability, the multipliers ``mu / lam`` on each side of 0, the upper
+    line's constants, and the first layer's interval ends."""
+    X = np.asarray(X, dtype=np.float64)
+    kinds, unstable, neg_mult, pos_base, const, slope = [], [], [], [], [], []
+    for layer, lo, hi in zip(layers, lower, upper):
+        kind = neuron_kind(layer, lo, hi)
+        terms = _slope_terms(lo, hi, kind)
+        active = (kind == 1).astype(np.float64)
+        kinds.append(kind)
+        unstable.append((kind == 0).astype(np.float64))
+        neg_mult.append(active + terms[0])
+        pos_base.append(active)
+        const.append(-terms[0] * lo)
+        slope.append(terms)
+    first, lo = layers[0], lower[0]
+    z0 = np.clip(X @ first.weight.T + first.bias, lo, upper[0])
+    if first.activation == "relu":
+        s, act, unst = slope[0][0], pos_base[0], unstable[0]
+        low_end = act * z0 + unst * np.maximum(z0, 0.0)
+        high_end = act * z0 + s * (z0 - lo)
+        low_dz = act + unst * (z0 > 0.0)
+        high_dz = np.broadcast_to(act + s, z0.shape)
+    else:
+        low_end = high_end = z0
+        low_dz = high_dz = np.ones_like(z0)
+    return DualPlan(
+        kinds, unstable, neg_mult, pos_base, const, slope, list(lower), list(upper), X, z0,
+        low_end, high_end, low_dz, high_dz,
+    )  # fmt: skip
+
+
+@dataclass(frozen=True)
 class DualPass:
     """The bound at ``n`` inputs and what :func:`dual_backward` needs.
 
@@ -70,25 +125,26 @@ class DualPass:
         Coefficient of ``h^l`` in the bound.
     mu : list of ndarray (n, n_out_l) or None
         Coefficient of ``z^l`` (None for the first layer, whose ``z`` is fixed).
-    z0 : ndarray (n, n_out_0)
-        The first layer's pre-activations, clipped to ``[L^0, U^0]``.
-    X : ndarray (n, n_inputs)
-    kinds, slopes : list of ndarray
-        Per layer: stability (see :func:`neuron_kind`) and the lower slopes ``alpha`` used
-        (None where the layer has no relaxed neurons, i.e. the first and linear layers).
-    lower, upper : list of ndarray
-        The pre-activation bounds ``L``, ``U``.
+    mult : list of ndarray (n, n_out_l) or None
+        ``mu^l / lam^l`` per neuron (None for the first and linear layers).
+    slopes : list of ndarray or None
+        The lower slopes ``alpha`` used (None where the layer has no relaxed neurons, i.e. the
+        first and linear layers).
+    plan : DualPlan
+        The constants shared by every pass at these inputs and bounds.
     """
 
     value: np.ndarray
     lam: list[np.ndarray]
     mu: list[np.ndarray | None]
-    z0: np.ndarray
-    X: np.ndarray
-    kinds: list[np.ndarray]
+    mult: list[np.ndarray | None]
     slopes: list[np.ndarray | None]
-    lower: list[np.ndarray]
-    upper: list[np.ndarray]
+    plan: DualPlan
+
+    @property
+    def z0(self) -> np.ndarray:
+        """The first layer's pre-activations, clipped to ``[L^0, U^0]``."""
+        return self.plan.z0
 
 
 def dual_forward(
@@ -98,6 +154,7 @@ def dual_forward(
     X: np.ndarray,
     objective: np.ndarray,
     slopes: Sequence[np.ndarray | None],
+    plan: DualPlan | None = None,
 ) -> DualPass:
     """The dual-network bound on ``min objective_i' h^K`` over the LP relaxation at each row
     of ``X`` (docs/method.md, sections 3-4).
@@ -113,46 +170,33 @@ def dual_forward(
     slopes : sequence of (ndarray (n, n_out_l) or None)
         Lower slopes ``alpha`` in ``[0, 1]`` per layer; read only at unstable ReLUs of layers
         ``l >= 1`` (None: :func:`heuristic_slopes`).
+    plan : DualPlan, optional
+        :func:`dual_plan` of the same layers, bounds and ``X``, shared between passes.
     """
-    X = np.asarray(X, dtype=np.float64)
-    n, last = len(X), len(layers) - 1
-    kinds = [neuron_kind(layer, lo, hi) for layer, lo, hi in zip(layers, lower, upper)]
+    plan = plan if plan is not None else dual_plan(layers, lower, upper, X)
+    n, last = len(plan.X), len(layers) - 1
     lam: list[np.ndarray] = [np.empty(0)] * len(layers)
     mu: list[np.ndarray | None] = [None] * len(layers)
+    mult: list[np.ndarray | None] = [None] * len(layers)
     used: list[np.ndarray | None] = [None] * len(layers)
     lam[last] = np.array(np.broadcast_to(objective, (n, layers[last].n_out)), dtype=np.float64)
     value = np.zeros(n)
     for l in range(last, 0, -1):
-        layer, kind, coef = layers[l], kinds[l], lam[l]
+        layer, coef = layers[l], lam[l]
         if layer.activation == "relu":
-            s = _slope_terms(lower[l], upper[l], kind)[0]
             alpha = slopes[l] if slopes[l] is not None else heuristic_slopes(lower[l], upper[l])
-            alpha = np.broadcast_to(alpha, coef.shape)
             used[l] = alpha
-            unstable, negative = kind == 0, coef < 0.0
-            m = np.where(kind == 1, coef, 0.0) + np.where(
-                unstable, np.where(negative, s * coef, alpha * coef), 0.0
-            )
-            value += np.where(unstable & negative, -s * lower[l] * coef, 0.0).sum(axis=1)
+            positive = alpha * plan.unstable[l] + plan.pos_base[l]
+            mult[l] = np.where(coef < 0.0, plan.neg_mult[l], positive)
+            m = coef * mult[l]
+            value += np.minimum(coef, 0.0) @ plan.const[l]
         else:
             m = coef
         mu[l] = m
         value += m @ layer.bias
         lam[l - 1] = m @ layer.weight
-    first = layers[0]
-    z0 = np.clip(X @ first.weight.T + first.bias, lower[0], upper[0])
-    value += (lam[0] * _first_outputs(first, z0, lam[0], lower[0], upper[0], kinds[0])).sum(axis=1)
-    return DualPass(value, lam, mu, z0, X, kinds, used, list(lower), list(upper))
-
-
-def _first_outputs(layer, z0, coef, lower, upper, kind) -> np.ndarray:
-    """The first layer's outputs the bound picks: ``z`` where ``h = z``, the lower end
-    ``max(z, 0)`` or upper end ``s (z - L)`` of an unstable neuron's interval."""
-    if layer.activation != "relu":
-        return z0
-    s = _slope_terms(lower, upper, kind)[0]
-    picked = np.where(coef < 0.0, s * (z0 - lower), np.maximum(z0, 0.0))
-    return np.where(kind == 1, z0, 0.0) + np.where(kind == 0, picked, 0.0)
+    value += (lam[0] * np.where(lam[0] < 0.0, plan.high_end, plan.low_end)).sum(axis=1)
+    return DualPass(value, lam, mu, mult, used, plan)
 
 
 @dataclass(frozen=True)
@@ -163,8 +207,8 @@ class DualGrads:
     ----------
     params : list of (dW, db)
         With respect to every layer's weights and biases (``L``, ``U`` held fixed).
-    lower, upper : list of ndarray (n_out_l,)
-        With respect to the bounds (summed over the rows).
+    lower, upper : list of ndarray (n_out_l,) or None
+        With respect to the bounds (summed over the rows); None unless asked for.
     slopes : list of ndarray (n, n_out_l) or None
         With respect to ``alpha`` per row (zero where ``alpha`` is not read).
     primal : list of ndarray (n, n_out_l)
@@ -172,65 +216,60 @@ class DualGrads:
     """
 
     params: Grads
-    lower: list[np.ndarray]
-    upper: list[np.ndarray]
+    lower: list[np.ndarray] | None
+    upper: list[np.ndarray] | None
     slopes: list[np.ndarray | None]
     primal: list[np.ndarray]
 
 
-def dual_backward(layers: Sequence[Layer], trace: DualPass, seed: np.ndarray) -> DualGrads:
-    """Reverse pass of :func:`dual_forward`: derivatives of ``sum_i seed_i B(x_i)``.
+def dual_backward(
+    layers: Sequence[Layer], trace: DualPass, seed: np.ndarray, bounds: bool = True
+) -> DualGrads:
+    """Reverse pass of :func:`dual_forward`: derivatives of ``sum_i seed_i B(x_i)``
+    (with respect to ``L`` and ``U`` only if ``bounds``).
 
     At a kink (``lam_j = 0`` of an unstable neuron, ``z^0_j = 0``) one branch is taken: the
     lower line, and the slope 0 of ``max(z, 0)``.
     """
+    plan = trace.plan
     g = np.asarray(seed, dtype=np.float64)[:, None]
     n_layers = len(layers)
     params: Grads = [None] * n_layers  # type: ignore[list-item]
-    d_lower = [np.zeros(layer.n_out) for layer in layers]
-    d_upper = [np.zeros(layer.n_out) for layer in layers]
+    d_lower = [np.zeros(layer.n_out) for layer in layers] if bounds else None
+    d_upper = [np.zeros(layer.n_out) for layer in layers] if bounds else None
     d_slopes: list[np.ndarray | None] = [None] * n_layers
     primal: list[np.ndarray] = [np.empty(0)] * n_layers
     # first layer: value += lam^0 . eta(z^0)
-    first, kind, coef = layers[0], trace.kinds[0], trace.lam[0]
-    lo, hi, z0 = trace.lower[0], trace.upper[0], trace.z0
-    eta = _first_outputs(first, z0, coef, lo, hi, kind)
-    primal[0] = g * eta
-    if first.activation == "relu":
-        s, s_lo, s_hi = _slope_terms(lo, hi, kind)
-        upper_end = (kind == 0) & (coef < 0.0)
-        d_eta = np.where(kind == 1, 1.0, 0.0) + np.where(
-            kind == 0, np.where(coef < 0.0, s, (z0 > 0.0).astype(np.float64)), 0.0
-        )
-        weighted = np.where(upper_end, g * coef, 0.0)
+    coef = trace.lam[0]
+    negative = coef < 0.0
+    primal[0] = g * np.where(negative, plan.high_end, plan.low_end)
+    z_bar = g * coef * np.where(negative, plan.high_dz, plan.low_dz)
+    params[0] = (z_bar.T @ plan.X, z_bar.sum(axis=0))
+    if bounds and layers[0].activation == "relu":
+        lo, z0 = plan.lower[0], plan.z0
+        s, s_lo, s_hi = plan.slope[0]
+        weighted = np.where(negative, g * coef, 0.0) * plan.unstable[0]
         d_lower[0] += (weighted * (s_lo * (z0 - lo) - s)).sum(axis=0)
         d_upper[0] += (weighted * s_hi * (z0 - lo)).sum(axis=0)
-    else:
-        d_eta = np.ones_like(z0)
-    z_bar = g * coef * d_eta
-    params[0] = (z_bar.T @ trace.X, z_bar.sum(axis=0))
     lam_bar = primal[0]
     for l in range(1, n_layers):
-        layer, kind, coef, m = layers[l], trace.kinds[l], trace.lam[l], trace.mu[l]
-        # lam^(l-1) = mu^l W^l and value += mu^l . b^l
+        layer, coef, m = layers[l], trace.lam[l], trace.mu[l]
+        # lam^(l-1) = mu^l W^l and value += mu^l . b^l; mu_bar is seed times z^l
         mu_bar = lam_bar @ layer.weight.T + g * layer.bias
-        params[l] = (m.T @ lam_bar, (g * m).sum(axis=0))
+        params[l] = (m.T @ lam_bar, g[:, 0] @ m)
         if layer.activation == "relu":
-            lo, hi = trace.lower[l], trace.upper[l]
-            s, s_lo, s_hi = _slope_terms(lo, hi, kind)
-            alpha = trace.slopes[l]
-            unstable, negative = kind == 0, coef < 0.0
-            upper_line, lower_line = unstable & negative, unstable & ~negative
-            lam_bar = (
-                np.where(kind == 1, mu_bar, 0.0)
-                + np.where(upper_line, s * mu_bar - g * s * lo, 0.0)
-                + np.where(lower_line, alpha * mu_bar, 0.0)
-            )
-            d_slopes[l] = np.where(lower_line, coef * mu_bar, 0.0)
-            # mu = s lam and const = -s L lam on the upper line
-            s_bar = np.where(upper_line, coef * (mu_bar - g * lo), 0.0)
-            d_lower[l] += (s_bar * s_lo - np.where(upper_line, g * s * coef, 0.0)).sum(axis=0)
-            d_upper[l] += (s_bar * s_hi).sum(axis=0)
+            negative = coef < 0.0
+            # mu = mult lam, and value += min(lam, 0) . const
+            lam_bar = mu_bar * trace.mult[l] + g * np.where(negative, plan.const[l], 0.0)
+            d_slopes[l] = np.where(negative, 0.0, coef * mu_bar) * plan.unstable[l]
+            if bounds:
+                lo = plan.lower[l]
+                s, s_lo, s_hi = plan.slope[l]
+                upper_line = np.where(negative, coef, 0.0) * plan.unstable[l]
+                # mu = s lam and const = -s L lam on the upper line
+                s_bar = upper_line * (mu_bar - g * lo)
+                d_lower[l] += (s_bar * s_lo - g * s * upper_line).sum(axis=0)
+                d_upper[l] += (s_bar * s_hi).sum(axis=0)
         else:
             lam_bar = mu_bar
         primal[l] = lam_bar

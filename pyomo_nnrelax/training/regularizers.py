@@ -23,7 +23,7 @@ from ..lp.solutions import RelaxationBatch
 from ..network import Layer, Network, forward_cache
 from ..options import GAP_SENSES, LP_METHODS, GapSense, LPMethod, check_option
 from .backprop import Grads, add_grads, backward, zero_grads
-from .dual import SlopeAdam, SlopeStore, dual_backward, dual_forward, fresh_slopes
+from .dual import SlopeAdam, SlopeStore, dual_backward, dual_forward, dual_plan, fresh_slopes
 from .ibp import IBPTrace, ibp_backward, ibp_forward
 
 
@@ -258,7 +258,7 @@ class LPGap(Regularizer):
         exact_bounds: bool = False,
         solver=None,
         method: LPMethod = "lp",
-        slope_steps: int = 2,
+        slope_steps: int = 1,
         slope_lr: float = 0.2,
     ) -> None:
         self.sense = check_option("sense", sense, GAP_SENSES)
@@ -339,6 +339,8 @@ class LPGap(Regularizer):
         n, trace, layers = len(X), ctx.ibp, ctx.layers
         out, inputs, pre = forward_cache(layers, X)
         optimizer = SlopeAdam(self.slope_lr)
+        plan = dual_plan(layers, trace.lower, trace.upper, X)
+        seed = np.full(n, 1.0 / n)
         total, grads = 0.0, zero_grads(layers)
         for sense in self._senses():
             sign = 1.0 if sense == "min" else -1.0
@@ -349,8 +351,8 @@ class LPGap(Regularizer):
                 store = self._slopes.setdefault(sense, SlopeStore())
                 alpha, m, v, t = store.read(layers, trace.lower, trace.upper, rows)
             for _ in range(self.slope_steps + 1):
-                bound = dual_forward(layers, trace.lower, trace.upper, X, objective, alpha)
-                d_bound = dual_backward(layers, bound, np.full(n, 1.0 / n))
+                bound = dual_forward(layers, trace.lower, trace.upper, X, objective, alpha, plan)
+                d_bound = dual_backward(layers, bound, seed, bounds=self.exact_bounds)
                 t = t + 1.0
                 for l, g in enumerate(d_bound.slopes):
                     if g is not None:
@@ -405,7 +407,7 @@ def parse_regularizer(
     0.5 * BoundWidth() + 1 * LPGap(sense='min', samples=8, exact_bounds=False)
     >>> parse_regularizer("bw+lp", lp_method="dual")
     1 * BoundWidth() + 1 * LPGap(sense='min', samples=None, exact_bounds=False, \
-method='dual', slope_steps=2)
+method='dual', slope_steps=1)
     >>> parse_regularizer("none") is None
     True
     """
