@@ -14,7 +14,15 @@ A second table times training epochs (peaks data, batch 64) with no regularizer,
 BW+LP at 8 LPs per mini-batch (the paper's subsample size), as ratios to no regularizer; with
 torch installed, also BW+LP relative to the same unregularized loop in PyTorch.
 
+A third table (``--lp-methods``, alone with ``--only-methods``) trains BW+LP with
+``LPGap(method="lp")`` (8 LPs per mini-batch) and ``LPGap(method="dual")`` (the dual-network
+bound on the whole mini-batch) side by side: seconds per epoch as ratios to no regularizer,
+the relative slack ``(LP - bound) / |LP|`` of the dual bound at the training points (median
+and 90th percentile, with the slopes the regularizer kept for them), and the exactly measured
+mean LP gap ``f - V_min`` at the training points after training.
+
     python benchmarks/lp_gap_cost.py [--points 64] [--repeats 3] [--no-pyomo] [--epochs 3]
+                                     [--lp-methods] [--only-methods] [--lam 1e-3]
 """
 
 from __future__ import annotations
@@ -29,6 +37,7 @@ from pyomo_nnrelax import Layer, Network, interval_bounds
 from pyomo_nnrelax.experiments.functions import box, latin_hypercube, peaks
 from pyomo_nnrelax.formulations.bigm import bigm_model
 from pyomo_nnrelax.lp.highs import HighsModel
+from pyomo_nnrelax.lp.projected import solve_batch
 from pyomo_nnrelax.relaxation import (
     RelaxationBatch,
     Solutions,
@@ -37,6 +46,8 @@ from pyomo_nnrelax.relaxation import (
     solve_relaxations,
 )
 from pyomo_nnrelax.training import BoundWidth, LPGap, Trainer
+from pyomo_nnrelax.training.dual import dual_forward
+from pyomo_nnrelax.training.ibp import ibp_forward
 
 ARCHITECTURES = ([2] + [25] * 2 + [1], [2] + [25] * 3 + [1], [2] + [25] * 5 + [1])
 BOX = (np.full(2, -1.0), np.full(2, 1.0))
@@ -114,7 +125,15 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--no-pyomo", action="store_true", help="skip the Pyomo backend")
     parser.add_argument("--epochs", type=int, default=3, help="epochs per training timing")
+    parser.add_argument(
+        "--lp-methods", action="store_true", help="also compare LPGap method=lp and method=dual"
+    )
+    parser.add_argument("--only-methods", action="store_true", help="only that comparison")
+    parser.add_argument("--lam", type=float, default=1e-3, help="lam of the method comparison")
     args = parser.parse_args()
+    if args.only_methods:
+        method_comparison(args.epochs, args.lam)
+        return
     X = np.random.default_rng(0).uniform(-1, 1, size=(args.points, 2))
     runs = {
         "highs": lambda net, X: solve_relaxations(net, interval_bounds(net, BOX), X, [1.0]),
@@ -152,6 +171,8 @@ def main() -> None:
         line += " " + " ".join(f"{timed[n][0] / timed['highs'][0]:>14.1f}" for n in names[1:])
         print(line + f" {diff:>13.2e}")
     training_ratios(args.epochs)
+    if args.lp_methods:
+        method_comparison(args.epochs, args.lam)
 
 
 def torch_epoch_seconds(sizes: list[int], X: np.ndarray, y: np.ndarray, epochs: int) -> float:
@@ -220,6 +241,71 @@ def training_ratios(epochs: int) -> None:
             base = torch_epoch_seconds(list(sizes), X, y, epochs)
             cells += f" {base:>11.3f} {seconds['bw+lp'] / base:>11.1f}x"
         print(f"{'-'.join(map(str, sizes)):>18} {cells}")
+
+
+def dual_slack(trainer: Trainer, reg: LPGap) -> np.ndarray:
+    """``(V - B) / |V|`` at every training point of ``trainer``: ``V`` the exact LP value of
+    ``min f`` (projected LP), ``B`` the dual bound with the slopes ``reg`` kept per point."""
+    layers = trainer._layers  # training units, as the regularizer saw them
+    lo, hi = trainer.input_bounds
+    trace = ibp_forward(layers, lo, hi)
+    network = Network(layers).with_input_bounds(lo, hi)
+    X = trainer.X
+    exact = solve_batch(network, trace.to_bounds(), X, np.ones((len(X), 1)), "min")
+    store = reg._slopes["min"]
+    rows = np.arange(len(X))
+    slopes = store.read(layers, trace.lower, trace.upper, rows)[0]
+    bound = dual_forward(layers, trace.lower, trace.upper, X, np.ones(1), slopes).value
+    ok = exact.ok
+    return (exact.value[ok] - bound[ok]) / np.maximum(np.abs(exact.value[ok]), 1e-12)
+
+
+def exact_gap(network: Network, domain, X: np.ndarray) -> float:
+    """Mean ``f(x) - V_min(x)`` over ``X`` with the exact projected LP (user units)."""
+    batch = solve_batch(network, interval_bounds(network, domain), X, np.ones((len(X), 1)), "min")
+    return float(np.mean(network.forward(X)[batch.ok, 0] - batch.value[batch.ok]))
+
+
+def method_comparison(epochs: int, lam: float) -> None:
+    """BW+LP with ``LPGap(method="lp")`` and ``LPGap(method="dual")`` on the same runs."""
+    domain = box("peaks")
+    X = latin_hypercube(3000, domain, seed=0)
+    y = peaks(X)
+    print(
+        f"\nBW+LP, method lp (8 LPs/batch) vs dual (whole batch): 3000 points, batch 64, "
+        f"{epochs} epochs, lam {lam:g}; time ratio to no regularizer; dual slack (LP - bound)/|LP| "
+        "at the training points; exact mean LP gap f - V_min at the training points"
+    )
+    print(
+        f"{'network':>18} {'none s/ep':>9} {'lp ratio':>8} {'dual ratio':>10} "
+        f"{'slack med':>10} {'slack p90':>10} {'gap none':>9} {'gap lp':>9} {'gap dual':>9}"
+    )
+    for sizes in ARCHITECTURES:
+        seconds, gaps, slack = {}, {}, None
+        for name in ("none", "lp", "dual"):
+            lp = None if name == "none" else LPGap(sense="min", method=name)
+            trainer = Trainer(
+                Network.mlp(sizes, seed=0),
+                X,
+                y,
+                input_bounds=domain,
+                regularizer=None if lp is None else BoundWidth() + lp,
+                lam=lam if lp is not None else 0.0,
+                epochs=epochs,
+                seed=0,
+            )
+            start = time.perf_counter()
+            result = trainer.fit()
+            seconds[name] = (time.perf_counter() - start) / epochs
+            gaps[name] = exact_gap(result.network, domain, X)
+            if name == "dual":
+                slack = dual_slack(trainer, lp)
+        print(
+            f"{'-'.join(map(str, sizes)):>18} {seconds['none']:>9.3f} "
+            f"{seconds['lp'] / seconds['none']:>7.1f}x {seconds['dual'] / seconds['none']:>9.1f}x "
+            f"{np.median(slack):>10.2e} {np.quantile(slack, 0.9):>10.2e} "
+            f"{gaps['none']:>9.4f} {gaps['lp']:>9.4f} {gaps['dual']:>9.4f}"
+        )
 
 
 if __name__ == "__main__":

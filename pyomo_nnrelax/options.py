@@ -19,6 +19,9 @@ GapSense = Literal["min", "max", "both"]
 LPBackend = Literal["highs", "pyomo"]
 """How LP relaxations at fixed inputs are solved: the projected LP in highspy, or the block's
 big-M LP through a Pyomo solver."""
+LPMethod = Literal["lp", "dual"]
+"""How the LP-gap regularizer gets the LP relaxation's value: solving the LP, or the
+dual-network bound (no LP solver)."""
 BoundMethod = Literal["interval", "lp", "milp", "stored"]
 """How pre-activation bounds are obtained."""
 TighteningMethod = Literal["lp", "milp"]
@@ -33,6 +36,7 @@ LossName = Literal["mse", "pinball"]
 SENSES: tuple[str, ...] = get_args(Sense)
 GAP_SENSES: tuple[str, ...] = get_args(GapSense)
 LP_BACKENDS: tuple[str, ...] = get_args(LPBackend)
+LP_METHODS: tuple[str, ...] = get_args(LPMethod)
 BOUND_METHODS: tuple[str, ...] = get_args(BoundMethod)
 TIGHTENING_METHODS: tuple[str, ...] = get_args(TighteningMethod)
 FORMULATIONS: tuple[str, ...] = get_args(FormulationName)

@@ -201,6 +201,34 @@ def test_refine_reads_csv_data_without_a_regularizer(model, tmp_path):
     assert "rounds 0..1" in result.stdout
 
 
+@pytest.mark.parametrize("lp_method", ["dual", "lp"])
+def test_refine_lp_method_picks_how_the_lp_term_is_bounded(
+    model, data, tmp_path, monkeypatch, lp_method
+):
+    """``--lp-method dual`` trains with the dual-network bound (and no LP solve in training);
+    ``--lp-method lp`` never calls it."""
+    from pyomo_nnrelax.training import regularizers
+
+    calls = []
+    real = regularizers.dual_forward
+
+    def spy(*args, **kwargs):
+        calls.append(1)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(regularizers, "dual_forward", spy)
+    result = invoke(
+        "refine", model, "--data", data, "-o", tmp_path / "r.onnx", "--regularizer", "bw+lp",
+        "--lp-method", lp_method, "--rounds", "1", "--epochs", "1", "--milp-time-limit", "5",
+        "--batch-size", "32", "-q",
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert "rounds 0..1" in result.stdout
+    assert (len(calls) > 0) == (lp_method == "dual")
+    bad = invoke("refine", model, "--data", data, "-o", tmp_path / "s.onnx", "--lp-method", "x")
+    assert bad.exit_code == 2 and "--lp-method" in bad.output
+
+
 @pytest.mark.parametrize("formulation", ["bigm", "partition"])
 def test_solve_prints_optimum_and_check(model, formulation):
     result = invoke(

@@ -11,6 +11,7 @@ from ..experiments.data import read_data, split_data
 from ..experiments.functions import load_function
 from ..experiments.refine import HISTORY_FILE, RefineHistory
 from ..files import atomic_write
+from ..options import LP_METHODS
 from ..training.regularizers import parse_regularizer
 from .common import (
     BATCH_SIZE,
@@ -70,6 +71,14 @@ def history_paths(output: Path) -> tuple[Path, Path, Path]:
     default="bw+lp",
     show_default=True,
     help="E.g. bw, bw+lp, 0.5*bw+lp, sn, rs, l1, l2, lp or none.",
+)
+@click.option(
+    "--lp-method",
+    type=click.Choice(LP_METHODS),
+    default="lp",
+    show_default=True,
+    help="How the lp term bounds the LP relaxation: solve it (lp) or the dual network (dual, "
+    "no LP solver).",
 )
 @click.option(
     "--lam",
@@ -133,6 +142,7 @@ def refine(
     output: Path,
     targets: int,
     spec: str,
+    lp_method: str,
     lam: float,
     rounds: int,
     epochs: int,
@@ -158,7 +168,7 @@ def refine(
     from ..onnx import read_onnx
 
     try:
-        regularizer = parse_regularizer(spec, sense)
+        regularizer = parse_regularizer(spec, sense, lp_method)
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="'--regularizer'") from None
     output_dir = output_dir or output.with_name(output.stem + "_rounds")

@@ -11,17 +11,19 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Literal
 
 import numpy as np
 
 from ..bounds import is_unstable
 from ..box import InputBox
-from ..checks import positive_int
+from ..checks import positive_float, positive_int
 from ..lp.projected import ProjectedLPSolver, solve_batch
 from ..lp.solutions import RelaxationBatch
 from ..network import Layer, Network, forward_cache
-from ..options import GAP_SENSES, GapSense, check_option
+from ..options import GAP_SENSES, LP_METHODS, GapSense, LPMethod, check_option
 from .backprop import Grads, add_grads, backward, zero_grads
+from .dual import SlopeAdam, SlopeStore, dual_backward, dual_forward, dual_plan, fresh_slopes
 from .ibp import IBPTrace, ibp_backward, ibp_forward
 
 
@@ -44,6 +46,9 @@ class RegContext:
         Passed to the LP solves of :class:`LPGap`.
     lp_failures : int
         LP solves that failed in this step (regularizers add to it).
+    rows : ndarray of int or None
+        Row of each mini-batch sample in the training set (the trainer passes it; per-sample
+        state such as the slopes of ``LPGap(method="dual")`` is keyed by it).
     """
 
     layers: tuple[Layer, ...]
@@ -53,6 +58,7 @@ class RegContext:
     rng: np.random.Generator
     lp_backend: str = "highs"
     lp_failures: int = 0
+    rows: np.ndarray | None = None
     _ibp: IBPTrace | None = field(default=None, repr=False)
 
     @property
@@ -207,33 +213,64 @@ class ReLUStability(NeuronBoundPenalty):
 class LPGap(Regularizer):
     """``R_LP``: mean gap between the network and its big-M LP relaxation at training points.
 
-    For a random subsample of the mini-batch, the input is fixed to ``x_i`` and the LP
-    relaxation (bounds: IBP over the box) is solved; ``gap_min = w'f(x_i) - V_min(x_i)``,
+    The input is fixed to ``x_i`` and the LP relaxation (bounds: IBP over the box) of the
+    objective ``w' f`` is bounded; ``gap_min = w'f(x_i) - V_min(x_i)``,
     ``gap_max = V_max(x_i) - w'f(x_i)``, with ``w`` a random non-negative objective summing
-    to 1 (drawn per step; ``w = 1`` for one output).  The gradient holds L and U fixed and
-    uses the LP duals (envelope theorem); ``exact_bounds=True`` adds the derivative through
-    L and U with one IBP reverse pass.  Failed LPs are skipped and counted in
-    ``ctx.lp_failures``.
+    to 1 (drawn per step; ``w = 1`` for one output).
+
+    ``method="lp"`` solves the LP at a random subsample of the mini-batch and differentiates
+    its value with the LP duals (envelope theorem; docs/method.md, sections 3-4).  Failed LPs
+    are skipped and counted in ``ctx.lp_failures``.
+
+    ``method="dual"`` solves no LP: it replaces ``V`` by the dual-network bound
+    (:mod:`pyomo_nnrelax.training.dual`), a valid bound for any lower slopes in ``[0, 1]``
+    and equal to ``V`` at the best ones, so its gap is an upper bound on the LP gap.  The
+    slopes are kept per training sample (``ctx.rows``), start at the heuristic
+    ``1 if U > -L else 0`` and take ``slope_steps + 1`` projected Adam steps per call (the
+    last one from the same reverse pass that gives the weights their gradient).
+
+    The gradient holds L and U fixed; ``exact_bounds=True`` adds the derivative through L
+    and U with one IBP reverse pass.
 
     Parameters
     ----------
     sense : {"min", "max", "both"}
         The downstream optimisation sense; "both" adds the two gaps.
-    samples : int
-        Points per mini-batch (at most the batch size).
+    samples : int, None or "default"
+        Points per mini-batch (at most the batch size); None: the whole mini-batch.
+        "default": 8 for ``method="lp"``, the whole mini-batch for ``method="dual"``.
     exact_bounds : bool
         Include ``dV/dL dL/dtheta + dV/dU dU/dtheta``.
     solver : optional
-        The Pyomo solver of ``lp_backend="pyomo"`` (default ``"appsi_highs"``).
+        The Pyomo solver of ``lp_backend="pyomo"`` (default ``"appsi_highs"``; "lp" only).
+    method : {"lp", "dual"}
+        Solve the LP relaxation, or bound it with the dual network.
+    slope_steps : int
+        Extra projected slope steps per call before the one of the gradient pass ("dual").
+    slope_lr : float
+        Adam step size of the slopes ("dual").
     """
 
     def __init__(
-        self, sense: GapSense = "min", samples: int = 8, exact_bounds: bool = False, solver=None
+        self,
+        sense: GapSense = "min",
+        samples: int | None | Literal["default"] = "default",
+        exact_bounds: bool = False,
+        solver=None,
+        method: LPMethod = "lp",
+        slope_steps: int = 1,
+        slope_lr: float = 0.2,
     ) -> None:
         self.sense = check_option("sense", sense, GAP_SENSES)
-        self.samples = positive_int("samples", samples)
+        self.method = check_option("method", method, LP_METHODS)
+        if samples == "default":
+            samples = DEFAULT_LP_SAMPLES if method == "lp" else None
+        self.samples = None if samples is None else positive_int("samples", samples)
         self.exact_bounds, self.solver = bool(exact_bounds), solver
+        self.slope_steps = positive_int("slope_steps", slope_steps, allow_zero=True)
+        self.slope_lr = positive_float("slope_lr", slope_lr)
         self._lp: ProjectedLPSolver | None = None  # kept warm from step to step
+        self._slopes: dict[str, SlopeStore] = {}  # per sense, rows of the training set
 
     def __getstate__(self) -> dict:
         return {**self.__dict__, "_lp": None}  # a HiGHS instance does not pickle
@@ -253,17 +290,28 @@ class LPGap(Regularizer):
         weights = np.broadcast_to(omega, (len(X), omega.size))
         return solve_batch(network, bounds, X, weights, sense, solver=self._lp)
 
-    def value_and_grad(self, ctx: RegContext) -> tuple[float, Grads]:
+    def _senses(self) -> tuple[str, ...]:
+        return ("min", "max") if self.sense == "both" else (self.sense,)
+
+    def _points(self, ctx: RegContext) -> tuple[np.ndarray, np.ndarray | None, np.ndarray]:
+        """The mini-batch rows used in this step, their training-set rows, and ``w``."""
+        X, rows = ctx.X, ctx.rows
+        if self.samples is not None:
+            pick = np.sort(ctx.rng.choice(len(X), size=min(self.samples, len(X)), replace=False))
+            X, rows = X[pick], None if rows is None else np.asarray(rows)[pick]
         n_outputs = ctx.layers[-1].n_out
-        rows = ctx.rng.choice(len(ctx.X), size=min(self.samples, len(ctx.X)), replace=False)
-        X = ctx.X[np.sort(rows)]
         omega = ctx.rng.random(n_outputs) if n_outputs > 1 else np.ones(1)
-        omega = omega / omega.sum()
+        return X, rows, omega / omega.sum()
+
+    def value_and_grad(self, ctx: RegContext) -> tuple[float, Grads]:
+        X, rows, omega = self._points(ctx)
+        if self.method == "dual":
+            return self._dual_value_and_grad(ctx, X, rows, omega)
         out, inputs, pre = forward_cache(ctx.layers, X)
         # one Network and one NetworkBounds per step, so both senses reuse the built LP
         network, bounds = ctx.network, ctx.ibp.to_bounds()
         total, grads = 0.0, zero_grads(ctx.layers)
-        for sense in ("min", "max") if self.sense == "both" else (self.sense,):
+        for sense in self._senses():
             batch = self._solve(ctx, network, bounds, X, omega, sense)
             ok = np.asarray(batch.ok, dtype=bool)
             ctx.lp_failures += int(np.count_nonzero(~ok))
@@ -284,36 +332,86 @@ class LPGap(Regularizer):
                 grads = add_grads(grads, ibp_backward(ctx.layers, ctx.ibp, seed_lo, seed_hi))
         return total, grads
 
+    def _dual_value_and_grad(
+        self, ctx: RegContext, X: np.ndarray, rows: np.ndarray | None, omega: np.ndarray
+    ) -> tuple[float, Grads]:
+        """The gap to the dual-network bound, its gradient, and the slopes' steps."""
+        n, trace, layers = len(X), ctx.ibp, ctx.layers
+        out, inputs, pre = forward_cache(layers, X)
+        optimizer = SlopeAdam(self.slope_lr)
+        plan = dual_plan(layers, trace.lower, trace.upper, X)
+        seed = np.full(n, 1.0 / n)
+        total, grads = 0.0, zero_grads(layers)
+        for sense in self._senses():
+            sign = 1.0 if sense == "min" else -1.0
+            objective = sign * omega  # a maximum is bounded as -min(-w' f)
+            if rows is None:
+                alpha, m, v, t = fresh_slopes(layers, trace.lower, trace.upper, n)
+            else:
+                store = self._slopes.setdefault(sense, SlopeStore())
+                alpha, m, v, t = store.read(layers, trace.lower, trace.upper, rows)
+            for _ in range(self.slope_steps + 1):
+                bound = dual_forward(layers, trace.lower, trace.upper, X, objective, alpha, plan)
+                d_bound = dual_backward(layers, bound, seed, bounds=self.exact_bounds)
+                t = t + 1.0
+                for l, g in enumerate(d_bound.slopes):
+                    if g is not None:
+                        alpha[l], m[l], v[l] = optimizer.step(alpha[l], g, m[l], v[l], t)
+            # the bound and gradient are those of the slopes before the last step
+            if rows is not None:
+                store.write(rows, alpha, m, v, t)
+            # gap = sign w'f - B, B the bound on min (sign w)' f
+            total += float((sign * (out @ omega) - bound.value).mean())
+            d_f = backward(layers, inputs, pre, sign * np.outer(np.full(n, 1.0 / n), omega))
+            grads = add_grads(grads, add_grads(d_f, d_bound.params, -1.0))
+            if self.exact_bounds:
+                seed_lo = [-g for g in d_bound.lower]
+                seed_hi = [-g for g in d_bound.upper]
+                grads = add_grads(grads, ibp_backward(layers, trace, seed_lo, seed_hi))
+        return total, grads
+
     def __repr__(self) -> str:
-        return (
-            f"LPGap(sense={self.sense!r}, samples={self.samples}, exact_bounds={self.exact_bounds})"
-        )
+        text = f"LPGap(sense={self.sense!r}, samples={self.samples}"
+        text += f", exact_bounds={self.exact_bounds}"
+        if self.method != "lp":
+            text += f", method={self.method!r}, slope_steps={self.slope_steps}"
+        return text + ")"
+
+
+DEFAULT_LP_SAMPLES = 8
+"""LPs per mini-batch of ``LPGap(method="lp")`` (the paper's subsample size)."""
 
 
 # ---------------------------------------------------------------------- text specs
-REGULARIZERS: dict[str, Callable[[str], Regularizer]] = {
-    "bw": lambda sense: BoundWidth(),
-    "lp": lambda sense: LPGap(sense=sense),
-    "sn": lambda sense: StableNeuron(),
-    "rs": lambda sense: ReLUStability(),
-    "l1": lambda sense: L1(),
-    "l2": lambda sense: L2(),
+REGULARIZERS: dict[str, Callable[[str, str], Regularizer]] = {
+    "bw": lambda sense, lp_method: BoundWidth(),
+    "lp": lambda sense, lp_method: LPGap(sense=sense, method=lp_method),
+    "sn": lambda sense, lp_method: StableNeuron(),
+    "rs": lambda sense, lp_method: ReLUStability(),
+    "l1": lambda sense, lp_method: L1(),
+    "l2": lambda sense, lp_method: L2(),
 }
 NO_REGULARIZER = "none"
 
 
-def parse_regularizer(spec: str, sense: str = "min") -> Regularizer | None:
+def parse_regularizer(
+    spec: str, sense: str = "min", lp_method: LPMethod = "lp"
+) -> Regularizer | None:
     """A regularizer from a spec such as ``"bw"``, ``"bw+lp"`` or ``"0.5*bw+lp"``.
 
-    ``"none"`` gives None.  Names: bw (bound width), lp (LP gap, optimisation ``sense``),
-    sn (stable neuron), rs (ReLU stability), l1, l2.  Raises ValueError naming the allowed
-    names on anything else.
+    ``"none"`` gives None.  Names: bw (bound width), lp (LP gap, optimisation ``sense``,
+    ``LPGap(method=lp_method)``), sn (stable neuron), rs (ReLU stability), l1, l2.  Raises
+    ValueError naming the allowed names on anything else.
 
     >>> parse_regularizer("0.5*bw + lp")
     0.5 * BoundWidth() + 1 * LPGap(sense='min', samples=8, exact_bounds=False)
+    >>> parse_regularizer("bw+lp", lp_method="dual")
+    1 * BoundWidth() + 1 * LPGap(sense='min', samples=None, exact_bounds=False, \
+method='dual', slope_steps=1)
     >>> parse_regularizer("none") is None
     True
     """
+    check_option("lp_method", lp_method, LP_METHODS)
     text = spec.strip().lower()
     if text == NO_REGULARIZER:
         return None
@@ -334,6 +432,6 @@ def parse_regularizer(spec: str, sense: str = "min") -> Regularizer | None:
             raise ValueError(
                 f"regularizer weights must be positive numbers, got {weight} in {spec!r}"
             )
-        part = weight * REGULARIZERS[name](sense)
+        part = weight * REGULARIZERS[name](sense, lp_method)
         total = part if total is None else total + part
     return total

@@ -285,15 +285,18 @@ class Trainer:
         return float(self.loss_(predict(self.scaling_.unfold(network.layers), X), y)[0])
 
     # ------------------------------------------------------------------ training
-    def _step(self, X: np.ndarray, y: np.ndarray) -> tuple[float, float, int]:
-        """One Adam step on a mini-batch; returns loss, regularizer value, LP failures."""
+    def _step(
+        self, X: np.ndarray, y: np.ndarray, rows: np.ndarray | None = None
+    ) -> tuple[float, float, int]:
+        """One Adam step on a mini-batch (``rows`` of the training set, if known); returns
+        loss, regularizer value, LP failures."""
         out, inputs, pre = forward_cache(self._layers, X)
         loss, d_out = self.loss_(out, y)
         grads = backward(self._layers, inputs, pre, d_out)
         reg_value, failures = 0.0, 0
         if self.regularizer is not None and self.lam > 0.0:
             lo, hi = self.input_bounds if self.input_bounds is not None else (None, None)
-            ctx = RegContext(self._layers, lo, hi, X, self.rng_, self.lp_backend)
+            ctx = RegContext(self._layers, lo, hi, X, self.rng_, self.lp_backend, rows=rows)
             reg_value, reg_grads = self.regularizer.value_and_grad(ctx)
             grads = add_grads(grads, reg_grads, self.lam)
             failures = ctx.lp_failures
@@ -312,7 +315,7 @@ class Trainer:
         losses, regs, failures = [], [], 0
         for i in range(0, len(order), self.batch_size):
             rows = order[i : i + self.batch_size]
-            loss, reg, fails = self._step(self.X[rows], self._y_train[rows])
+            loss, reg, fails = self._step(self.X[rows], self._y_train[rows], rows)
             losses.append(loss)
             regs.append(reg)
             failures += fails
