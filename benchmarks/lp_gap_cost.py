@@ -33,7 +33,7 @@ import time
 import numpy as np
 from scipy.optimize import linprog
 
-from pyomo_nnrelax import Layer, Network, interval_bounds
+from pyomo_nnrelax import InputBox, Layer, Network, interval_bounds
 from pyomo_nnrelax.experiments.functions import box, latin_hypercube, peaks
 from pyomo_nnrelax.formulations.bigm import bigm_model
 from pyomo_nnrelax.lp.highs import HighsModel
@@ -50,7 +50,7 @@ from pyomo_nnrelax.training.dual import dual_forward
 from pyomo_nnrelax.training.ibp import ibp_forward
 
 ARCHITECTURES = ([2] + [25] * 2 + [1], [2] + [25] * 3 + [1], [2] + [25] * 5 + [1])
-BOX = (np.full(2, -1.0), np.full(2, 1.0))
+BOX = InputBox(lower=np.full(2, -1.0), upper=np.full(2, 1.0))
 
 
 def linprog_batch(network: Network, X: np.ndarray) -> RelaxationBatch:

@@ -264,10 +264,12 @@ def _one_reading(readings: dict, arr: np.ndarray) -> InputBox:
     """The box of the one reading of ``arr``; where it has two that differ, an error.
 
     Only a 2 x 2 array (two inputs) has two readings.  The pairs reading is taken when the
-    other is not a valid box (inverted); both are taken as one when they give the same box,
-    or when both are valid and one of them fixes every input (a single point) while the other
-    does not: ``[(-2, 2), (-2, 2)]`` is two pairs, not the point (-2, 2).  An invalid pairs
-    reading is never replaced by the other one: that is an error naming both.
+    other is not a valid box (inverted), or is a single point while the pairs reading is not:
+    ``[(-2, 2), (-2, 2)]`` is two pairs, not the point (-2, 2).  Both are taken as one when
+    they give the same box.  The (lower, upper) reading is never chosen over a valid pairs
+    reading, and an invalid pairs reading is never replaced by the other one: both are errors
+    naming the two readings (so ``[(-0.25, -0.25), (0, 0)]``, a point as pairs and a box as
+    arrays, and 0.1's ``(-np.ones(2), np.ones(2))`` must say which they mean).
     """
     checked = {}
     for name, (lo, hi) in readings.items():
@@ -289,7 +291,7 @@ def _one_reading(readings: dict, arr: np.ndarray) -> InputBox:
         return InputBox(*valid[0][1])
     if len(valid) == 2:
         proper = [(name, box) for name, box in valid if not np.array_equal(*box)]
-        if len(proper) == 1:
+        if [name for name, _ in proper] == [PAIRS]:
             return InputBox(*proper[0][1])
     described = "; ".join(
         f"as {name}, " + (_describe(*box) if problem is None else str(problem))

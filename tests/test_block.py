@@ -9,6 +9,7 @@ from conftest import requires_torch
 
 from pyomo_nnrelax import (
     InputBoundsError,
+    InputBox,
     Layer,
     Network,
     NNRelaxError,
@@ -163,7 +164,7 @@ def test_block_accepts_a_model_proto_and_a_positional_path(tmp_path):
     proto = net.to_onnx(path, dtype="float64")
     m = pyo.ConcreteModel()
     m.a = NNBlock(str(path), input_bounds=box(2))
-    m.b = NNBlock(proto, input_bounds=(np.full(2, -2.0), np.full(2, 2.0)))
+    m.b = NNBlock(proto, input_bounds=InputBox(lower=np.full(2, -2.0), upper=np.full(2, 2.0)))
     assert m.a.network == m.b.network
     assert len(m.a.inputs) == 2 and len(m.b.outputs) == 1
 

@@ -59,7 +59,6 @@ def test_named_forms_say_which_reading_is_meant(net):
     "form, lower, upper",
     [
         ([(-2, 2), (-2, 2)], [-2, -2], [2, 2]),  # the other reading fixes every input
-        ((np.full(2, -1.0), np.full(2, 1.0)), [-1, -1], [1, 1]),  # 0.1's (lower, upper) form
         ([(-5, 5), (0, 1)], [-5, 0], [5, 1]),  # as (lower, upper) input 1 would be inverted
         ([(0, 1), (0, 1), (2, 3)], [0, 0, 2], [1, 1, 3]),  # three inputs: only pairs fit
     ],
@@ -105,3 +104,16 @@ def test_a_box_unpacks_like_the_old_lower_upper_pair():
     assert box.contains([[1.0, 2.0], [3.0, 2.0]]).tolist() == [True, False]
     with pytest.raises(ValueError):
         box.lower[0] = 5.0
+
+
+@pytest.mark.parametrize(
+    "form",
+    [
+        [(-0.25, -0.25), (0.0, 0.0)],  # a point as pairs, a box as arrays (found by hypothesis)
+        (np.full(2, -1.0), np.full(2, 1.0)),  # 0.1's (lower, upper) form: a point as pairs
+    ],
+)
+def test_a_valid_pairs_reading_is_never_replaced_by_the_arrays_reading(form):
+    with pytest.raises(InputBoundsError, match=r"read two ways .* as \(lo, hi\) pairs, the box"):
+        as_input_box(form, 2)
+    assert as_input_box(InputBox(lower=form[0], upper=form[1]), 2).lower.tolist() == list(form[0])

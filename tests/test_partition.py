@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from pyomo_nnrelax import Layer, Network, interval_bounds
+from pyomo_nnrelax import InputBox, Layer, Network, interval_bounds
 from pyomo_nnrelax.formulations import network_model
 from pyomo_nnrelax.formulations.bigm import BIGM
 from pyomo_nnrelax.formulations.partition import partition_formulation, split_inputs
@@ -16,8 +16,8 @@ TOL = 1e-6
 NETWORKS = [([3, 8, 8, 2], 1), ([4, 10, 6, 2], 2), ([2, 12, 12, 1], 3), ([5, 6, 6, 6, 2], 4)]
 
 
-def _box(n: int) -> tuple[np.ndarray, np.ndarray]:
-    return -np.ones(n), np.ones(n)
+def _box(n: int) -> InputBox:
+    return InputBox(lower=-np.ones(n), upper=np.ones(n))
 
 
 def _optimum(model, cols, coefs, sense: str) -> float:

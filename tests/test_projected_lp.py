@@ -6,11 +6,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from pyomo_nnrelax import Layer, Network, NetworkBounds, interval_bounds, tighten_bounds
+from pyomo_nnrelax import InputBox, Layer, Network, NetworkBounds, interval_bounds, tighten_bounds
 from pyomo_nnrelax.lp.projected import ProjectedLPSolver, nearest_neighbour_path, projected_lp
 from pyomo_nnrelax.relaxation import solve_relaxations
 
-BOX = (np.full(2, -1.0), np.full(2, 1.0))
+BOX = InputBox(lower=np.full(2, -1.0), upper=np.full(2, 1.0))
 FIELDS = ("affine_duals", "weight_grads", "lower_grad", "upper_grad")
 
 
@@ -143,7 +143,7 @@ def test_badly_scaled_networks_still_match_without_solver_scaling():
     """The projected LP runs without HiGHS's scaling; bounds up to ~1e8 must still agree."""
     net = Network.mlp([2, 25, 25, 25, 1], seed=4)
     net = net.with_layers([Layer(L.weight * 20, L.bias * 50, L.activation) for L in net.layers])
-    box = (np.full(2, -50.0), np.full(2, 50.0))
+    box = InputBox(lower=np.full(2, -50.0), upper=np.full(2, 50.0))
     bounds = interval_bounds(net, box)
     assert max(hi.max() for hi in bounds.upper) > 1e8
     X = np.random.default_rng(0).uniform(-50, 50, size=(10, 2))

@@ -8,13 +8,13 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import pytest
 
-from pyomo_nnrelax import Layer, Network, NetworkBounds, interval_bounds
+from pyomo_nnrelax import InputBox, Layer, Network, NetworkBounds, interval_bounds
 from pyomo_nnrelax.formulations.bigm import bigm_model
 from pyomo_nnrelax.lp.highs import HighsModel
 from pyomo_nnrelax.lp.projected import ProjectedLPSolver
 from pyomo_nnrelax.relaxation import solve_relaxations
 
-BOX = (np.full(2, -1.0), np.full(2, 1.0))
+BOX = InputBox(lower=np.full(2, -1.0), upper=np.full(2, 1.0))
 EPS = 1e-6
 
 

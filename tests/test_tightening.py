@@ -8,14 +8,14 @@ from concurrent.futures import ProcessPoolExecutor
 import numpy as np
 import pytest
 
-from pyomo_nnrelax import Network, NetworkBounds, interval_bounds, tighten_bounds
+from pyomo_nnrelax import InputBox, Network, NetworkBounds, interval_bounds, tighten_bounds
 from pyomo_nnrelax.onnx import read_stored_bounds, write_onnx
 
 NETWORKS = [([2, 10, 10, 1], 0), ([3, 8, 8, 8, 2], 1), ([4, 12, 8, 2], 2)]
 
 
-def _box(n: int) -> tuple[np.ndarray, np.ndarray]:
-    return -np.ones(n), np.ones(n)
+def _box(n: int) -> InputBox:
+    return InputBox(lower=-np.ones(n), upper=np.ones(n))
 
 
 def _samples(n_inputs: int, seed: int, n: int = 5000) -> np.ndarray:
@@ -71,7 +71,7 @@ def test_milp_bounds_are_attained_for_relu_layers(tightened):
 
 def test_time_limited_milp_stays_valid():
     net = Network.mlp([2, 30, 30, 30, 1], seed=3)
-    box = (-2 * np.ones(2), 2 * np.ones(2))
+    box = InputBox(lower=-2 * np.ones(2), upper=2 * np.ones(2))
     bounds = tighten_bounds(
         net, input_bounds=box, method="milp", time_limit=0.01, executor="serial"
     )
