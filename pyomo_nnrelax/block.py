@@ -140,6 +140,9 @@ class NNBlock(ScalarBlock):
     workers : int, optional
         Instead of ``executor``: bound-tightening MILPs on a pool of this many spawned
         processes (-1: one per CPU); see :func:`~pyomo_nnrelax.lp.tightening.tighten_bounds`.
+
+    Every variable of the block starts with the value of a forward pass at the centre of the
+    input box (as ``warm_start(center)`` sets them), so no variable is None before a solve.
     """
 
     def __init__(
@@ -334,6 +337,9 @@ def _build_components(block: NNBlock) -> None:
         setattr(block if layer is None else block.layer[layer], name, cons)
     if block._formulation.name.startswith("partition"):
         _add_inactive_alias(block)
+    # every variable has a value from the start (a forward pass at the box centre), so that
+    # value() before a solve and solvers that read warm starts never meet None
+    block.warm_start(block._bounds.input_box.center)
 
 
 def _add_inactive_alias(block: NNBlock) -> None:
