@@ -27,6 +27,7 @@ layer neurons unstable active inactive     mean M      max M
 from __future__ import annotations
 
 import os
+import warnings
 from dataclasses import dataclass
 from typing import Any
 
@@ -38,7 +39,7 @@ from pyomo.core.expr.numeric_expr import LinearExpression
 
 from .bounds import NetworkBounds, interval_bounds, layer_statistics
 from .box import InputBox, resolve_box
-from .errors import InputBoundsError, NNRelaxError
+from .errors import InputBoundsError, NNRelaxError, StaleBoundsError
 from .formulations import Formulation, network_model, start_values
 from .formulations.bigm import BIGM
 from .formulations.matrix_model import MatrixModel
@@ -79,7 +80,9 @@ def resolve_bounds(
 
     A method name computes them (``"stored"`` reads them from the ONNX metadata); ``None``
     uses the stored bounds when they were computed over the same box, else interval bounds;
-    a :class:`NetworkBounds` is used as given, after checking its box.
+    a :class:`NetworkBounds` is used as given, after checking its box.  Stored bounds whose
+    weight fingerprint is missing or differs from the file's weights are never used:
+    ``"stored"`` raises :class:`StaleBoundsError`, ``None`` warns and uses interval bounds.
     """
     if isinstance(bounds, NetworkBounds):
         if bounds.input_box != box:
@@ -92,7 +95,13 @@ def resolve_bounds(
             f"bounds must be one of {BOUND_METHODS} or a NetworkBounds, got {bounds!r}"
         )
     if bounds in (None, "stored"):
-        stored = read_stored_bounds(onnx_source, network) if onnx_source is not None else None
+        try:
+            stored = read_stored_bounds(onnx_source, network) if onnx_source is not None else None
+        except StaleBoundsError as exc:
+            if bounds == "stored":
+                raise StaleBoundsError(f"bounds='stored' cannot be used: {exc}") from None
+            warnings.warn(f"{exc}; using interval bounds instead", UserWarning, stacklevel=3)
+            return interval_bounds(network, box)
         if stored is not None and stored.input_box == box:
             return stored
         if bounds == "stored":
@@ -130,7 +139,8 @@ class NNBlock(ScalarBlock):
     bounds : {"interval", "lp", "milp", "stored"} or NetworkBounds, optional
         Pre-activation bounds: interval propagation, LP- or MILP-based tightening, or the
         bounds stored in the ONNX metadata.  Default: stored ones if they match the box,
-        else interval.
+        else interval.  Stored bounds are only used beside the weights they were computed
+        from (a fingerprint stored with them must match the file's weights).
     partitions, split : int, str
         Options of the partition formulation (number of partitions, splitting strategy).
     bound_time_limit : float, optional
