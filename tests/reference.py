@@ -111,35 +111,40 @@ def breakpoints_1d(layers: Weights, lo: float, hi: float) -> np.ndarray:
 
 
 def exact_one_layer_bounds(
-    w1: np.ndarray, b1: np.ndarray, c: np.ndarray, d: float, lower, upper
-) -> tuple[float, float]:
-    """Exact ``min`` and ``max`` of ``c . relu(w1 x + b1) + d`` over the box.
+    w1: np.ndarray, b1: np.ndarray, C: np.ndarray, d: np.ndarray, lower, upper
+) -> tuple[np.ndarray, np.ndarray]:
+    """Exact ``min`` and ``max`` of each row of ``C relu(w1 x + b1) + d`` over the box.
 
-    For a fixed activation pattern ``a`` (1 = active) the function is linear,
-    ``sum_j c_j a_j (w1_j x + b1_j) + d``, on the polyhedron of the box where
+    For a fixed activation pattern ``a`` (1 = active) row ``k`` is linear,
+    ``sum_j C_kj a_j (w1_j x + b1_j) + d_k``, on the polyhedron of the box where
     ``w1_j x + b1_j >= 0`` for active and ``<= 0`` for inactive neurons; the box is the union
     of these polyhedra, so the extremes over the box are the extremes of one LP per pattern
-    (2^n patterns; empty polyhedra are skipped).  Solved with ``scipy.optimize.linprog``.
+    and row (patterns whose polyhedron is empty are skipped after one feasibility LP).  Solved
+    with ``scipy.optimize.linprog``; returns the arrays of minima and maxima.
     """
     from scipy.optimize import linprog
 
-    w1, b1, c = (np.asarray(v, dtype=np.float64) for v in (w1, b1, c))
+    w1, b1, C, d = (np.asarray(v, dtype=np.float64) for v in (w1, b1, C, d))
+    C = np.atleast_2d(C)
     box = list(zip(np.asarray(lower, dtype=float), np.asarray(upper, dtype=float)))
-    best_min, best_max = np.inf, -np.inf
+    best_min, best_max = np.full(C.shape[0], np.inf), np.full(C.shape[0], -np.inf)
     for pattern in itertools.product((0.0, 1.0), repeat=b1.size):
         a = np.array(pattern)
         sign = np.where(a == 1.0, -1.0, 1.0)  # active: -(w x + b) <= 0; inactive: w x + b <= 0
         A_ub, b_ub = sign[:, None] * w1, -sign * b1
-        slope = (c * a) @ w1
-        offset = float((c * a) @ b1 + d)
-        for direction in (1.0, -1.0):
-            res = linprog(direction * slope, A_ub=A_ub, b_ub=b_ub, bounds=box, method="highs")
-            if res.status == 2:  # infeasible: no point of the box has this pattern
-                continue
-            assert res.status == 0, res.message
-            value = float(slope @ res.x) + offset
-            if direction > 0:
-                best_min = min(best_min, value)
-            else:
-                best_max = max(best_max, value)
+        feasible = linprog(np.zeros(w1.shape[1]), A_ub=A_ub, b_ub=b_ub, bounds=box)
+        if feasible.status == 2:  # no point of the box has this pattern
+            continue
+        assert feasible.status == 0, feasible.message
+        for k in range(C.shape[0]):
+            slope = (C[k] * a) @ w1
+            offset = float((C[k] * a) @ b1 + d[k])
+            for direction in (1.0, -1.0):
+                res = linprog(direction * slope, A_ub=A_ub, b_ub=b_ub, bounds=box)
+                assert res.status == 0, res.message
+                value = float(slope @ res.x) + offset
+                if direction > 0:
+                    best_min[k] = min(best_min[k], value)
+                else:
+                    best_max[k] = max(best_max[k], value)
     return best_min, best_max
