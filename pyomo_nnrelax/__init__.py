@@ -13,6 +13,7 @@ from .errors import (
     OnnxImportError,
     ParallelError,
     SolverError,
+    StaleBoundsError,
     UnsupportedOperationError,
 )
 
@@ -40,6 +41,7 @@ __all__ = [
     "OnnxImportError",
     "ParallelError",
     "SolverError",
+    "StaleBoundsError",
     "UnsupportedOperationError",
     "interval_bounds",
     "tighten_bounds",

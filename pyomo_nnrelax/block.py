@@ -27,6 +27,7 @@ layer neurons unstable active inactive     mean M      max M
 from __future__ import annotations
 
 import os
+import warnings
 from dataclasses import dataclass
 from typing import Any
 
@@ -39,7 +40,7 @@ from pyomo.core.expr.numeric_expr import LinearExpression
 
 from .bounds import NetworkBounds, interval_bounds, layer_statistics
 from .box import InputBox, resolve_box, within_variable_bounds
-from .errors import InputBoundsError, NNRelaxError
+from .errors import InputBoundsError, NNRelaxError, StaleBoundsError
 from .formulations import Formulation, network_model, start_values
 from .formulations.bigm import BIGM
 from .formulations.matrix_model import MatrixModel
@@ -80,7 +81,9 @@ def resolve_bounds(
 
     A method name computes them (``"stored"`` reads them from the ONNX metadata); ``None``
     uses the stored bounds when they were computed over the same box, else interval bounds;
-    a :class:`NetworkBounds` is used as given, after checking its box.
+    a :class:`NetworkBounds` is used as given, after checking its box.  Stored bounds whose
+    weight fingerprint is missing or differs from the file's weights are never used:
+    ``"stored"`` raises :class:`StaleBoundsError`, ``None`` warns and uses interval bounds.
     """
     if isinstance(bounds, NetworkBounds):
         if bounds.input_box != box:
@@ -93,7 +96,13 @@ def resolve_bounds(
             f"bounds must be one of {BOUND_METHODS} or a NetworkBounds, got {bounds!r}"
         )
     if bounds in (None, "stored"):
-        stored = read_stored_bounds(onnx_source, network) if onnx_source is not None else None
+        try:
+            stored = read_stored_bounds(onnx_source, network) if onnx_source is not None else None
+        except StaleBoundsError as exc:
+            if bounds == "stored":
+                raise StaleBoundsError(f"bounds='stored' cannot be used: {exc}") from None
+            warnings.warn(f"{exc}; using interval bounds instead", UserWarning, stacklevel=3)
+            return interval_bounds(network, box)
         if stored is not None and stored.input_box == box:
             return stored
         if bounds == "stored":
@@ -131,7 +140,8 @@ class NNBlock(ScalarBlock):
     bounds : {"interval", "lp", "milp", "stored"} or NetworkBounds, optional
         Pre-activation bounds: interval propagation, LP- or MILP-based tightening, or the
         bounds stored in the ONNX metadata.  Default: stored ones if they match the box,
-        else interval.
+        else interval.  Stored bounds are only used beside the weights they were computed
+        from (a fingerprint stored with them must match the file's weights).
     partitions, split : int, str
         Options of the partition formulation (number of partitions, splitting strategy).
     bound_time_limit : float, optional
@@ -149,6 +159,10 @@ class NNBlock(ScalarBlock):
         the variables' own bounds, and either alone suffices; where the box is tighter than
         a variable's bounds, a row ``input_box[i]`` keeps the variable inside it.  The
         variables' bounds and domains are never changed.
+
+    Every variable of the block starts with the value of a forward pass at the centre of the
+    input box (as ``warm_start(center)`` sets them), so no variable is None before a solve;
+    the model's own ``inputs=``/``outputs=`` variables keep the values they had.
     """
 
     def __init__(
@@ -412,6 +426,12 @@ def _build_components(block: NNBlock) -> None:
         setattr(block if layer is None else block.layer[layer], name, cons)
     if block._formulation.name.startswith("partition"):
         _add_inactive_alias(block)
+    # every variable has a value from the start (a forward pass at the box centre), so that
+    # value() before a solve and solvers that read warm starts never meet None
+    kept = [(v, v.value) for v in (*(block._input_vars or ()), *(block._output_vars or ()))]
+    block.warm_start(block._bounds.input_box.center)
+    for var, value in kept:  # the user's own variables keep their values
+        var.set_value(value, skip_validation=True)
 
 
 def _add_inactive_alias(block: NNBlock) -> None:

@@ -15,6 +15,11 @@ class UnsupportedOperationError(OnnxImportError):
     """An ONNX graph uses an operation (or an operation's attribute) that has no exact MILP form."""
 
 
+class StaleBoundsError(OnnxImportError):
+    """Bounds stored in an ONNX file cannot be shown to belong to the file's weights (the
+    weights changed after the bounds were stored, or the file predates the fingerprint)."""
+
+
 class InvalidNetworkError(NNRelaxError, ValueError):
     """Weights are non-finite, shapes do not chain, or an activation is unknown."""
 

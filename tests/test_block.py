@@ -186,11 +186,13 @@ def test_clone_and_nesting_inside_other_blocks_work():
     m.x = pyo.Var(range(2), bounds=(-1, 1))
     m.link = pyo.Constraint(range(2), rule=lambda m, i: m.x[i] == m.sub.nn.inputs[i])
     m.obj = pyo.Objective(expr=m.sub.nn.outputs[0], sense=pyo.maximize)
+    start = m.sub.nn.output_values()
     c = m.clone()
     solve(c)
     assert np.all(np.abs(c.sub.nn.input_values()) <= 1 + 1e-9)
     assert c.sub.nn.check().max_abs_error < 1e-6
-    assert m.sub.nn.outputs[0].value is None
+    np.testing.assert_array_equal(m.sub.nn.output_values(), start)  # the original is untouched
+    assert not np.array_equal(c.sub.nn.output_values(), start)
 
 
 def test_appsi_highs_solves_the_block_from_a_warm_start():
@@ -261,9 +263,13 @@ def test_wrong_source_type_is_a_type_error():
         NNBlock(42, input_bounds=box(2))
 
 
-def test_check_before_solving_says_to_solve_first():
+def test_check_before_solving_checks_the_start_point_and_a_cleared_value_says_to_solve():
     m = pyo.ConcreteModel()
-    m.nn = NNBlock(Network.mlp([2, 3, 1]), input_bounds=box(2))
+    m.nn = NNBlock(Network.mlp([2, 3, 1]), input_bounds=[(-1, 3), (0, 2)])
+    result = m.nn.check()  # the start values: a forward pass at the box centre
+    np.testing.assert_array_equal(result.inputs, [1.0, 1.0])
+    assert result.max_abs_error < 1e-6
+    m.nn.inputs[0].set_value(None)
     with pytest.raises(NNRelaxError, match="solve the model"):
         m.nn.check()
 

@@ -7,6 +7,7 @@ from concurrent.futures import ProcessPoolExecutor
 
 import numpy as np
 import pytest
+import reference
 
 from pyomo_nnrelax import InputBox, Network, NetworkBounds, interval_bounds, tighten_bounds
 from pyomo_nnrelax.onnx import read_stored_bounds, write_onnx
@@ -60,13 +61,37 @@ def test_tightened_bounds_contain_samples_and_are_never_looser(tightened):
     assert _widths(lp).sum() < _widths(ib).sum()
 
 
-def test_milp_bounds_are_attained_for_relu_layers(tightened):
-    """Exact MILP bounds of layer 1 (one ReLU layer before it) are close to the sampled range."""
-    net, _, _, milp = tightened
-    z = net.pre_activations(_samples(net.n_inputs, seed=1, n=20000))[1]
-    unstable = milp.stability(1) == 0
-    np.testing.assert_allclose(milp.lower[1][unstable], z.min(0)[unstable], atol=0.2)
-    np.testing.assert_allclose(milp.upper[1][unstable], z.max(0)[unstable], atol=0.2)
+@pytest.mark.parametrize("sizes, seed", [([2, 5, 4, 1], 0), ([3, 4, 4, 2], 1)])
+def test_milp_bounds_of_layer_1_equal_the_exact_range(sizes, seed):
+    """Layer 1's pre-activation is ``W1 relu(W0 x + b0) + b1``; its exact range over the box
+    comes from one LP per activation pattern of layer 0 (``reference.exact_one_layer_bounds``,
+    scipy's linprog).  MILP bounds equal it to 1e-6 wherever the MILP solved both ends (the
+    neurons it leaves unstable; a proof of stability stops a solve early), classify every
+    neuron's stability as the exact range does, and interval and LP bounds contain it."""
+    net = Network.mlp(sizes, seed=seed)
+    box = _box(sizes[0])
+    (w0, b0), (w1, b1) = [(layer.weight, layer.bias) for layer in net.layers[:2]]
+    lo, hi = reference.exact_one_layer_bounds(w0, b0, w1, b1, *box)
+    assert np.all(np.abs(np.r_[lo, hi]) > 1e-6)  # no range ends on 0, where stability is a tie
+    methods = {
+        "interval": interval_bounds(net, box),
+        "lp": tighten_bounds(net, input_bounds=box, method="lp", executor="serial"),
+        "milp": tighten_bounds(net, input_bounds=box, method="milp", executor="serial"),
+    }
+    for bounds in methods.values():
+        assert np.all(bounds.lower[1] <= lo + 1e-9) and np.all(bounds.upper[1] >= hi - 1e-9)
+    milp = methods["milp"]
+    exact_stability = np.where(lo >= 0, 1, np.where(hi <= 0, -1, 0))
+    np.testing.assert_array_equal(milp.stability(1), exact_stability)
+    solved = milp.stability(1) == 0
+    assert solved.sum() >= 2
+    np.testing.assert_allclose(milp.lower[1][solved], lo[solved], rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(milp.upper[1][solved], hi[solved], rtol=1e-6, atol=1e-6)
+    # the bound is exact, not merely valid: the LP bounds of these neurons are looser
+    lp = methods["lp"]
+    assert np.any(lp.upper[1][solved] - hi[solved] > 1e-3) or np.any(
+        lo[solved] - lp.lower[1][solved] > 1e-3
+    )
 
 
 def test_time_limited_milp_stays_valid():

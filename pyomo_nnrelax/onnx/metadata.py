@@ -2,24 +2,52 @@
 
 Two JSON entries of ``metadata_props``: ``nnrelax.input_bounds`` (``{"lower", "upper"}``) and
 ``nnrelax.bounds`` (a :class:`~pyomo_nnrelax.bounds.NetworkBounds`: method, per-layer lower and
-upper pre-activation bounds and the input box they were computed over).  Bounds are only
-valid for the weights they were computed from, so they are refused beside weights that the
-file's float type would round.
+upper pre-activation bounds, the input box they were computed over and ``weights_sha256``,
+a fingerprint of the weights they were computed from).  Bounds are only valid for the weights
+they were computed from, so they are refused beside weights that the file's float type would
+round, and on reading they are refused (:class:`~pyomo_nnrelax.errors.StaleBoundsError`) when
+the fingerprint is missing or differs from the file's weights (edited or retrained weights
+under copied metadata).
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 
 import numpy as np
 import onnx
 
 from ..bounds import NetworkBounds
-from ..errors import InvalidNetworkError, OnnxImportError
+from ..errors import InvalidNetworkError, OnnxImportError, StaleBoundsError
 from ..network import Network
 
 INPUT_BOUNDS_KEY = "nnrelax.input_bounds"
 BOUNDS_KEY = "nnrelax.bounds"
+FINGERPRINT_FIELD = "weights_sha256"
+
+
+def weights_fingerprint(network: Network, np_dtype=np.float64) -> str:
+    """SHA-256 of the network's layers as a file of float type ``np_dtype`` stores them.
+
+    Hashes, in layer order, each layer's activation, weight shape, and float64 (little-endian)
+    weights and biases after rounding to ``np_dtype`` (``-0.0`` counted as ``0.0``), so the
+    network read back from the file gives the same digest.
+
+    >>> net = Network.mlp([2, 3, 1], seed=0)
+    >>> weights_fingerprint(net) == weights_fingerprint(Network.mlp([2, 3, 1], seed=0))
+    True
+    >>> weights_fingerprint(net) == weights_fingerprint(Network.mlp([2, 3, 1], seed=1))
+    False
+    """
+    digest = hashlib.sha256()
+    digest.update(f"{len(network.layers)} layers".encode())
+    for layer in network.layers:
+        digest.update(f"{layer.activation} {layer.weight.shape}".encode())
+        for array in (layer.weight, layer.bias):
+            stored = array.astype(np_dtype).astype("<f8") + 0.0
+            digest.update(np.ascontiguousarray(stored).tobytes())
+    return digest.hexdigest()
 
 
 def _entry(model: onnx.ModelProto, key: str, label: str) -> dict | None:
@@ -85,6 +113,19 @@ def stored_network_bounds(
         str(data.get("method", "unknown")),
     )
     check_bounds_fit(stored, network, OnnxImportError, f"{label}: metadata '{BOUNDS_KEY}'")
+    fingerprint = data.get(FINGERPRINT_FIELD)
+    if fingerprint is None:
+        raise StaleBoundsError(
+            f"{label}: the bounds in metadata '{BOUNDS_KEY}' carry no fingerprint of the weights "
+            "they were computed from (written before pyomo-nnrelax stored one), so they cannot "
+            "be verified; recompute them (e.g. nnrelax tighten) to store them again"
+        )
+    if fingerprint != weights_fingerprint(network):
+        raise StaleBoundsError(
+            f"{label}: the bounds in metadata '{BOUNDS_KEY}' were computed for other weights "
+            "(the file's weights changed after they were stored), so they may exclude "
+            "reachable values; recompute them (e.g. nnrelax tighten)"
+        )
     return stored
 
 
@@ -138,6 +179,7 @@ def metadata_entries(network: Network, bounds: NetworkBounds | None, np_dtype) -
                 "upper": [np.asarray(v, dtype=np.float64).tolist() for v in bounds.upper],
                 "input_lower": np.asarray(bounds.input_lower, dtype=np.float64).tolist(),
                 "input_upper": np.asarray(bounds.input_upper, dtype=np.float64).tolist(),
+                FINGERPRINT_FIELD: weights_fingerprint(network, np_dtype),
             }
         )
     return entries

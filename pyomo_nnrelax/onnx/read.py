@@ -161,8 +161,10 @@ def read_onnx(source: Source, *, name_for_errors: str | None = None) -> Network:
 def read_stored_bounds(source: Source, network: Network | None = None) -> NetworkBounds | None:
     """Per-layer pre-activation bounds stored by :func:`write_onnx`, or None if there are none.
 
-    The bounds are checked against the network in the same file (layer count and widths);
-    pass ``network`` when it has already been read from ``source``, to skip reading it again.
+    The bounds are checked against the network in the same file: layer count and widths, and
+    the fingerprint of the weights stored with them (a missing or different one raises
+    :class:`~pyomo_nnrelax.errors.StaleBoundsError`).  Pass ``network`` when it has already
+    been read from ``source``, to skip reading it again.
     """
     model, label = load_model(source)
     if not has_stored_bounds(model):
