@@ -828,3 +828,12 @@ def test_broken_stored_bounds_are_refused_naming_the_metadata(change, pattern):
         OnnxImportError, match=rf"<ModelProto>: metadata .nnrelax.bounds.*{pattern}"
     ):
         read_stored_bounds(model)
+
+
+def test_a_graph_input_of_an_undefined_element_type_is_unsupported(make_onnx_model):
+    # building the error message raised a raw ValueError from protobuf's enum lookup
+    model = make_onnx_model([helper.make_node("Relu", ["x"], ["y"], name="r")])
+    model.graph.input[0].type.tensor_type.elem_type = 33
+
+    with pytest.raises(UnsupportedOperationError, match="33 .not an ONNX type.*only float"):
+        read_onnx(model)

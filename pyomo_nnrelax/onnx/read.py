@@ -43,6 +43,14 @@ def _live_nodes(graph: onnx.GraphProto, output: str) -> list[onnx.NodeProto]:
     return live[::-1]
 
 
+def _type_name(elem_type: int) -> str:
+    """The ONNX name of an element type, or its number when ONNX defines no such type."""
+    try:
+        return TensorProto.DataType.Name(elem_type)
+    except ValueError:
+        return f"{elem_type} (not an ONNX type)"
+
+
 def _graph_input(graph: onnx.GraphProto) -> tuple[onnx.ValueInfoProto, tuple[int, ...], int | None]:
     """The single data input, its sample shape and its fixed batch size (None if dynamic)."""
     initialized = {t.name for t in graph.initializer}
@@ -57,7 +65,7 @@ def _graph_input(graph: onnx.GraphProto) -> tuple[onnx.ValueInfoProto, tuple[int
     if not info.type.HasField("tensor_type") or tensor_type.elem_type not in FLOAT_TYPES:
         raise UnsupportedOperationError(
             f"graph input '{info.name}' has element type "
-            f"{TensorProto.DataType.Name(tensor_type.elem_type)}; only float inputs are supported"
+            f"{_type_name(tensor_type.elem_type)}; only float inputs are supported"
         )
     dims = list(tensor_type.shape.dim)
     if len(dims) < 2:
