@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import signal
 from collections.abc import Callable, Iterable
 from concurrent.futures import Executor, Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
@@ -68,3 +69,13 @@ def gather(futures: Iterable[Future]) -> list:
 
 def _nothing() -> None:
     return None
+
+
+def exit_quietly_on_interrupt() -> None:
+    """Initializer of worker processes: Ctrl-C (which a terminal sends to the whole process
+    group) ends a worker at once without a traceback; the parent reports the interrupt."""
+    signal.signal(signal.SIGINT, _exit_on_interrupt)
+
+
+def _exit_on_interrupt(signum, frame) -> None:
+    os._exit(130)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import click
@@ -24,6 +26,7 @@ from .common import (
     output_option,
     stdout_to_stderr,
     warnings_as_lines,
+    was_interrupted,
 )
 
 
@@ -35,12 +38,26 @@ def _what_was_kept(output_dir: Path, rounds: int) -> str:
     """What an interrupted refine leaves, and the command line that continues it."""
     history = output_dir / HISTORY_FILE
     if not history.is_file():
-        return f"interrupted before the first checkpoint; nothing was kept in {output_dir}"
+        return (
+            f"interrupted before round 0 was kept; nothing was kept in {output_dir}; start "
+            "again with the same command and --resume"
+        )
     last = RefineHistory.load(history).rows[-1]["round"]
     return (
         f"interrupted; rounds 0..{last} of {rounds} are kept in {output_dir} (history.json, "
         f"round_{last:03d}.onnx); continue with the same command and --resume"
     )
+
+
+@contextmanager
+def _say_what_was_kept(output_dir: Path, rounds: int) -> Iterator[None]:
+    """Turn Ctrl-C into :class:`Interrupted` saying what was kept and how to continue."""
+    try:
+        yield
+    except (KeyboardInterrupt, ImportError) as exc:
+        if not was_interrupted(exc):
+            raise
+        raise Interrupted(_what_was_kept(output_dir, rounds)) from None
 
 
 def history_paths(output: Path) -> tuple[Path, Path, Path]:
@@ -130,23 +147,23 @@ def refine(
     quiet: bool,
 ) -> None:
     """Train MODEL toward an easier MILP; write checkpoints and a history."""
-    from ..experiments.plots import plot_history
-    from ..experiments.refine import refine as run_refine
-    from ..onnx import read_onnx
-
-    try:
-        regularizer = parse_regularizer(spec, sense)
-    except ValueError as exc:
-        raise click.BadParameter(str(exc), param_hint="'--regularizer'") from None
     output_dir = output_dir or output.with_name(output.stem + "_rounds")
-    kept = [*output_dir.glob("round_*.onnx"), output_dir / HISTORY_FILE] if resume else []
-    check_outputs(
-        [output, *history_paths(output)], [*input_files(model), data, *kept], force or resume
-    )
-    X, y = read_data(data, targets)
-    network = read_onnx(model)
-    box = cli_box(network, input_bounds, X)
-    try:
+    with _say_what_was_kept(output_dir, rounds):  # Ctrl-C anywhere, even while importing
+        from ..experiments.plots import plot_history
+        from ..experiments.refine import refine as run_refine
+        from ..onnx import read_onnx
+
+        try:
+            regularizer = parse_regularizer(spec, sense)
+        except ValueError as exc:
+            raise click.BadParameter(str(exc), param_hint="'--regularizer'") from None
+        kept = [*output_dir.glob("round_*.onnx"), output_dir / HISTORY_FILE] if resume else []
+        check_outputs(
+            [output, *history_paths(output)], [*input_files(model), data, *kept], force or resume
+        )
+        X, y = read_data(data, targets)
+        network = read_onnx(model)
+        box = cli_box(network, input_bounds, X)
         with stdout_to_stderr(), warnings_as_lines():
             result = run_refine(
                 model,
@@ -167,17 +184,15 @@ def refine(
                 lr=lr,
                 seed=seed,
             )
-    except KeyboardInterrupt:
-        raise Interrupted(_what_was_kept(output_dir, rounds)) from None
-    atomic_write(output, lambda tmp: shutil.copyfile(result.checkpoints[-1], tmp))
-    json_path, csv_path, png_path = history_paths(output)
-    result.history.save(json_path)
-    result.history.save(csv_path)
-    plot_history(result.history.rows, png_path)
-    first, last = result.history.rows[0], result.history.rows[-1]
-    click.echo(
-        f"rounds {first['round']}..{last['round']} ({result.stopped_by}): unstable "
-        f"{first['unstable']} -> {last['unstable']}, LP gap {_number(first['lp_gap'])} -> "
-        f"{_number(last['lp_gap'])}"
-    )
-    click.echo(f"wrote {output}, {json_path.name}, {csv_path.name}, {png_path.name}")
+        atomic_write(output, lambda tmp: shutil.copyfile(result.checkpoints[-1], tmp))
+        json_path, csv_path, png_path = history_paths(output)
+        result.history.save(json_path)
+        result.history.save(csv_path)
+        plot_history(result.history.rows, png_path)
+        first, last = result.history.rows[0], result.history.rows[-1]
+        click.echo(
+            f"rounds {first['round']}..{last['round']} ({result.stopped_by}): unstable "
+            f"{first['unstable']} -> {last['unstable']}, LP gap {_number(first['lp_gap'])} -> "
+            f"{_number(last['lp_gap'])}"
+        )
+        click.echo(f"wrote {output}, {json_path.name}, {csv_path.name}, {png_path.name}")

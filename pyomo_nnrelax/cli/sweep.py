@@ -13,6 +13,7 @@ from .common import (
     FORCE,
     INPUT_BOUNDS,
     QUIET,
+    Interrupted,
     callback,
     check_outputs,
     input_files,
@@ -38,11 +39,14 @@ def _executor(scheduler: str | None, workers: int | None, n_runs: int):
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor
 
+    from ..parallel import exit_quietly_on_interrupt
+
     pool = ProcessPoolExecutor(
         max_workers=workers or min(n_runs, os.cpu_count() or 1),
         mp_context=multiprocessing.get_context("spawn"),
+        initializer=exit_quietly_on_interrupt,
     )
-    return pool, pool.shutdown
+    return pool, lambda: pool.shutdown(cancel_futures=True)  # Ctrl-C starts no further run
 
 
 @click.command()
@@ -161,6 +165,11 @@ def sweep(
     try:
         with stdout_to_stderr():
             rows = run_sweep(configs, executor, progress=lambda row: bar.update(1))
+    except KeyboardInterrupt:
+        raise Interrupted(
+            f"interrupted; nothing was written ({output} and {png.name} are written once "
+            "every run has finished); run the command again"
+        ) from None
     finally:
         close()
         bar.close()
