@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
+import functools
 import shutil
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import click
@@ -49,15 +48,28 @@ def _what_was_kept(output_dir: Path, rounds: int) -> str:
     )
 
 
-@contextmanager
-def _say_what_was_kept(output_dir: Path, rounds: int) -> Iterator[None]:
-    """Turn Ctrl-C into :class:`Interrupted` saying what was kept and how to continue."""
-    try:
-        yield
-    except (KeyboardInterrupt, ImportError) as exc:
-        if not was_interrupted(exc):
-            raise
-        raise Interrupted(_what_was_kept(output_dir, rounds)) from None
+def _rounds_dir(output: Path, output_dir: Path | None) -> Path:
+    """The checkpoint folder: ``--output-dir``, else ``<OUTPUT stem>_rounds`` next to OUTPUT."""
+    return output_dir or output.with_name(output.stem + "_rounds")
+
+
+def _say_what_was_kept(command):
+    """Turn Ctrl-C anywhere in ``command`` (even while it imports) into :class:`Interrupted`
+    saying what was kept and how to continue."""
+
+    @functools.wraps(command)
+    def wrapper(**options):
+        try:
+            return command(**options)
+        except (KeyboardInterrupt, ImportError) as exc:
+            if not was_interrupted(exc):
+                raise
+            kept = _what_was_kept(
+                _rounds_dir(options["output"], options["output_dir"]), options["rounds"]
+            )
+            raise Interrupted(kept) from None
+
+    return wrapper
 
 
 def history_paths(output: Path) -> tuple[Path, Path, Path]:
@@ -126,6 +138,7 @@ def history_paths(output: Path) -> tuple[Path, Path, Path]:
 @click.option("--resume", is_flag=True, help="Continue from the last checkpoint in --output-dir.")
 @FORCE
 @QUIET
+@_say_what_was_kept
 def refine(
     model: Path,
     data: Path,
@@ -147,23 +160,23 @@ def refine(
     quiet: bool,
 ) -> None:
     """Train MODEL toward an easier MILP; write checkpoints and a history."""
-    output_dir = output_dir or output.with_name(output.stem + "_rounds")
-    with _say_what_was_kept(output_dir, rounds):  # Ctrl-C anywhere, even while importing
-        from ..experiments.plots import plot_history
-        from ..experiments.refine import refine as run_refine
-        from ..onnx import read_onnx
+    from ..experiments.plots import plot_history
+    from ..experiments.refine import refine as run_refine
+    from ..onnx import read_onnx
 
-        try:
-            regularizer = parse_regularizer(spec, sense)
-        except ValueError as exc:
-            raise click.BadParameter(str(exc), param_hint="'--regularizer'") from None
-        kept = [*output_dir.glob("round_*.onnx"), output_dir / HISTORY_FILE] if resume else []
-        check_outputs(
-            [output, *history_paths(output)], [*input_files(model), data, *kept], force or resume
-        )
-        X, y = read_data(data, targets)
-        network = read_onnx(model)
-        box = cli_box(network, input_bounds, X)
+    try:
+        regularizer = parse_regularizer(spec, sense)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="'--regularizer'") from None
+    output_dir = _rounds_dir(output, output_dir)
+    kept = [*output_dir.glob("round_*.onnx"), output_dir / HISTORY_FILE] if resume else []
+    check_outputs(
+        [output, *history_paths(output)], [*input_files(model), data, *kept], force or resume
+    )
+    X, y = read_data(data, targets)
+    network = read_onnx(model)
+    box = cli_box(network, input_bounds, X)
+    try:
         with stdout_to_stderr(), warnings_as_lines():
             result = run_refine(
                 model,
@@ -184,15 +197,17 @@ def refine(
                 lr=lr,
                 seed=seed,
             )
-        atomic_write(output, lambda tmp: shutil.copyfile(result.checkpoints[-1], tmp))
-        json_path, csv_path, png_path = history_paths(output)
-        result.history.save(json_path)
-        result.history.save(csv_path)
-        plot_history(result.history.rows, png_path)
-        first, last = result.history.rows[0], result.history.rows[-1]
-        click.echo(
-            f"rounds {first['round']}..{last['round']} ({result.stopped_by}): unstable "
-            f"{first['unstable']} -> {last['unstable']}, LP gap {_number(first['lp_gap'])} -> "
-            f"{_number(last['lp_gap'])}"
-        )
-        click.echo(f"wrote {output}, {json_path.name}, {csv_path.name}, {png_path.name}")
+    except KeyboardInterrupt:
+        raise Interrupted(_what_was_kept(output_dir, rounds)) from None
+    atomic_write(output, lambda tmp: shutil.copyfile(result.checkpoints[-1], tmp))
+    json_path, csv_path, png_path = history_paths(output)
+    result.history.save(json_path)
+    result.history.save(csv_path)
+    plot_history(result.history.rows, png_path)
+    first, last = result.history.rows[0], result.history.rows[-1]
+    click.echo(
+        f"rounds {first['round']}..{last['round']} ({result.stopped_by}): unstable "
+        f"{first['unstable']} -> {last['unstable']}, LP gap {_number(first['lp_gap'])} -> "
+        f"{_number(last['lp_gap'])}"
+    )
+    click.echo(f"wrote {output}, {json_path.name}, {csv_path.name}, {png_path.name}")
