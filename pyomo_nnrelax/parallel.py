@@ -9,8 +9,10 @@ runs in the calling process.
 from __future__ import annotations
 
 import multiprocessing
+import multiprocessing.connection
 import os
 import signal
+import threading
 from collections.abc import Callable, Iterable
 from concurrent.futures import Executor, Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
@@ -48,7 +50,9 @@ def resolve_executor(
     workers = positive_int("workers", workers)
     if workers == 1:
         return None, _nothing
-    pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"))
+    pool = ProcessPoolExecutor(
+        workers, mp_context=multiprocessing.get_context("spawn"), initializer=worker_setup
+    )
     return pool, pool.shutdown
 
 
@@ -71,11 +75,25 @@ def _nothing() -> None:
     return None
 
 
-def exit_quietly_on_interrupt() -> None:
-    """Initializer of worker processes: Ctrl-C (which a terminal sends to the whole process
-    group) ends a worker at once without a traceback; the parent reports the interrupt."""
+def worker_setup() -> None:
+    """Initializer of the worker processes the package starts.
+
+    Ctrl-C (which a terminal sends to the whole process group) ends a worker at once without
+    a traceback; the parent reports the interrupt.  A worker whose parent was killed outright
+    (SIGKILL) ends too: it would otherwise wait forever for work on a queue it holds both
+    ends of.
+    """
     signal.signal(signal.SIGINT, _exit_on_interrupt)
+    parent = multiprocessing.parent_process()
+    if parent is not None:
+        threading.Thread(target=_exit_with, args=(parent.sentinel,), daemon=True).start()
 
 
 def _exit_on_interrupt(signum, frame) -> None:
     os._exit(130)
+
+
+def _exit_with(sentinel) -> None:
+    """Wait for the parent's sentinel (ready when the parent process has ended), then exit."""
+    multiprocessing.connection.wait([sentinel])
+    os._exit(1)

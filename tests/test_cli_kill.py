@@ -7,6 +7,7 @@ too.  Then:
 
 - every named output is absent or complete (ONNX loads with the package, CSV and JSON parse
   in full, PNG has its end chunk);
+- the worker processes of a killed command end by themselves;
 - the folder holds no other file than the inputs, the outputs and, after SIGKILL only, the
   temporary files of :func:`pyomo_nnrelax.files.atomic_write` (``.<name>.<pid>.<random>.tmp``),
   which the next write of the same output removes;
@@ -30,6 +31,7 @@ import re
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -77,6 +79,10 @@ def run(args: list[str], cwd: Path, sig: int | None = None, delay: float = 0.0):
                     os.killpg(proc.pid, signal.SIGINT)
                 else:
                     proc.send_signal(signal.SIGKILL)
+                    proc.wait()
+                    # the workers it started (sweep) must end without it, not wait forever
+                    # for work, holding the output pipes
+                    assert group_ends(proc.pid), "worker processes outlived a killed command"
                 sent = True
         out, err = proc.communicate(timeout=240)
     finally:
@@ -86,6 +92,18 @@ def run(args: list[str], cwd: Path, sig: int | None = None, delay: float = 0.0):
             pass
         proc.wait()
     return proc.returncode, out, err, sent
+
+
+def group_ends(pgid: int, patience: float = 60.0) -> bool:
+    """Whether every process of group ``pgid`` has ended within ``patience`` seconds."""
+    deadline = time.monotonic() + patience
+    while time.monotonic() < deadline:
+        try:
+            os.killpg(pgid, 0)
+        except ProcessLookupError:
+            return True
+        time.sleep(0.2)
+    return False
 
 
 def digest(path: Path) -> str:

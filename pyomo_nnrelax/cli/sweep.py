@@ -39,12 +39,12 @@ def _executor(scheduler: str | None, workers: int | None, n_runs: int):
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor
 
-    from ..parallel import exit_quietly_on_interrupt
+    from ..parallel import worker_setup
 
     pool = ProcessPoolExecutor(
         max_workers=workers or min(n_runs, os.cpu_count() or 1),
         mp_context=multiprocessing.get_context("spawn"),
-        initializer=exit_quietly_on_interrupt,
+        initializer=worker_setup,
     )
     return pool, lambda: pool.shutdown(cancel_futures=True)  # Ctrl-C starts no further run
 
