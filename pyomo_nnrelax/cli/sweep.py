@@ -36,14 +36,13 @@ def _executor(scheduler: str | None, workers: int | None, n_runs: int):
             ) from None
         client = Client(scheduler)
         return client.get_executor(), client.close
-    import multiprocessing
     from concurrent.futures import ProcessPoolExecutor
 
-    from ..parallel import worker_setup
+    from ..parallel import spawn_context, worker_setup
 
     pool = ProcessPoolExecutor(
         max_workers=workers or min(n_runs, os.cpu_count() or 1),
-        mp_context=multiprocessing.get_context("spawn"),
+        mp_context=spawn_context(),
         initializer=worker_setup,
     )
     return pool, lambda: pool.shutdown(cancel_futures=True)  # Ctrl-C starts no further run
@@ -173,8 +172,16 @@ def sweep(
     finally:
         close()
         bar.close()
-    save_rows(rows, output)
-    plot_pareto(rows, png)
+    written: list[str] = []
+    try:
+        save_rows(rows, output)
+        written.append(str(output))
+        plot_pareto(rows, png)
+    except KeyboardInterrupt:
+        raise Interrupted(
+            f"interrupted while writing the results; written: {', '.join(written) or 'nothing'}; "
+            "run the command again with --force"
+        ) from None
     failed = [row for row in rows if "error" in row]
     if not quiet:
         for row in failed:
