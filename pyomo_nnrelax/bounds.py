@@ -169,7 +169,17 @@ def interval_bounds(network: Network, input_bounds=None) -> NetworkBounds:
     >>> [b.shape for b in bounds.lower], bounds.unstable_count(net)
     ([(3,), (1,)], 3)
     """
-    return ibp_forward(network.layers, *resolve_box(input_bounds, network)).to_bounds()
+    with np.errstate(over="ignore", invalid="ignore"):
+        bounds = ibp_forward(network.layers, *resolve_box(input_bounds, network)).to_bounds()
+    for i, (lo, hi) in enumerate(zip(bounds.lower, bounds.upper)):
+        if not (np.all(np.isfinite(lo)) and np.all(np.isfinite(hi))):
+            raise InvalidNetworkError(
+                f"the interval bounds of layer {i} overflow to infinity over the input box "
+                f"(largest |weight| up to this layer: "
+                f"{max(np.abs(layer.weight).max() for layer in network.layers[: i + 1]):.3g}); "
+                "no MILP can use them: rescale the weights or shrink the input box"
+            )
+    return bounds
 
 
 def layer_statistics(network: Network, bounds: NetworkBounds) -> list[dict[str, float]]:

@@ -3,10 +3,16 @@
 Every file the package writes goes to a temporary file in the same folder first and is then
 renamed into place (an atomic replace on POSIX and Windows), so a crash or an interrupt
 leaves either the old file or the new one, never half of one.
+
+The temporary file is called ``.<name>.<pid>.<random>.tmp`` beside the output ``<name>``.
+Only a process killed outright (SIGKILL, power loss) can leave one behind; the next write of
+the same output removes those whose process has ended (on POSIX; elsewhere they stay until
+deleted by hand).  Readers never look at them.
 """
 
 from __future__ import annotations
 
+import glob
 import os
 import tempfile
 from collections.abc import Callable, Iterable
@@ -17,7 +23,10 @@ def atomic_write(path: str | os.PathLike, write: Callable[[Path], None]) -> Path
     """Call ``write(tmp)`` to write a temporary file beside ``path``, then rename it to
     ``path``; the temporary file is removed if ``write`` fails."""
     path = Path(path)
-    handle, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent or ".")
+    remove_stale_temporaries(path)
+    handle, name = tempfile.mkstemp(
+        prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp", dir=path.parent or "."
+    )
     os.close(handle)
     tmp = Path(name)
     try:
@@ -27,6 +36,35 @@ def atomic_write(path: str | os.PathLike, write: Callable[[Path], None]) -> Path
         tmp.unlink(missing_ok=True)
         raise
     return path
+
+
+def remove_stale_temporaries(path: str | os.PathLike) -> list[Path]:
+    """Remove the temporary files that writers of ``path`` killed mid-write left beside it
+    (``.<name>.<pid>.<random>.tmp`` of a process that no longer runs); returns them.
+
+    Only on POSIX, where a process's existence can be asked without touching it.
+    """
+    path = Path(path)
+    if os.name != "posix" or not path.parent.is_dir():
+        return []
+    removed = []
+    for tmp in path.parent.glob(f".{glob.escape(path.name)}.*.tmp"):
+        pid = tmp.name[len(path.name) + 2 :].split(".", 1)[0]
+        if pid.isdigit() and not _running(int(pid)):
+            tmp.unlink(missing_ok=True)
+            removed.append(tmp)
+    return removed
+
+
+def _running(pid: int) -> bool:
+    """Whether process ``pid`` exists (POSIX: signal 0 checks without sending anything)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # it exists, under another user
+        return True
+    return True
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> Path:

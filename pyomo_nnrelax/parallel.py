@@ -9,7 +9,11 @@ runs in the calling process.
 from __future__ import annotations
 
 import multiprocessing
+import multiprocessing.connection
+import multiprocessing.context
 import os
+import signal
+import threading
 from collections.abc import Callable, Iterable
 from concurrent.futures import Executor, Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
@@ -47,7 +51,7 @@ def resolve_executor(
     workers = positive_int("workers", workers)
     if workers == 1:
         return None, _nothing
-    pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"))
+    pool = ProcessPoolExecutor(workers, mp_context=spawn_context(), initializer=worker_setup)
     return pool, pool.shutdown
 
 
@@ -68,3 +72,53 @@ def gather(futures: Iterable[Future]) -> list:
 
 def _nothing() -> None:
     return None
+
+
+def worker_setup() -> None:
+    """Initializer of the worker processes the package starts.
+
+    Ctrl-C (which a terminal sends to the whole process group) ends a worker's task, or the
+    worker when it is idle, without a traceback; the parent reports the interrupt.  A worker
+    whose parent was killed outright (SIGKILL) ends too: it would otherwise wait forever for
+    work on a queue it holds both ends of.  Use with :func:`spawn_context`, whose processes
+    ignore Ctrl-C until this runs.
+    """
+    signal.signal(signal.SIGINT, _exit_on_interrupt)
+    parent = multiprocessing.parent_process()
+    if parent is not None:
+        threading.Thread(target=_exit_with, args=(parent.sentinel,), daemon=True).start()
+
+
+def _exit_on_interrupt(signum, frame) -> None:
+    # SystemExit, not os._exit: the worker's semaphores (Pyomo makes one on import) are
+    # released, else multiprocessing's resource tracker warns about them on stderr
+    raise SystemExit(130)
+
+
+def _exit_with(sentinel) -> None:
+    """Wait for the parent's sentinel (ready when the parent process has ended), then exit."""
+    multiprocessing.connection.wait([sentinel])
+    os._exit(1)
+
+
+class _SpawnProcess(multiprocessing.context.SpawnProcess):
+    """A spawned process that starts with Ctrl-C ignored (until :func:`worker_setup`), so
+    that an interrupt while its interpreter starts is no fatal-error traceback."""
+
+    def start(self) -> None:
+        if threading.current_thread() is not threading.main_thread():
+            return super().start()
+        previous = signal.signal(signal.SIGINT, signal.SIG_IGN)  # inherited by the child
+        try:
+            return super().start()
+        finally:
+            signal.signal(signal.SIGINT, previous)
+
+
+class _SpawnContext(multiprocessing.context.SpawnContext):
+    Process = _SpawnProcess
+
+
+def spawn_context() -> multiprocessing.context.SpawnContext:
+    """The ``spawn`` context of the package's process pools (see :func:`worker_setup`)."""
+    return _SpawnContext()

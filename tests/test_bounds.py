@@ -8,6 +8,7 @@ import pytest
 
 from pyomo_nnrelax import InputBox, Layer, Network, NetworkBounds, interval_bounds
 from pyomo_nnrelax.bounds import big_m_summary, ibp_forward, is_unstable, layer_statistics
+from pyomo_nnrelax.errors import InvalidNetworkError
 
 RANDOM_SHAPES = [[2, 8, 1], [3, 10, 10, 2], [4, 6, 6, 6, 3], [5, 12, 9, 7, 5, 1]]
 
@@ -82,3 +83,17 @@ def test_ibp_trace_and_interval_bounds_agree_and_intersect_keeps_the_tighter():
         np.testing.assert_array_equal(lo, a)
         np.testing.assert_array_equal(hi, b)
     assert bounds.input_box == box
+
+
+def test_interval_bounds_that_overflow_raise_naming_the_layer():
+    # regression (fuzzing): finite weights of 1e200 overflowed the second layer's bounds to
+    # inf/NaN, and NNBlock failed inside Pyomo with a raw ValueError on an `inf*` coefficient
+    layers = [
+        Layer(np.full((2, 2), 1e200), np.zeros(2), "relu"),
+        Layer(np.full((1, 2), 1e200), np.zeros(1), "linear"),
+    ]
+    net = Network(tuple(layers))
+
+    with pytest.raises(InvalidNetworkError, match="layer 1 overflow"):
+        interval_bounds(net, [(-1, 1), (-1, 1)])
+    assert np.isfinite(interval_bounds(Network(tuple(layers[:1])), [(-1, 1)] * 2).upper[0]).all()

@@ -492,6 +492,37 @@ def test_an_interrupted_refine_exits_130_saying_how_to_resume(model, data, tmp_p
     assert [r["round"] for r in rows] == [0, 1, 2]
 
 
+def test_ctrl_c_inside_an_extension_import_is_an_interrupt_saying_what_was_kept(
+    model, data, tmp_path, monkeypatch
+):
+    # an extension module (highspy) interrupted while it initialises raises
+    # ImportError("initialization failed") from the KeyboardInterrupt: it was a traceback
+    from pyomo_nnrelax.experiments import refine as refine_module
+
+    def import_interrupted(*args, **kwargs):
+        try:
+            raise KeyboardInterrupt
+        except KeyboardInterrupt as exc:
+            raise ImportError("initialization failed") from exc
+
+    monkeypatch.setattr(refine_module, "difficulty", import_interrupted)
+    out = tmp_path / "refined.onnx"
+    result = invoke(
+        "refine", model, "--data", data, "-o", out, "--regularizer", "bw", "--batch-size", "16"
+    )
+    assert result.exit_code == 130
+    assert "interrupted before round 0 was kept" in error_line(result)
+    assert "--resume" in error_line(result)
+
+    import pyomo_nnrelax.lp.tightening as tightening
+
+    monkeypatch.setattr(tightening, "tighten_bounds", import_interrupted)
+    result = invoke("tighten", model, "-o", tmp_path / "tight.onnx", "-q")
+    assert result.exit_code == 130
+    assert "nothing was written" in error_line(result)
+    assert not (tmp_path / "tight.onnx").exists()
+
+
 def test_bad_data_files_are_refused_before_anything_is_written(model, tmp_path):
     garbage = tmp_path / "garbage.npz"
     garbage.write_bytes(b"this is not an archive")

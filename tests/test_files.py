@@ -2,10 +2,19 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+
 import pytest
 
 from pyomo_nnrelax import Network
-from pyomo_nnrelax.files import atomic_write, atomic_write_text, check_outputs
+from pyomo_nnrelax.files import (
+    atomic_write,
+    atomic_write_text,
+    check_outputs,
+    remove_stale_temporaries,
+)
 from pyomo_nnrelax.onnx import read_onnx
 from pyomo_nnrelax.onnx.load import external_data_files
 
@@ -67,3 +76,22 @@ def test_external_data_files_of_a_model_are_found(tmp_path):
     )
     assert external_data_files(path) == [(tmp_path / "model.onnx.data").resolve()]
     assert external_data_files(tmp_path / "missing.onnx") == []
+
+
+@pytest.mark.skipif(os.name != "posix", reason="stale temporary files are removed on POSIX only")
+def test_a_write_removes_the_temporary_files_of_killed_writers_of_the_same_output(tmp_path):
+    ended = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True
+    )
+    dead = int(ended.stdout)
+    stale = tmp_path / f".table.csv.{dead}.abc123.tmp"  # what SIGKILL mid-write leaves
+    live = tmp_path / f".table.csv.{os.getpid()}.def456.tmp"  # a write in progress
+    other = tmp_path / f".other.csv.{dead}.abc123.tmp"  # another output's
+    for path in (stale, live, other):
+        path.write_text("half")
+
+    atomic_write_text(tmp_path / "table.csv", "whole")
+
+    assert not stale.exists() and live.exists() and other.exists()
+    assert (tmp_path / "table.csv").read_text() == "whole"
+    assert remove_stale_temporaries(tmp_path / "other.csv") == [other]

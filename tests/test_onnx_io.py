@@ -739,3 +739,101 @@ def test_bounds_are_not_stored_beside_weights_that_float32_would_round(tmp_path)
     rounded = read_onnx(write_onnx(net, dtype="float32"))
     write_onnx(rounded, tmp_path / "m32.onnx", bounds=interval_bounds(rounded, [(-1, 1)] * 2))
     assert read_stored_bounds(tmp_path / "m32.onnx") is not None  # float32-exact: stored
+
+
+# ====================================================================== regressions from fuzzing
+def _with_bytes(model: onnx.ModelProto, marker: bytes, replacement: bytes) -> onnx.ModelProto:
+    """``model`` with ``marker`` replaced by as many other bytes (e.g. invalid UTF-8)."""
+    assert len(marker) == len(replacement)
+    broken = onnx.ModelProto()
+    broken.ParseFromString(model.SerializeToString().replace(marker, replacement))
+    return broken
+
+
+def test_an_op_type_that_is_not_utf8_raises_onnx_import_error(make_onnx_model):
+    # the ONNX checker raised a raw UnicodeDecodeError
+    model = make_onnx_model([helper.make_node("Relu", ["x"], ["y"], name="r")])
+    model.graph.node[0].op_type = "RELUMARKER"
+    broken = _with_bytes(model, b"RELUMARKER", b"Re\xfflu\xfe\xfe\xfe\xfe\xfe")
+
+    with pytest.raises(OnnxImportError, match="not valid UTF-8"):
+        read_onnx(broken, name_for_errors="m")
+
+
+def test_metadata_that_is_not_utf8_raises_onnx_import_error_naming_the_entry():
+    # json.loads got bytes and raised a raw UnicodeDecodeError
+    model = write_onnx(Network.mlp([2, 3, 1]))
+    helper.set_model_props(model, {"nnrelax.input_bounds": "MARKERVALUE"})
+    broken = _with_bytes(model, b"MARKERVALUE", b"MARKER\xff\xfeLUE")
+
+    with pytest.raises(OnnxImportError, match="'nnrelax.input_bounds' is not valid JSON"):
+        read_onnx(broken)
+
+
+def test_an_initializer_of_unknown_data_type_raises_naming_it(make_onnx_model):
+    # numpy_helper.to_array raised a raw KeyError: 63
+    model = make_onnx_model(
+        [helper.make_node("Gemm", ["x", "W0", "b0"], ["y"], name="g")], mlp_initializers([3, 2])
+    )
+    model.graph.initializer[0].data_type = 63
+
+    with pytest.raises(OnnxImportError, match="initializer 'W0' .*cannot be read"):
+        read_onnx(model)
+
+
+@pytest.mark.parametrize(
+    "tensor",
+    [
+        numpy_helper.from_array(np.ones((3, 2), dtype=np.int64), "W0"),
+        helper.make_tensor("W0", TensorProto.STRING, (3, 2), [b"w"] * 6),
+    ],
+    ids=["int64", "string"],
+)
+def test_a_non_float_weight_raises_naming_node_and_initializer(make_onnx_model, tensor):
+    # int64 weights were read as if float (onnxruntime refuses the model); strings raised a raw
+    # ValueError from numpy
+    model = make_onnx_model(
+        [helper.make_node("Gemm", ["x", "W0", "b0"], ["y"], name="g")], mlp_initializers([3, 2])
+    )
+    model.graph.initializer[0].CopyFrom(tensor)
+
+    with pytest.raises(OnnxImportError, match=r"'g' \(Gemm\): constant input 'W0' has element"):
+        read_onnx(model)
+
+
+def _stored(model: onnx.ModelProto, change) -> onnx.ModelProto:
+    entry = next(p for p in model.metadata_props if p.key == "nnrelax.bounds")
+    data = json.loads(entry.value)
+    change(data)
+    entry.value = json.dumps(data)
+    return model
+
+
+@pytest.mark.parametrize(
+    "change, pattern",
+    [
+        (lambda d: d["lower"][0].__setitem__(1, float("nan")), "NaN or infinite"),
+        (lambda d: d.update(lower=d["upper"], upper=d["lower"]), "lower bounds above upper"),
+        (lambda d: d["upper"][0].pop(), "differ in shape"),
+    ],
+    ids=["nan", "inverted", "ragged"],
+)
+def test_broken_stored_bounds_are_refused_naming_the_metadata(change, pattern):
+    # NaN and inverted stored bounds were used as they were; ragged ones raised an error
+    # that named neither the file nor the metadata entry
+    net = Network.mlp([2, 3, 1], seed=0).with_input_bounds([-1, -1], [1, 1])
+    model = _stored(write_onnx(net, dtype="float64", bounds=interval_bounds(net)), change)
+
+    with pytest.raises(
+        OnnxImportError, match=rf"<ModelProto>: metadata .nnrelax.bounds.*{pattern}"
+    ):
+        read_stored_bounds(model)
+
+
+def test_a_graph_input_of_an_undefined_element_type_is_unsupported(make_onnx_model):
+    # building the error message raised a raw ValueError from protobuf's enum lookup
+    model = make_onnx_model([helper.make_node("Relu", ["x"], ["y"], name="r")])
+    model.graph.input[0].type.tensor_type.elem_type = 33
+
+    with pytest.raises(UnsupportedOperationError, match="33 .not an ONNX type.*only float"):
+        read_onnx(model)

@@ -3,16 +3,22 @@
 
 from __future__ import annotations
 
+import os
+import signal
 import subprocess
 import sys
 import textwrap
+import time
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 from pyomo_nnrelax import Network, NNRelaxError, ParallelError, tighten_bounds
 from pyomo_nnrelax.parallel import resolve_executor
+
+REPO = Path(__file__).resolve().parents[1]
 
 SCRIPT = textwrap.dedent(
     """
@@ -79,3 +85,51 @@ def test_executor_and_workers_are_exclusive_and_checked():
         resolve_executor(None, 0)
     assert resolve_executor(None, None)[0] is None and resolve_executor(None, 1)[0] is None
     assert issubclass(ParallelError, NNRelaxError)
+
+
+ORPHAN_SCRIPT = """
+import multiprocessing, os, signal
+from concurrent.futures import ProcessPoolExecutor
+from pyomo_nnrelax.parallel import worker_setup
+if __name__ == "__main__":
+    spawn = multiprocessing.get_context("spawn")
+    pool = ProcessPoolExecutor(1, mp_context=spawn, initializer=worker_setup)
+    print(pool.submit(os.getpid).result(), flush=True)
+    os.kill(os.getpid(), signal.SIGKILL)
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(sys.platform == "win32", reason="SIGKILL")
+def test_an_idle_worker_ends_when_its_parent_is_killed(tmp_path):
+    # regression: a spawned worker waits for work on a queue it holds both ends of, so after
+    # `kill -9` of `nnrelax sweep` (or of a script using workers=) it stayed forever
+    script = tmp_path / "orphan.py"
+    script.write_text(ORPHAN_SCRIPT)
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]),
+    }
+    parent = subprocess.Popen(
+        [sys.executable, str(script)],
+        stdout=subprocess.PIPE,
+        text=True,
+        env=env,
+        start_new_session=True,
+    )
+    worker = int(parent.stdout.readline())
+    parent.wait()
+    try:
+        for _ in range(300):  # up to a minute; it ends within a second
+            try:
+                os.kill(worker, 0)
+            except ProcessLookupError:
+                break
+            time.sleep(0.2)
+        else:
+            pytest.fail("the worker outlived its killed parent")
+    finally:
+        try:
+            os.killpg(parent.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass

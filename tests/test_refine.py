@@ -146,3 +146,17 @@ def test_an_interrupted_round_keeps_the_complete_ones_and_resumes(model_path, da
     X = data[0][:50]
     saved = read_onnx(out / "round_003.onnx").forward(X)
     np.testing.assert_allclose(saved, resumed.network.forward(X), rtol=1e-5, atol=1e-5)
+
+
+def test_resume_after_a_kill_before_round_0_was_kept_starts_again(model_path, data):
+    # a run killed between round 0's checkpoint and its history left round_000.onnx alone:
+    # plain runs refused the folder and resume=True said "nothing to resume"
+    out = model_path.with_name("model_refined")
+    out.mkdir()
+    (out / "round_000.onnx").write_bytes(b"half of a checkpoint")
+
+    result = run(model_path, data, rounds=1, resume=True)
+
+    assert [r["round"] for r in result.history.rows] == [0, 1]
+    assert [r["round"] for r in RefineHistory.load(out / "history.json").rows] == [0, 1]
+    assert read_onnx(out / "round_000.onnx") == read_onnx(model_path)

@@ -13,24 +13,39 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-import click
+try:  # Ctrl-C while the libraries load (seconds on a busy machine): one line, exit 130
+    import click
 
-from .. import __version__
-from .common import (
-    USER_ERRORS,
-    Interrupted,
-    one_line,
-    parse_arch,
-    parse_bounds_text,
-    parse_number_list,
-)
-from .inspect import inspect
-from .refine import refine
-from .solve import solve
-from .sweep import sweep
-from .tighten import tighten
+    from .. import __version__
+    from .common import (
+        USER_ERRORS,
+        Interrupted,
+        one_line,
+        parse_arch,
+        parse_bounds_text,
+        parse_number_list,
+        was_interrupted,
+    )
+    from .inspect import inspect
+    from .refine import refine
+    from .solve import solve
+    from .sweep import sweep
+    from .tighten import tighten
+except (KeyboardInterrupt, ImportError) as exc:
+    cause: BaseException | None = exc
+    while cause is not None and not isinstance(cause, KeyboardInterrupt):
+        cause = cause.__cause__ or cause.__context__  # an extension interrupted while loading
+    if cause is None:
+        raise
+    sys.stderr.write("Interrupted while starting; nothing was written; run the command again.\n")
+    sys.exit(130)
 
 __all__ = ["main", "parse_arch", "parse_bounds_text", "parse_number_list"]
+
+
+INTERRUPTED = "Interrupted; nothing was written; run the command again."
+"""Ctrl-C outside the parts of a command that keep something (those say what they kept): the
+commands write their outputs last, each atomically, so nothing was written."""
 
 
 class NNRelaxGroup(click.Group):
@@ -52,15 +67,20 @@ class NNRelaxGroup(click.Group):
         except click.ClickException as exc:
             click.echo(f"Error: {one_line(exc.format_message())}", err=True)
             code = exc.exit_code
+        except ImportError as exc:
+            if not was_interrupted(exc):
+                raise
+            click.echo(INTERRUPTED, err=True)
+            code = 130
         except USER_ERRORS as exc:
             click.echo(f"Error: {one_line(str(exc))}", err=True)
             code = 1
         except click.Abort as exc:
             interrupted = isinstance(exc.__cause__, KeyboardInterrupt)
-            click.echo("Interrupted." if interrupted else "Aborted.", err=True)
+            click.echo(INTERRUPTED if interrupted else "Aborted.", err=True)
             code = 130 if interrupted else 1
         except KeyboardInterrupt:
-            click.echo("Interrupted.", err=True)
+            click.echo(INTERRUPTED, err=True)
             code = 130
         code = code if isinstance(code, int) else 0
         if standalone_mode:

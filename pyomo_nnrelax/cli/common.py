@@ -169,6 +169,18 @@ def input_files(model: Path) -> list[Path]:
     return [model, *external_data_files(model)]
 
 
+def was_interrupted(exc: BaseException) -> bool:
+    """Whether ``exc`` is Ctrl-C, or an error it caused: an extension module interrupted while
+    it initialises raises ``ImportError("initialization failed")`` from the interrupt."""
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        if isinstance(exc, KeyboardInterrupt):
+            return True
+        seen.add(id(exc))
+        exc = exc.__cause__ or exc.__context__
+    return False
+
+
 class Interrupted(click.ClickException):
     """Ctrl-C: exit 130 with what was kept and how to continue."""
 

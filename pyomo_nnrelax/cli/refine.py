@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import shutil
 from pathlib import Path
 
@@ -30,6 +31,7 @@ from .common import (
     sense_option,
     stdout_to_stderr,
     warnings_as_lines,
+    was_interrupted,
 )
 
 
@@ -41,12 +43,39 @@ def _what_was_kept(output_dir: Path, rounds: int) -> str:
     """What an interrupted refine leaves, and the command line that continues it."""
     history = output_dir / HISTORY_FILE
     if not history.is_file():
-        return f"interrupted before the first checkpoint; nothing was kept in {output_dir}"
+        return (
+            f"interrupted before round 0 was kept; nothing was kept in {output_dir}; start "
+            "again with the same command and --resume"
+        )
     last = RefineHistory.load(history).rows[-1]["round"]
     return (
         f"interrupted; rounds 0..{last} of {rounds} are kept in {output_dir} (history.json, "
         f"round_{last:03d}.onnx); continue with the same command and --resume"
     )
+
+
+def _rounds_dir(output: Path, output_dir: Path | None) -> Path:
+    """The checkpoint folder: ``--output-dir``, else ``<OUTPUT stem>_rounds`` next to OUTPUT."""
+    return output_dir or output.with_name(output.stem + "_rounds")
+
+
+def _say_what_was_kept(command):
+    """Turn Ctrl-C anywhere in ``command`` (even while it imports) into :class:`Interrupted`
+    saying what was kept and how to continue."""
+
+    @functools.wraps(command)
+    def wrapper(**options):
+        try:
+            return command(**options)
+        except (KeyboardInterrupt, ImportError) as exc:
+            if not was_interrupted(exc):
+                raise
+            kept = _what_was_kept(
+                _rounds_dir(options["output"], options["output_dir"]), options["rounds"]
+            )
+            raise Interrupted(kept) from None
+
+    return wrapper
 
 
 def history_paths(output: Path) -> tuple[Path, Path, Path]:
@@ -136,6 +165,7 @@ def history_paths(output: Path) -> tuple[Path, Path, Path]:
 @click.option("--resume", is_flag=True, help="Continue from the last checkpoint in --output-dir.")
 @FORCE
 @QUIET
+@_say_what_was_kept
 def refine(
     model: Path,
     data: Path,
@@ -171,7 +201,7 @@ def refine(
         regularizer = parse_regularizer(spec, sense, lp_method)
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="'--regularizer'") from None
-    output_dir = output_dir or output.with_name(output.stem + "_rounds")
+    output_dir = _rounds_dir(output, output_dir)
     kept = [*output_dir.glob("round_*.onnx"), output_dir / HISTORY_FILE] if resume else []
     check_outputs(
         [output, *history_paths(output)], [*input_files(model), data, *kept], force or resume

@@ -11,7 +11,7 @@ import click
 import numpy as np
 
 from ..options import BOUND_METHODS, FORMULATIONS
-from .common import INPUT_BOUNDS, MODEL, TIME_LIMIT, cli_box, stdout_to_stderr
+from .common import INPUT_BOUNDS, MODEL, TIME_LIMIT, Interrupted, cli_box, stdout_to_stderr
 
 
 @click.command()
@@ -93,7 +93,13 @@ def solve(
             expr=objective_expression(m.nn, np.eye(network.n_outputs)[output_index]),
             sense=pyo.minimize if minimize else pyo.maximize,
         )
-        stats = solve_model(m, time_limit, load=True, solver=solver, start=m.nn)
+        try:
+            stats = solve_model(m, time_limit, load=True, solver=solver, start=m.nn)
+        except KeyboardInterrupt:
+            raise Interrupted(
+                "interrupted before the solve ended; nothing was written (solve writes no "
+                "file); run it again, with --time-limit to get the best point known at a limit"
+            ) from None
     check = m.nn.check()
     report = solve_report(m.nn, stats, check, solver, output_index, minimize)
     click.echo(json.dumps(report, indent=2) if as_json else format_solve(m.nn.summary(), report))

@@ -15,6 +15,7 @@ from .common import (
     LEARNING_RATE,
     QUIET,
     TARGETS,
+    Interrupted,
     callback,
     check_outputs,
     input_files,
@@ -39,14 +40,16 @@ def _executor(scheduler: str | None, workers: int | None, n_runs: int):
             ) from None
         client = Client(scheduler)
         return client.get_executor(), client.close
-    import multiprocessing
     from concurrent.futures import ProcessPoolExecutor
+
+    from ..parallel import spawn_context, worker_setup
 
     pool = ProcessPoolExecutor(
         max_workers=workers or min(n_runs, os.cpu_count() or 1),
-        mp_context=multiprocessing.get_context("spawn"),
+        mp_context=spawn_context(),
+        initializer=worker_setup,
     )
-    return pool, pool.shutdown
+    return pool, lambda: pool.shutdown(cancel_futures=True)  # Ctrl-C starts no further run
 
 
 @click.command()
@@ -141,11 +144,24 @@ def sweep(
     try:
         with stdout_to_stderr():
             rows = run_sweep(configs, executor, progress=lambda row: bar.update(1))
+    except KeyboardInterrupt:
+        raise Interrupted(
+            f"interrupted; nothing was written ({output} and {png.name} are written once "
+            "every run has finished); run the command again"
+        ) from None
     finally:
         close()
         bar.close()
-    save_rows(rows, output)
-    plot_pareto(rows, png)
+    written: list[str] = []
+    try:
+        save_rows(rows, output)
+        written.append(str(output))
+        plot_pareto(rows, png)
+    except KeyboardInterrupt:
+        raise Interrupted(
+            f"interrupted while writing the results; written: {', '.join(written) or 'nothing'}; "
+            "run the command again with --force"
+        ) from None
     failed = [row for row in rows if "error" in row]
     if not quiet:
         for row in failed:

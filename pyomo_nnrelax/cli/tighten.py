@@ -13,6 +13,7 @@ from .common import (
     MODEL,
     QUIET,
     TIME_LIMIT,
+    Interrupted,
     check_outputs,
     cli_box,
     input_files,
@@ -73,6 +74,11 @@ def tighten(
                 rounding=rounding,
                 progress=lambda layer, _: bar.update(layer + 1 - bar.n),
             )
+    except KeyboardInterrupt:
+        raise Interrupted(
+            f"interrupted; nothing was written ({output} is written once every layer is "
+            "tightened); run the command again"
+        ) from None
     finally:
         bar.close()
     write_onnx(network.with_input_bounds(*box), output, bounds=tight, overwrite=True)

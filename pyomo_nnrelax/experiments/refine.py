@@ -151,7 +151,8 @@ def refine(
     resume : bool
         Continue from the last round in ``output_dir``'s history and its checkpoint (Adam
         restarts).  Checkpoints and the history are written atomically, checkpoint first, so
-        an interrupted run resumes from its last complete round.
+        an interrupted run resumes from its last complete round; without a history (a run
+        stopped before round 0 was kept) it starts from round 0.
     overwrite : bool
         Allow replacing checkpoints of an earlier run in ``output_dir``.
     """
@@ -164,11 +165,10 @@ def refine(
         raise ValueError("evaluate= needs the MILP argmin: give milp_time_limit a value")
     output_dir = Path(output_dir) if output_dir is not None else _default_output_dir(source)
     history, first_round, epoch_offset = RefineHistory(), 0, 0
+    if resume and not (output_dir / HISTORY_FILE).is_file():
+        # killed before round 0 was kept: start again, over what that run left
+        resume, overwrite = False, True
     if resume:
-        if not (output_dir / HISTORY_FILE).is_file():
-            raise FileNotFoundError(
-                f"nothing to resume: {output_dir / HISTORY_FILE} does not exist"
-            )
         history = RefineHistory.load(output_dir / HISTORY_FILE)
         first_round = int(history.rows[-1]["round"])
         epoch_offset = int(history.rows[-1]["epochs"])

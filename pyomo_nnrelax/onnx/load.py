@@ -54,6 +54,10 @@ def load_model(source: Source, name_for_errors: str | None = None) -> tuple[onnx
         onnx.checker.check_model(model)
     except onnx.checker.ValidationError as exc:
         raise OnnxImportError(f"{label}: the ONNX checker rejects the model: {exc}") from exc
+    except UnicodeDecodeError as exc:  # protobuf keeps malformed strings; the checker decodes them
+        raise OnnxImportError(
+            f"{label}: the model holds a name or string that is not valid UTF-8 ({exc})"
+        ) from exc
     return model, label
 
 

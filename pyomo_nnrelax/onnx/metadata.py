@@ -57,7 +57,7 @@ def _entry(model: onnx.ModelProto, key: str, label: str) -> dict | None:
         return None
     try:
         data = json.loads(entry)
-    except json.JSONDecodeError as exc:
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:  # bytes if not valid UTF-8
         raise OnnxImportError(f"{label}: metadata '{key}' is not valid JSON: {exc}") from exc
     if not isinstance(data, dict):
         raise OnnxImportError(f"{label}: metadata '{key}' must be a JSON object")
@@ -105,14 +105,26 @@ def stored_network_bounds(
     )
     if not isinstance(lower, list) or not isinstance(upper, list):
         raise OnnxImportError(f"{label}: metadata '{BOUNDS_KEY}' lower/upper must be lists")
-    stored = NetworkBounds(
-        _floats(in_lo, BOUNDS_KEY, label),
-        _floats(in_hi, BOUNDS_KEY, label),
-        tuple(_floats(v, BOUNDS_KEY, label) for v in lower),
-        tuple(_floats(v, BOUNDS_KEY, label) for v in upper),
-        str(data.get("method", "unknown")),
-    )
-    check_bounds_fit(stored, network, OnnxImportError, f"{label}: metadata '{BOUNDS_KEY}'")
+    what = f"{label}: metadata '{BOUNDS_KEY}'"
+    arrays = [_floats(v, BOUNDS_KEY, label) for v in (in_lo, in_hi, *lower, *upper)]
+    if not all(np.all(np.isfinite(a)) for a in arrays):
+        raise OnnxImportError(f"{what} holds NaN or infinite bounds")
+    try:
+        stored = NetworkBounds(
+            arrays[0],
+            arrays[1],
+            tuple(arrays[2 : 2 + len(lower)]),
+            tuple(arrays[2 + len(lower) :]),
+            str(data.get("method", "unknown")),
+        )
+    except InvalidNetworkError as exc:
+        raise OnnxImportError(f"{what}: {exc}") from None
+    check_bounds_fit(stored, network, OnnxImportError, what)
+    pairs = [(stored.input_lower, stored.input_upper), *zip(stored.lower, stored.upper)]
+    inverted = [i - 1 for i, (lo, hi) in enumerate(pairs) if np.any(lo > hi)]
+    if inverted:
+        where = ", ".join("the input box" if i < 0 else f"layer {i}" for i in inverted)
+        raise OnnxImportError(f"{what} has lower bounds above upper bounds in {where}")
     fingerprint = data.get(FINGERPRINT_FIELD)
     if fingerprint is None:
         raise StaleBoundsError(

@@ -135,6 +135,11 @@ class Node:
             )
         if value is None:
             raise self.mismatch(f"input {index} is missing")
+        if not np.issubdtype(np.asarray(value).dtype, np.floating):
+            raise self.mismatch(
+                f"constant input '{self.proto.input[index]}' has element type "
+                f"{np.asarray(value).dtype}; it must be a float tensor like the data"
+            )
         array = np.asarray(value, dtype=np.float64)
         if not np.all(np.isfinite(array)):
             raise InvalidNetworkError(

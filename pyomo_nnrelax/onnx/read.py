@@ -15,15 +15,21 @@ from __future__ import annotations
 
 from collections import Counter
 
+import numpy as np
 import onnx
 from onnx import TensorProto, numpy_helper
 
 from ..bounds import NetworkBounds
 from ..box import InputBox
-from ..errors import InvalidNetworkError, OnnxImportError, UnsupportedOperationError
+from ..errors import (
+    InputBoundsError,
+    InvalidNetworkError,
+    OnnxImportError,
+    UnsupportedOperationError,
+)
 from ..network import Layer, Network
 from .load import FLOAT_TYPES, Source, load_model
-from .metadata import has_stored_bounds, stored_input_box, stored_network_bounds
+from .metadata import INPUT_BOUNDS_KEY, has_stored_bounds, stored_input_box, stored_network_bounds
 from .ops import SHAPE_ONLY, Affine, Node, ReadState, Value, identity_value, read_node
 
 
@@ -35,6 +41,14 @@ def _live_nodes(graph: onnx.GraphProto, output: str) -> list[onnx.NodeProto]:
             live.append(proto)
             needed.update(name for name in proto.input if name)
     return live[::-1]
+
+
+def _type_name(elem_type: int) -> str:
+    """The ONNX name of an element type, or its number when ONNX defines no such type."""
+    try:
+        return TensorProto.DataType.Name(elem_type)
+    except ValueError:
+        return f"{elem_type} (not an ONNX type)"
 
 
 def _graph_input(graph: onnx.GraphProto) -> tuple[onnx.ValueInfoProto, tuple[int, ...], int | None]:
@@ -51,7 +65,7 @@ def _graph_input(graph: onnx.GraphProto) -> tuple[onnx.ValueInfoProto, tuple[int
     if not info.type.HasField("tensor_type") or tensor_type.elem_type not in FLOAT_TYPES:
         raise UnsupportedOperationError(
             f"graph input '{info.name}' has element type "
-            f"{TensorProto.DataType.Name(tensor_type.elem_type)}; only float inputs are supported"
+            f"{_type_name(tensor_type.elem_type)}; only float inputs are supported"
         )
     dims = list(tensor_type.shape.dim)
     if len(dims) < 2:
@@ -68,6 +82,18 @@ def _graph_input(graph: onnx.GraphProto) -> tuple[onnx.ValueInfoProto, tuple[int
     return info, tuple(d.dim_value for d in dims[1:]), batch
 
 
+def _initializer_array(tensor: onnx.TensorProto) -> np.ndarray:
+    """An initializer as a numpy array; unknown data types and sizes that do not match the
+    shape raise :class:`OnnxImportError` naming the initializer."""
+    try:
+        return numpy_helper.to_array(tensor)
+    except Exception as exc:  # onnx raises KeyError, ValueError, TypeError, ... here
+        raise OnnxImportError(
+            f"initializer '{tensor.name}' (data type {tensor.data_type}, dims "
+            f"{list(tensor.dims)}) cannot be read: {type(exc).__name__}: {exc}"
+        ) from None
+
+
 def _default_opset(model: onnx.ModelProto) -> int:
     return next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 1)
 
@@ -82,7 +108,7 @@ def _walk(
             f"the graph has {len(graph.output)} outputs; exactly one is supported"
         )
     info, input_shape, fixed_batch = _graph_input(graph)
-    values: dict[str, Value] = {t.name: numpy_helper.to_array(t) for t in graph.initializer}
+    values: dict[str, Value] = {t.name: _initializer_array(t) for t in graph.initializer}
     values[info.name] = identity_value(input_shape)
     output = graph.output[0].name
     live = _live_nodes(graph, output)
@@ -148,13 +174,17 @@ def read_onnx(source: Source, *, name_for_errors: str | None = None) -> Network:
     except (OnnxImportError, InvalidNetworkError) as exc:
         raise type(exc)(f"{label}: {exc}") from None
     stored = stored_input_box(model, label)
+    try:
+        box = None if stored is None else InputBox(*stored)
+    except InputBoundsError as exc:
+        raise OnnxImportError(f"{label}: metadata '{INPUT_BOUNDS_KEY}': {exc}") from None
     return Network(
         _close(layers, pending),
         input_shape=input_shape,
         output_shape=pending.shape,
         input_name=info.name,
         output_name=model.graph.output[0].name,
-        input_bounds=None if stored is None else InputBox(*stored),
+        input_bounds=box,
     )
 
 
