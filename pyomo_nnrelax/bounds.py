@@ -4,9 +4,10 @@
 pre-activation ``z``.  Formulations read them; tightening (:mod:`pyomo_nnrelax.lp.tightening`)
 replaces them with tighter ones.  All arrays are float64.
 
-Interval bound propagation is written once, :func:`ibp_forward`, from two steps:
-:func:`layer_interval` (the affine map) and :func:`activation_interval` (``docs/method.md``,
-section 1).
+Interval bound propagation is written once: :func:`interval_step` is the affine map on
+both ends of an interval at once, and :func:`ibp_forward` applies it layer by layer
+(``docs/method.md``, section 1); :func:`affine_interval` and :func:`layer_interval` are the
+same step for one layer.
 """
 
 from __future__ import annotations
@@ -98,10 +99,17 @@ class NetworkBounds:
         )
 
 
+def interval_step(w_pos: np.ndarray, w_neg: np.ndarray, bounds: np.ndarray) -> np.ndarray:
+    """``[W+ l + W- u; W+ u + W- l]`` for stacked input bounds ``bounds = [l; u]`` (2, n_in),
+    with ``W+ = max(W, 0)`` and ``W- = min(W, 0)``: the affine step of interval propagation,
+    on both ends at once."""
+    return bounds @ w_pos.T + bounds[::-1] @ w_neg.T
+
+
 def affine_interval(weights: np.ndarray, lower: np.ndarray, upper: np.ndarray):
     """Interval bounds of ``weights @ h`` for ``lower <= h <= upper`` (no bias)."""
-    w_pos, w_neg = np.maximum(weights, 0.0), np.minimum(weights, 0.0)
-    return w_pos @ lower + w_neg @ upper, w_pos @ upper + w_neg @ lower
+    z = interval_step(np.maximum(weights, 0.0), np.minimum(weights, 0.0), np.stack([lower, upper]))
+    return z[0], z[1]
 
 
 def layer_interval(layer: Layer, lower: np.ndarray, upper: np.ndarray):
@@ -120,41 +128,64 @@ def activation_interval(activation: str, lower: np.ndarray, upper: np.ndarray):
 
 @dataclass(frozen=True)
 class IBPTrace:
-    """Interval bounds of every layer and the input bounds they were computed from (what the
-    trainer's reverse pass, :func:`pyomo_nnrelax.training.ibp_backward`, needs).
+    """Interval bounds of every layer and what they were computed from (what the trainer's
+    reverse pass, :func:`pyomo_nnrelax.training.ibp_backward`, needs).
 
     Attributes
     ----------
-    lower, upper : list of ndarray
-        Pre-activation bounds ``L^l``, ``U^l`` of layer ``l``.
-    in_lower, in_upper : list of ndarray
-        Bounds of the input of layer ``l`` (``lh^(l-1)``, ``uh^(l-1)``; the box for l = 0).
+    pre : list of ndarray (2, n_out_l)
+        ``[L^l; U^l]``, the pre-activation bounds of layer ``l``.
+    inputs : list of ndarray (2, n_in_l)
+        ``[lh^(l-1); uh^(l-1)]``, the bounds of the input of layer ``l`` (the box for l = 0).
+    w_pos, w_neg : list of ndarray
+        ``max(W^l, 0)`` and ``min(W^l, 0)``.
     """
 
-    lower: list[np.ndarray]
-    upper: list[np.ndarray]
-    in_lower: list[np.ndarray]
-    in_upper: list[np.ndarray]
+    pre: list[np.ndarray]
+    inputs: list[np.ndarray]
+    w_pos: list[np.ndarray]
+    w_neg: list[np.ndarray]
+
+    @property
+    def lower(self) -> list[np.ndarray]:
+        """``L^l`` per layer."""
+        return [z[0] for z in self.pre]
+
+    @property
+    def upper(self) -> list[np.ndarray]:
+        """``U^l`` per layer."""
+        return [z[1] for z in self.pre]
+
+    @property
+    def in_lower(self) -> list[np.ndarray]:
+        """Lower bounds of each layer's input."""
+        return [h[0] for h in self.inputs]
+
+    @property
+    def in_upper(self) -> list[np.ndarray]:
+        """Upper bounds of each layer's input."""
+        return [h[1] for h in self.inputs]
 
     def to_bounds(self) -> NetworkBounds:
         """The bounds as a :class:`NetworkBounds` (method "interval")."""
-        return NetworkBounds(
-            self.in_lower[0], self.in_upper[0], tuple(self.lower), tuple(self.upper), "interval"
-        )
+        box = self.inputs[0]
+        return NetworkBounds(box[0], box[1], tuple(self.lower), tuple(self.upper), "interval")
 
 
 def ibp_forward(layers: Sequence[Layer], lower, upper) -> IBPTrace:
     """Interval bound propagation of a layer stack over the box ``[lower, upper]``: the one
     propagation routine (``interval_bounds``, bound tightening and the trainer use it)."""
-    h_lo, h_hi = np.asarray(lower, dtype=np.float64), np.asarray(upper, dtype=np.float64)
+    h = np.empty((2, np.size(lower)))
+    h[0], h[1] = lower, upper
     trace = IBPTrace([], [], [], [])
     for layer in layers:
-        z_lo, z_hi = layer_interval(layer, h_lo, h_hi)
-        trace.in_lower.append(h_lo)
-        trace.in_upper.append(h_hi)
-        trace.lower.append(z_lo)
-        trace.upper.append(z_hi)
-        h_lo, h_hi = activation_interval(layer.activation, z_lo, z_hi)
+        w_pos, w_neg = np.maximum(layer.weight, 0.0), np.minimum(layer.weight, 0.0)
+        z = interval_step(w_pos, w_neg, h) + layer.bias
+        trace.inputs.append(h)
+        trace.pre.append(z)
+        trace.w_pos.append(w_pos)
+        trace.w_neg.append(w_neg)
+        h = np.maximum(z, 0.0) if layer.activation == "relu" else z
     return trace
 
 

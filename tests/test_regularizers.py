@@ -382,3 +382,27 @@ def test_lpgap_value_is_the_mean_gap_to_the_reference_lp(lp_layers):
     v_min = [_reference_lp(network, bounds, x, omega, "min")[0] for x in LP_X[rows]]
     v_max = [_reference_lp(network, bounds, x, omega, "max")[0] for x in LP_X[rows]]
     assert value == pytest.approx(np.mean(f - v_min) + np.mean(np.array(v_max) - f), abs=1e-7)
+
+
+@pytest.mark.parametrize("method", ["lp", "dual"])
+def test_deferred_output_seeds_give_the_same_value_and_gradient(method):
+    """The trainer asks regularizers to leave their gradient through ``f(X)`` as a seed on the
+    outputs (one backward pass for the loss and the gap): that seed, backpropagated, plus the
+    returned gradient equals the gradient computed directly, weights of a sum included."""
+    from pyomo_nnrelax.network import forward_cache
+    from pyomo_nnrelax.training.backprop import add_grads, backward
+
+    layers = Network.mlp([2, 6, 6, 2], seed=4).layers
+    X = np.random.default_rng(1).uniform(BOX.lower, BOX.upper, size=(12, 2))
+    reg = 0.5 * BoundWidth() + 2.0 * LPGap(sense="min", method=method, samples=5)
+    direct = RegContext(layers, *BOX, X, np.random.default_rng(0))
+    deferred = RegContext(layers, *BOX, X, np.random.default_rng(0), defer_output=True)
+    value, grads = reg.value_and_grad(direct)
+    value_deferred, rest = reg.value_and_grad(deferred)
+    assert deferred.output_seed is not None and np.abs(deferred.output_seed).max() > 1e-3
+    _, inputs, pre = forward_cache(layers, X)
+    total = add_grads(rest, backward(layers, inputs, pre, deferred.output_seed))
+    assert value_deferred == pytest.approx(value, abs=1e-12)
+    for (w, b), (w_d, b_d) in zip(grads, total):
+        np.testing.assert_allclose(w_d, w, atol=1e-12)
+        np.testing.assert_allclose(b_d, b, atol=1e-12)

@@ -46,7 +46,16 @@ def predict(layers: Sequence[Layer], X: np.ndarray) -> np.ndarray:
 
 def add_grads(a: Grads, b: Grads, weight: float = 1.0) -> Grads:
     """``a + weight * b``, layer by layer."""
+    if weight == 1.0:
+        return [(wa + wb, ba + bb) for (wa, ba), (wb, bb) in zip(a, b)]
     return [(wa + weight * wb, ba + weight * bb) for (wa, ba), (wb, bb) in zip(a, b)]
+
+
+def scale_grads(grads: Grads, weight: float) -> Grads:
+    """``weight * grads`` (``grads`` itself when the weight is 1)."""
+    if weight == 1.0:
+        return grads
+    return [(weight * w, weight * b) for w, b in grads]
 
 
 def zero_grads(layers: Sequence[Layer]) -> Grads:

@@ -23,10 +23,15 @@ relaxation reaches an IBP bound, which is the generic case.
 ``L``, ``U`` and ``alpha``.  Its adjoint of ``lam^l`` is the primal point ``h^l`` of the
 relaxation that the bound certifies, and its adjoint of ``mu^l`` is ``z^l``; the derivative
 with respect to ``alpha_j`` is ``lam_j z_j``.
+
+The training loop calls these once per mini-batch, so the per-neuron constants of a step
+(:class:`DualPlan`) are computed on all layers' neurons at once, and the slopes of all
+relaxed layers live side by side in one array (:class:`SlopeLayout`).
 """
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -47,68 +52,111 @@ def neuron_kind(layer: Layer, lower: np.ndarray, upper: np.ndarray) -> np.ndarra
 def heuristic_slopes(lower: np.ndarray, upper: np.ndarray) -> np.ndarray:
     """The starting lower slopes: 1 where ``U > -L`` (the line ``h >= z`` is the closer one
     over most of ``[L, U]``), else 0."""
-    return np.where(upper > -lower, 1.0, 0.0)
+    return (upper > -lower).astype(np.float64)
 
 
-def _slope_terms(lower: np.ndarray, upper: np.ndarray, kind: np.ndarray):
-    """``s = U / (U - L)`` and its derivatives ``ds/dL``, ``ds/dU`` (0 where not unstable)."""
-    unstable = kind == 0
-    width = np.where(unstable, upper - lower, 1.0)
-    s = np.where(unstable, upper / width, 0.0)
-    return s, np.where(unstable, upper / width**2, 0.0), np.where(unstable, -lower / width**2, 0.0)
+@dataclass(frozen=True, eq=False)
+class SlopeLayout:
+    """Where each relaxed layer's slopes sit in one row of ``(n, width)`` slope arrays.
+
+    The relaxed layers are the ReLU layers after the first (the first layer's ``z`` is fixed
+    by the input, so its neurons need no slope).  ``columns[l]`` is the slice of layer ``l``
+    (None for the others); ``neurons[k]`` is the position of column ``k`` among all the
+    network's neurons, counted layer by layer.
+    """
+
+    columns: tuple[slice | None, ...]
+    width: int
+    neurons: np.ndarray
+
+    @classmethod
+    def of(cls, layers: Sequence[Layer]) -> SlopeLayout:
+        """The layout of ``layers`` (one object per shape of network)."""
+        return _layout_of_shape(tuple((layer.n_out, layer.activation) for layer in layers))
+
+    def split(self, array: np.ndarray) -> list[np.ndarray | None]:
+        """Per-layer views of the columns of ``array`` (n, width)."""
+        return [None if c is None else array[:, c] for c in self.columns]
+
+    def join(self, per_layer: Sequence[np.ndarray | None], n: int) -> np.ndarray:
+        """The per-layer arrays of the relaxed layers side by side, (n, width)."""
+        parts = [p for p, c in zip(per_layer, self.columns) if c is not None]
+        return np.concatenate(parts, axis=1) if parts else np.zeros((n, 0))
+
+
+@functools.lru_cache(maxsize=64)
+def _layout_of_shape(shape: tuple[tuple[int, str], ...]) -> SlopeLayout:
+    columns, neurons, start, offset = [], [], 0, 0
+    for l, (width, activation) in enumerate(shape):
+        if l > 0 and activation == "relu":
+            columns.append(slice(start, start + width))
+            neurons.append(np.arange(offset, offset + width))
+            start += width
+        else:
+            columns.append(None)
+        offset += width
+    index = np.concatenate(neurons) if neurons else np.zeros(0, dtype=np.int64)
+    return SlopeLayout(tuple(columns), start, index)
 
 
 @dataclass(frozen=True)
 class DualPlan:
-    """What every pass at the same inputs and bounds shares (see :func:`dual_plan`)."""
+    """What every pass at the same inputs and bounds shares (see :func:`dual_plan`).
 
-    kinds: list[np.ndarray]
-    unstable: list[np.ndarray]  # float 0/1
-    neg_mult: list[np.ndarray]  # mu / lam where lam < 0: 1 active, s unstable, 0 inactive
-    pos_base: list[np.ndarray]  # mu / lam where lam >= 0, without alpha: 1 active, else 0
-    const: list[np.ndarray]  # -s L for unstable neurons, else 0
-    slope: list[tuple[np.ndarray, np.ndarray, np.ndarray]]  # s, ds/dL, ds/dU
+    Per layer (views into arrays over all neurons): ``unstable`` (bool), ``active`` (1.0
+    where ``h = z``: stable-active or linear), ``neg_mult`` (``mu / lam`` where ``lam < 0``:
+    1 active, ``s`` unstable, 0 inactive), ``const`` (``-s L`` at unstable neurons, else 0).
+    """
+
+    unstable: list[np.ndarray]
+    active: list[np.ndarray]
+    neg_mult: list[np.ndarray]
+    const: list[np.ndarray]
+    heuristic: np.ndarray  # heuristic_slopes of every neuron, layer after layer
     lower: list[np.ndarray]
     upper: list[np.ndarray]
     X: np.ndarray
-    z0: np.ndarray
+    z0: np.ndarray  # first-layer pre-activations, clipped to [L^0, U^0]
     low_end: np.ndarray  # first-layer output picked where lam >= 0, and its dz
     high_end: np.ndarray  # ... where lam < 0
-    low_dz: np.ndarray
-    high_dz: np.ndarray
+    low_dz: np.ndarray  # (n, n_out_0)
+    high_dz: np.ndarray  # (n_out_0,) or (n, n_out_0)
 
 
 def dual_plan(
     layers: Sequence[Layer], lower: Sequence[np.ndarray], upper: Sequence[np.ndarray], X
 ) -> DualPlan:
     """The per-call constants of :func:`dual_forward` at inputs ``X`` and bounds ``L``, ``U``:
-    per layer the stability, the multipliers ``mu / lam`` on each side of 0, the upper
+    per layer the stability, the multipliers ``mu / lam`` where ``lam < 0``, the upper
     line's constants, and the first layer's interval ends."""
     X = np.asarray(X, dtype=np.float64)
-    kinds, unstable, neg_mult, pos_base, const, slope = [], [], [], [], [], []
-    for layer, lo, hi in zip(layers, lower, upper):
-        kind = neuron_kind(layer, lo, hi)
-        terms = _slope_terms(lo, hi, kind)
-        active = (kind == 1).astype(np.float64)
-        kinds.append(kind)
-        unstable.append((kind == 0).astype(np.float64))
-        neg_mult.append(active + terms[0])
-        pos_base.append(active)
-        const.append(-terms[0] * lo)
-        slope.append(terms)
-    first, lo = layers[0], lower[0]
-    z0 = np.clip(X @ first.weight.T + first.bias, lo, upper[0])
+    spans, start = [], 0
+    for layer in layers:
+        spans.append(slice(start, start + layer.n_out))
+        start += layer.n_out
+    lo, hi = np.concatenate(lower), np.concatenate(upper)
+    unstable, active = is_unstable(lo, hi), lo >= 0.0
+    for span, layer in zip(spans, layers):
+        if layer.activation != "relu":
+            unstable[span], active[span] = False, True
+    active = active.astype(np.float64)
+    s = np.where(unstable, hi / np.where(unstable, hi - lo, 1.0), 0.0)
+    neg_mult, const = active + s, -s * lo
+    first, lo0 = layers[0], lower[0]
+    z0 = np.minimum(np.maximum(X @ first.weight.T + first.bias, lo0), upper[0])
     if first.activation == "relu":
-        s, act, unst = slope[0][0], pos_base[0], unstable[0]
+        head = spans[0]
+        act, unst, s0 = active[head], unstable[head], s[head]
         low_end = act * z0 + unst * np.maximum(z0, 0.0)
-        high_end = act * z0 + s * (z0 - lo)
+        high_end = act * z0 + s0 * (z0 - lo0)
         low_dz = act + unst * (z0 > 0.0)
-        high_dz = np.broadcast_to(act + s, z0.shape)
+        high_dz = act + s0  # broadcast over the rows where it is used
     else:
         low_end = high_end = z0
         low_dz = high_dz = np.ones_like(z0)
     return DualPlan(
-        kinds, unstable, neg_mult, pos_base, const, slope, list(lower), list(upper), X, z0,
+        [unstable[c] for c in spans], [active[c] for c in spans], [neg_mult[c] for c in spans],
+        [const[c] for c in spans], heuristic_slopes(lo, hi), list(lower), list(upper), X, z0,
         low_end, high_end, low_dz, high_dz,
     )  # fmt: skip
 
@@ -127,9 +175,8 @@ class DualPass:
         Coefficient of ``z^l`` (None for the first layer, whose ``z`` is fixed).
     mult : list of ndarray (n, n_out_l) or None
         ``mu^l / lam^l`` per neuron (None for the first and linear layers).
-    slopes : list of ndarray or None
-        The lower slopes ``alpha`` used (None where the layer has no relaxed neurons, i.e. the
-        first and linear layers).
+    upper_line : list of ndarray (n, n_out_l) of bool or None
+        Where ``lam^l < 0`` (the upper line, or 0 for stable neurons, is used).
     plan : DualPlan
         The constants shared by every pass at these inputs and bounds.
     """
@@ -138,7 +185,7 @@ class DualPass:
     lam: list[np.ndarray]
     mu: list[np.ndarray | None]
     mult: list[np.ndarray | None]
-    slopes: list[np.ndarray | None]
+    upper_line: list[np.ndarray | None]
     plan: DualPlan
 
     @property
@@ -178,16 +225,19 @@ def dual_forward(
     lam: list[np.ndarray] = [np.empty(0)] * len(layers)
     mu: list[np.ndarray | None] = [None] * len(layers)
     mult: list[np.ndarray | None] = [None] * len(layers)
-    used: list[np.ndarray | None] = [None] * len(layers)
-    lam[last] = np.array(np.broadcast_to(objective, (n, layers[last].n_out)), dtype=np.float64)
+    upper_line: list[np.ndarray | None] = [None] * len(layers)
+    lam[last] = np.empty((n, layers[last].n_out))
+    lam[last][:] = objective
     value = np.zeros(n)
     for l in range(last, 0, -1):
         layer, coef = layers[l], lam[l]
         if layer.activation == "relu":
             alpha = slopes[l] if slopes[l] is not None else heuristic_slopes(lower[l], upper[l])
-            used[l] = alpha
-            positive = alpha * plan.unstable[l] + plan.pos_base[l]
-            mult[l] = np.where(coef < 0.0, plan.neg_mult[l], positive)
+            negative = coef < 0.0
+            mult[l] = np.where(
+                negative, plan.neg_mult[l], np.where(plan.unstable[l], alpha, plan.active[l])
+            )
+            upper_line[l] = negative
             m = coef * mult[l]
             value += np.minimum(coef, 0.0) @ plan.const[l]
         else:
@@ -196,7 +246,7 @@ def dual_forward(
         value += m @ layer.bias
         lam[l - 1] = m @ layer.weight
     value += (lam[0] * np.where(lam[0] < 0.0, plan.high_end, plan.low_end)).sum(axis=1)
-    return DualPass(value, lam, mu, mult, used, plan)
+    return DualPass(value, lam, mu, mult, upper_line, plan)
 
 
 @dataclass(frozen=True)
@@ -222,18 +272,31 @@ class DualGrads:
     primal: list[np.ndarray]
 
 
+def _upper_line_slope_derivatives(lower: np.ndarray, upper: np.ndarray, unstable: np.ndarray):
+    """``s = U / (U - L)`` and its derivatives ``ds/dL = U / (U - L)^2``,
+    ``ds/dU = -L / (U - L)^2`` at unstable neurons (0 elsewhere)."""
+    width = np.where(unstable, upper - lower, 1.0)
+    s = np.where(unstable, upper / width, 0.0)
+    return s, np.where(unstable, upper / width**2, 0.0), np.where(unstable, -lower / width**2, 0.0)
+
+
 def dual_backward(
-    layers: Sequence[Layer], trace: DualPass, seed: np.ndarray, bounds: bool = True
+    layers: Sequence[Layer], trace: DualPass, seed: np.ndarray | float, bounds: bool = True
 ) -> DualGrads:
     """Reverse pass of :func:`dual_forward`: derivatives of ``sum_i seed_i B(x_i)``
-    (with respect to ``L`` and ``U`` only if ``bounds``).
+    (with respect to ``L`` and ``U`` only if ``bounds``); a float ``seed`` is the same for
+    every row.
 
     At a kink (``lam_j = 0`` of an unstable neuron, ``z^0_j = 0``) one branch is taken: the
     lower line, and the slope 0 of ``max(z, 0)``.
     """
     plan = trace.plan
-    g = np.asarray(seed, dtype=np.float64)[:, None]
     n_layers = len(layers)
+    if isinstance(seed, (int, float)):
+        g, g_rows = float(seed), None
+    else:
+        g_rows = np.asarray(seed, dtype=np.float64)
+        g = g_rows[:, None]
     params: Grads = [None] * n_layers  # type: ignore[list-item]
     d_lower = [np.zeros(layer.n_out) for layer in layers] if bounds else None
     d_upper = [np.zeros(layer.n_out) for layer in layers] if bounds else None
@@ -246,29 +309,30 @@ def dual_backward(
     z_bar = g * coef * np.where(negative, plan.high_dz, plan.low_dz)
     params[0] = (z_bar.T @ plan.X, z_bar.sum(axis=0))
     if bounds and layers[0].activation == "relu":
-        lo, z0 = plan.lower[0], plan.z0
-        s, s_lo, s_hi = plan.slope[0]
-        weighted = np.where(negative, g * coef, 0.0) * plan.unstable[0]
+        lo, hi, z0 = plan.lower[0], plan.upper[0], plan.z0
+        s, s_lo, s_hi = _upper_line_slope_derivatives(lo, hi, plan.unstable[0])
+        weighted = np.where(negative & plan.unstable[0], g * coef, 0.0)
         d_lower[0] += (weighted * (s_lo * (z0 - lo) - s)).sum(axis=0)
         d_upper[0] += (weighted * s_hi * (z0 - lo)).sum(axis=0)
     lam_bar = primal[0]
     for l in range(1, n_layers):
-        layer, coef, m = layers[l], trace.lam[l], trace.mu[l]
+        layer, m = layers[l], trace.mu[l]
         # lam^(l-1) = mu^l W^l and value += mu^l . b^l; mu_bar is seed times z^l
         mu_bar = lam_bar @ layer.weight.T + g * layer.bias
-        params[l] = (m.T @ lam_bar, g[:, 0] @ m)
+        d_bias = g * m.sum(axis=0) if g_rows is None else g_rows @ m
+        params[l] = (m.T @ lam_bar, d_bias)
         if layer.activation == "relu":
-            negative = coef < 0.0
+            coef, upper_line = trace.lam[l], trace.upper_line[l]
             # mu = mult lam, and value += min(lam, 0) . const
-            lam_bar = mu_bar * trace.mult[l] + g * np.where(negative, plan.const[l], 0.0)
-            d_slopes[l] = np.where(negative, 0.0, coef * mu_bar) * plan.unstable[l]
+            lam_bar = mu_bar * trace.mult[l] + np.where(upper_line, g * plan.const[l], 0.0)
+            d_slopes[l] = np.where(upper_line | ~plan.unstable[l], 0.0, coef * mu_bar)
             if bounds:
-                lo = plan.lower[l]
-                s, s_lo, s_hi = plan.slope[l]
-                upper_line = np.where(negative, coef, 0.0) * plan.unstable[l]
+                lo, hi = plan.lower[l], plan.upper[l]
+                s, s_lo, s_hi = _upper_line_slope_derivatives(lo, hi, plan.unstable[l])
+                on_line = np.where(upper_line & plan.unstable[l], coef, 0.0)
                 # mu = s lam and const = -s L lam on the upper line
-                s_bar = upper_line * (mu_bar - g * lo)
-                d_lower[l] += (s_bar * s_lo - g * s * upper_line).sum(axis=0)
+                s_bar = on_line * (mu_bar - g * lo)
+                d_lower[l] += (s_bar * s_lo - g * s * on_line).sum(axis=0)
                 d_upper[l] += (s_bar * s_hi).sum(axis=0)
         else:
             lam_bar = mu_bar
@@ -308,89 +372,77 @@ class SlopeAdam:
         """
         b1, b2 = self.betas
         m = b1 * m + (1.0 - b1) * grad
-        v = b2 * v + (1.0 - b2) * grad * grad
-        c1 = (1.0 - b1**t)[:, None]
-        c2 = (1.0 - b2**t)[:, None]
-        step = (m / c1) / (np.sqrt(v / c2) + self.eps)
-        return np.clip(alpha + self.lr * step, 0.0, 1.0), m, v
+        v = b2 * v + (1.0 - b2) * (grad * grad)
+        step = m / (1.0 - b1**t)[:, None]
+        step /= np.sqrt(v / (1.0 - b2**t)[:, None]) + self.eps
+        step *= self.lr
+        step += alpha
+        return np.minimum(np.maximum(step, 0.0, out=step), 1.0, out=step), m, v
+
+
+@dataclass
+class Slopes:
+    """Slopes of some samples with their Adam moments and step counts, (n, width) each in
+    the columns of a :class:`SlopeLayout`."""
+
+    alpha: np.ndarray
+    m: np.ndarray
+    v: np.ndarray
+    t: np.ndarray
+
+    @classmethod
+    def fresh(cls, start: np.ndarray, n: int) -> Slopes:
+        """``n`` samples at the slopes ``start`` (width,) with zero moments."""
+        shape = (n, start.size)
+        return cls(np.tile(start, (n, 1)), np.zeros(shape), np.zeros(shape), np.zeros(n))
+
+    def step(self, optimizer: SlopeAdam, grad: np.ndarray) -> None:
+        """One projected Adam ascent step of every row along ``grad`` (n, width)."""
+        self.t = self.t + 1.0
+        self.alpha, self.m, self.v = optimizer.step(self.alpha, grad, self.m, self.v, self.t)
 
 
 class SlopeStore:
-    """Lower slopes, and their Adam moments, per training sample and layer.
+    """Lower slopes, and their Adam moments, per training sample.
 
-    Row ``i`` of every array belongs to row ``i`` of the training set; a slope is NaN until
-    the sample is first seen, and then starts at :func:`heuristic_slopes` of the bounds of
-    that step.  The arrays grow to the largest row index seen.
+    Row ``i`` belongs to row ``i`` of the training set; a sample starts at
+    :func:`heuristic_slopes` of the bounds of the step in which it is first seen.  The
+    arrays grow to the largest row index seen, and start again when the layout changes.
     """
 
     def __init__(self) -> None:
-        self.alpha: list[np.ndarray | None] = []
-        self.m: list[np.ndarray | None] = []
-        self.v: list[np.ndarray | None] = []
-        self.t = np.zeros(0)
+        self.layout: SlopeLayout | None = None
+        self.state = Slopes(np.zeros((0, 0)), np.zeros((0, 0)), np.zeros((0, 0)), np.zeros(0))
+        self.seen = np.zeros(0, dtype=bool)
 
-    def _fit(self, widths: list[int | None], n_rows: int) -> None:
-        shapes = [None if a is None else a.shape[1] for a in self.alpha]
-        if shapes != widths:
-            self.alpha = [None if w is None else np.full((0, w), np.nan) for w in widths]
-            self.m = [None if w is None else np.zeros((0, w)) for w in widths]
-            self.v = [None if w is None else np.zeros((0, w)) for w in widths]
-            self.t = np.zeros(0)
-        grow = n_rows - self.t.size
-        if grow <= 0:
-            return
-        for arrays, fill in ((self.alpha, np.nan), (self.m, 0.0), (self.v, 0.0)):
-            for l, a in enumerate(arrays):
-                if a is not None:
-                    arrays[l] = np.concatenate([a, np.full((grow, a.shape[1]), fill)])
-        self.t = np.concatenate([self.t, np.zeros(grow)])
+    def _fit(self, layout: SlopeLayout, n_rows: int) -> None:
+        if self.layout is None or layout.columns != self.layout.columns:
+            self.layout = layout
+            self.state = Slopes.fresh(np.zeros(layout.width), 0)
+            self.seen = np.zeros(0, dtype=bool)
+        grow = n_rows - self.seen.size
+        if grow > 0:
+            more = Slopes.fresh(np.zeros(layout.width), grow)
+            self.state = Slopes(
+                *(np.concatenate([a, b]) for a, b in zip(_fields(self.state), _fields(more)))
+            )
+            self.seen = np.concatenate([self.seen, np.zeros(grow, dtype=bool)])
 
-    def read(
-        self,
-        layers: Sequence[Layer],
-        lower: Sequence[np.ndarray],
-        upper: Sequence[np.ndarray],
-        rows: np.ndarray,
-    ) -> tuple[list[np.ndarray | None], list, list, np.ndarray]:
-        """Slopes, moments and step counts of ``rows`` (copies), unseen slopes initialised."""
-        widths = [
-            layer.n_out if l > 0 and layer.activation == "relu" else None
-            for l, layer in enumerate(layers)
-        ]
-        self._fit(widths, int(rows.max()) + 1 if rows.size else 0)
-        alpha, m, v = [], [], []
-        for l, a in enumerate(self.alpha):
-            if a is None:
-                alpha.append(None)
-                m.append(None)
-                v.append(None)
-                continue
-            start = heuristic_slopes(lower[l], upper[l])
-            alpha.append(np.where(np.isnan(a[rows]), start, a[rows]))
-            m.append(self.m[l][rows])
-            v.append(self.v[l][rows])
-        return alpha, m, v, self.t[rows].copy()
+    def read(self, layout: SlopeLayout, start: np.ndarray, rows: np.ndarray) -> Slopes:
+        """Slopes, moments and step counts of ``rows`` (copies); unseen rows at ``start``."""
+        self._fit(layout, int(rows.max()) + 1 if rows.size else 0)
+        picked = Slopes(*(a[rows] for a in _fields(self.state)))
+        new = ~self.seen[rows]
+        if new.any():
+            picked.alpha[new], picked.m[new], picked.v[new], picked.t[new] = start, 0.0, 0.0, 0.0
+        return picked
 
-    def write(self, rows: np.ndarray, alpha, m, v, t: np.ndarray) -> None:
+    def write(self, rows: np.ndarray, slopes: Slopes) -> None:
         """Store what :meth:`read` gave, after the caller's steps."""
-        for l, a in enumerate(alpha):
-            if a is not None:
-                self.alpha[l][rows], self.m[l][rows], self.v[l][rows] = a, m[l], v[l]
-        self.t[rows] = t
+        for stored, new in zip(_fields(self.state), _fields(slopes)):
+            stored[rows] = new
+        self.seen[rows] = True
 
 
-def fresh_slopes(
-    layers: Sequence[Layer], lower: Sequence[np.ndarray], upper: Sequence[np.ndarray], n: int
-) -> tuple[list[np.ndarray | None], list, list, np.ndarray]:
-    """Heuristic slopes and zero moments for ``n`` samples without a stored state."""
-    alpha, m, v = [], [], []
-    for l, layer in enumerate(layers):
-        if l == 0 or layer.activation != "relu":
-            alpha.append(None)
-            m.append(None)
-            v.append(None)
-            continue
-        alpha.append(np.tile(heuristic_slopes(lower[l], upper[l]), (n, 1)))
-        m.append(np.zeros((n, layer.n_out)))
-        v.append(np.zeros((n, layer.n_out)))
-    return alpha, m, v, np.zeros(n)
+def _fields(slopes: Slopes) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    return slopes.alpha, slopes.m, slopes.v, slopes.t

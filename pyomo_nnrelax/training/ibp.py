@@ -16,7 +16,7 @@ from ..bounds import IBPTrace, ibp_forward
 from ..network import Layer
 from .backprop import Grads
 
-__all__ = ["IBPTrace", "ibp_backward", "ibp_forward"]
+__all__ = ["IBPTrace", "ibp_backward", "ibp_backward_stacked", "ibp_forward"]
 
 
 def ibp_backward(
@@ -28,33 +28,40 @@ def ibp_backward(
     """Gradient of ``sum_l seed_lower[l] . L^l + seed_upper[l] . U^l`` w.r.t. (W^l, b^l).
 
     ``seed_*[l]`` may be None for layers without a seed.  At the kinks (W = 0, or a bound
-    exactly 0 before a ReLU) one valid subgradient is taken: the positive-weight branch and a
+    exactly 0 before a ReLU) one valid subgradient is taken: the negative-weight branch and a
     zero ReLU slope.
     """
+    seeds = []
+    for layer, lo, hi in zip(layers, seed_lower, seed_upper):
+        if lo is None and hi is None:
+            seeds.append(None)
+            continue
+        zero = np.zeros(layer.n_out)
+        seeds.append(np.stack([zero if lo is None else lo, zero if hi is None else hi]))
+    return ibp_backward_stacked(layers, trace, seeds)
+
+
+def ibp_backward_stacked(
+    layers: Sequence[Layer], trace: IBPTrace, seeds: Sequence[np.ndarray | None]
+) -> Grads:
+    """:func:`ibp_backward` with the seeds of both ends stacked, ``seeds[l] = [g_L; g_U]``
+    (2, n_out_l) or None.
+
+    The seeds travel together as ``G = [g_L; g_U]``: ``dR/dW`` is ``G' [lh; uh]`` on
+    positive weights and ``G' [uh; lh]`` on the others, and the seeds of the layer below are
+    ``G W+`` plus ``G W-`` with its rows swapped (docs/method.md, section 4).
+    """
     grads: Grads = []
-    g_lo = np.zeros(layers[-1].n_out)
-    g_hi = np.zeros(layers[-1].n_out)
+    g = np.zeros((2, layers[-1].n_out))
     for l in range(len(layers) - 1, -1, -1):
-        layer = layers[l]
-        if seed_lower[l] is not None:
-            g_lo = g_lo + seed_lower[l]
-        if seed_upper[l] is not None:
-            g_hi = g_hi + seed_upper[l]
-        positive = layer.weight > 0.0
-        h_lo, h_hi = trace.in_lower[l], trace.in_upper[l]
-        d_weight = np.where(
-            positive,
-            np.outer(g_lo, h_lo) + np.outer(g_hi, h_hi),
-            np.outer(g_lo, h_hi) + np.outer(g_hi, h_lo),
-        )
-        grads.append((d_weight, g_lo + g_hi))
+        if seeds[l] is not None:
+            g = g + seeds[l]
+        h = trace.inputs[l]
+        d_weight = np.where(trace.w_pos[l] > 0.0, g.T @ h, g.T @ h[::-1])
+        grads.append((d_weight, g[0] + g[1]))
         if l == 0:
             break
-        w_pos, w_neg = np.maximum(layer.weight, 0.0), np.minimum(layer.weight, 0.0)
-        gh_lo = w_pos.T @ g_lo + w_neg.T @ g_hi
-        gh_hi = w_neg.T @ g_lo + w_pos.T @ g_hi
+        g = g @ trace.w_pos[l] + (g @ trace.w_neg[l])[::-1]
         if layers[l - 1].activation == "relu":
-            gh_lo = gh_lo * (trace.lower[l - 1] > 0.0)
-            gh_hi = gh_hi * (trace.upper[l - 1] > 0.0)
-        g_lo, g_hi = gh_lo, gh_hi
+            g = g * (trace.pre[l - 1] > 0.0)
     return grads[::-1]

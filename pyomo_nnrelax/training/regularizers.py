@@ -22,9 +22,17 @@ from ..lp.projected import ProjectedLPSolver, solve_batch
 from ..lp.solutions import RelaxationBatch
 from ..network import Layer, Network, forward_cache
 from ..options import GAP_SENSES, LP_METHODS, GapSense, LPMethod, check_option
-from .backprop import Grads, add_grads, backward, zero_grads
-from .dual import SlopeAdam, SlopeStore, dual_backward, dual_forward, dual_plan, fresh_slopes
-from .ibp import IBPTrace, ibp_backward, ibp_forward
+from .backprop import Grads, add_grads, backward, scale_grads, zero_grads
+from .dual import (
+    SlopeAdam,
+    SlopeLayout,
+    Slopes,
+    SlopeStore,
+    dual_backward,
+    dual_forward,
+    dual_plan,
+)
+from .ibp import IBPTrace, ibp_backward, ibp_backward_stacked, ibp_forward
 
 
 @dataclass
@@ -49,6 +57,16 @@ class RegContext:
     rows : ndarray of int or None
         Row of each mini-batch sample in the training set (the trainer passes it; per-sample
         state such as the slopes of ``LPGap(method="dual")`` is keyed by it).
+    forward : (out, inputs, pre) or None
+        :func:`~pyomo_nnrelax.network.forward_cache` of ``layers`` at ``X``, when the caller
+        has it already (the trainer does); computed on first use otherwise.
+    defer_output : bool
+        Where a regularizer's gradient goes through the network's outputs ``f(X)``, keep
+        that seed in ``output_seed`` instead of backpropagating it, and leave it out of the
+        returned gradient: the trainer adds it to the loss's seed and makes one backward
+        pass for both.
+    output_seed : ndarray (batch, n_outputs) or None
+        The deferred seeds, already weighted by the regularizer's weight in a sum.
     """
 
     layers: tuple[Layer, ...]
@@ -59,7 +77,11 @@ class RegContext:
     lp_backend: str = "highs"
     lp_failures: int = 0
     rows: np.ndarray | None = None
+    forward: tuple[np.ndarray, list[np.ndarray], list[np.ndarray]] | None = None
+    defer_output: bool = False
+    output_seed: np.ndarray | None = None
     _ibp: IBPTrace | None = field(default=None, repr=False)
+    _weight: float = field(default=1.0, repr=False)
 
     @property
     def ibp(self) -> IBPTrace:
@@ -67,6 +89,23 @@ class RegContext:
         if self._ibp is None:
             self._ibp = ibp_forward(self.layers, self.input_lower, self.input_upper)
         return self._ibp
+
+    def forward_pass(self) -> tuple[np.ndarray, list[np.ndarray], list[np.ndarray]]:
+        """``(f(X), inputs, pre-activations)`` of the current layers, computed once."""
+        if self.forward is None:
+            self.forward = forward_cache(self.layers, self.X)
+        return self.forward
+
+    def through_outputs(self, grads: Grads | None, seed: np.ndarray) -> Grads:
+        """``grads`` plus the gradient of ``sum(seed * f(X))`` (``seed`` (batch, n_outputs)):
+        backpropagated here, or kept in ``output_seed`` when ``defer_output``."""
+        if self.defer_output:
+            weighted = self._weight * seed
+            self.output_seed = weighted if self.output_seed is None else self.output_seed + weighted
+            return grads if grads is not None else zero_grads(self.layers)
+        _, inputs, pre = self.forward_pass()
+        through = backward(self.layers, inputs, pre, seed)
+        return through if grads is None else add_grads(grads, through)
 
     @property
     def network(self) -> Network:
@@ -110,12 +149,16 @@ class Combination(Regularizer):
         return self.terms
 
     def value_and_grad(self, ctx: RegContext) -> tuple[float, Grads]:
-        total, grads = 0.0, zero_grads(ctx.layers)
+        total, grads, outer = 0.0, None, ctx._weight
         for weight, reg in self.terms:
-            value, g = reg.value_and_grad(ctx)
+            ctx._weight = outer * weight  # deferred output seeds carry the term's weight
+            try:
+                value, g = reg.value_and_grad(ctx)
+            finally:
+                ctx._weight = outer
             total += weight * value
-            grads = add_grads(grads, g, weight)
-        return total, grads
+            grads = scale_grads(g, weight) if grads is None else add_grads(grads, g, weight)
+        return total, grads if grads is not None else zero_grads(ctx.layers)
 
     def __repr__(self) -> str:
         return " + ".join(f"{w:g} * {r!r}" for w, r in self.terms)
@@ -162,21 +205,23 @@ class NeuronBoundPenalty(Regularizer):
 
     def value_and_grad(self, ctx: RegContext) -> tuple[float, Grads]:
         trace = ctx.ibp
-        hidden = [layer.activation == "relu" for layer in ctx.layers]
-        n_hidden = sum(layer.n_out for layer, h in zip(ctx.layers, hidden) if h)
-        if n_hidden == 0:
+        hidden = [l for l, layer in enumerate(ctx.layers) if layer.activation == "relu"]
+        if not hidden:
             return 0.0, zero_grads(ctx.layers)
-        value, seed_lo, seed_hi = 0.0, [], []
-        for is_hidden, lo, hi in zip(hidden, trace.lower, trace.upper):
-            if not is_hidden:
-                seed_lo.append(None)
-                seed_hi.append(None)
-                continue
-            phi, d_lo, d_hi = self.neuron_terms(lo, hi)
-            value += float(phi.sum())
-            seed_lo.append(d_lo / n_hidden)
-            seed_hi.append(d_hi / n_hidden)
-        return value / n_hidden, ibp_backward(ctx.layers, trace, seed_lo, seed_hi)
+        # every hidden neuron at once: [L; U] side by side, (2, |H|)
+        bounds = np.concatenate([trace.pre[l] for l in hidden], axis=1)
+        phi, d_lo, d_hi = self.neuron_terms(bounds[0], bounds[1])
+        n_hidden = phi.size
+        stacked = np.empty((2, n_hidden))
+        stacked[0], stacked[1] = d_lo, d_hi
+        stacked /= n_hidden
+        seeds: list[np.ndarray | None] = [None] * len(ctx.layers)
+        start = 0
+        for l in hidden:
+            width = ctx.layers[l].n_out
+            seeds[l] = stacked[:, start : start + width]
+            start += width
+        return float(phi.sum()) / n_hidden, ibp_backward_stacked(ctx.layers, trace, seeds)
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}()"
@@ -258,7 +303,7 @@ class LPGap(Regularizer):
         exact_bounds: bool = False,
         solver=None,
         method: LPMethod = "lp",
-        slope_steps: int = 1,
+        slope_steps: int = 0,
         slope_lr: float = 0.2,
     ) -> None:
         self.sense = check_option("sense", sense, GAP_SENSES)
@@ -293,82 +338,91 @@ class LPGap(Regularizer):
     def _senses(self) -> tuple[str, ...]:
         return ("min", "max") if self.sense == "both" else (self.sense,)
 
-    def _points(self, ctx: RegContext) -> tuple[np.ndarray, np.ndarray | None, np.ndarray]:
-        """The mini-batch rows used in this step, their training-set rows, and ``w``."""
-        X, rows = ctx.X, ctx.rows
+    def _points(self, ctx: RegContext) -> tuple[np.ndarray | None, np.ndarray]:
+        """The mini-batch rows used in this step (None: all of them) and the objective ``w``."""
+        pick = None
         if self.samples is not None:
-            pick = np.sort(ctx.rng.choice(len(X), size=min(self.samples, len(X)), replace=False))
-            X, rows = X[pick], None if rows is None else np.asarray(rows)[pick]
+            n = len(ctx.X)
+            pick = np.sort(ctx.rng.choice(n, size=min(self.samples, n), replace=False))
         n_outputs = ctx.layers[-1].n_out
         omega = ctx.rng.random(n_outputs) if n_outputs > 1 else np.ones(1)
-        return X, rows, omega / omega.sum()
+        return pick, omega / omega.sum()
 
     def value_and_grad(self, ctx: RegContext) -> tuple[float, Grads]:
-        X, rows, omega = self._points(ctx)
-        if self.method == "dual":
-            return self._dual_value_and_grad(ctx, X, rows, omega)
-        out, inputs, pre = forward_cache(ctx.layers, X)
-        # one Network and one NetworkBounds per step, so both senses reuse the built LP
-        network, bounds = ctx.network, ctx.ibp.to_bounds()
-        total, grads = 0.0, zero_grads(ctx.layers)
+        pick, omega = self._points(ctx)
+        X, out = ctx.X, ctx.forward_pass()[0]
+        if pick is not None:
+            X, out = X[pick], out[pick]
+        gap = self._dual if self.method == "dual" else self._exact
+        total, grads, seed = 0.0, None, None  # seed: on f(X) of the rows used
         for sense in self._senses():
-            batch = self._solve(ctx, network, bounds, X, omega, sense)
-            ok = np.asarray(batch.ok, dtype=bool)
-            ctx.lp_failures += int(np.count_nonzero(~ok))
-            if not ok.any():
+            value, weights, g = gap(ctx, X, pick, out, omega, sense)
+            if weights is None:
                 continue
-            sign, n_ok = (1.0 if sense == "min" else -1.0), np.count_nonzero(ok)
-            gaps = sign * (out[ok] @ omega - np.asarray(batch.value)[ok])
-            total += float(gaps.mean())
-            d_f = backward(ctx.layers, inputs, pre, sign * np.outer(ok / n_ok, omega))
-            d_v = [
-                (nu[ok].T @ act[ok] / n_ok, nu[ok].mean(axis=0))
-                for nu, act in zip(batch.affine_duals, batch.activations)
-            ]
-            grads = add_grads(grads, add_grads(d_f, d_v, -sign))
-            if self.exact_bounds:
-                seed_lo = [-sign * g[ok].mean(axis=0) for g in batch.lower_grad]
-                seed_hi = [-sign * g[ok].mean(axis=0) for g in batch.upper_grad]
-                grads = add_grads(grads, ibp_backward(ctx.layers, ctx.ibp, seed_lo, seed_hi))
-        return total, grads
-
-    def _dual_value_and_grad(
-        self, ctx: RegContext, X: np.ndarray, rows: np.ndarray | None, omega: np.ndarray
-    ) -> tuple[float, Grads]:
-        """The gap to the dual-network bound, its gradient, and the slopes' steps."""
-        n, trace, layers = len(X), ctx.ibp, ctx.layers
-        out, inputs, pre = forward_cache(layers, X)
-        optimizer = SlopeAdam(self.slope_lr)
-        plan = dual_plan(layers, trace.lower, trace.upper, X)
-        seed = np.full(n, 1.0 / n)
-        total, grads = 0.0, zero_grads(layers)
-        for sense in self._senses():
             sign = 1.0 if sense == "min" else -1.0
-            objective = sign * omega  # a maximum is bounded as -min(-w' f)
-            if rows is None:
-                alpha, m, v, t = fresh_slopes(layers, trace.lower, trace.upper, n)
-            else:
-                store = self._slopes.setdefault(sense, SlopeStore())
-                alpha, m, v, t = store.read(layers, trace.lower, trace.upper, rows)
-            for _ in range(self.slope_steps + 1):
-                bound = dual_forward(layers, trace.lower, trace.upper, X, objective, alpha, plan)
-                d_bound = dual_backward(layers, bound, seed, bounds=self.exact_bounds)
-                t = t + 1.0
-                for l, g in enumerate(d_bound.slopes):
-                    if g is not None:
-                        alpha[l], m[l], v[l] = optimizer.step(alpha[l], g, m[l], v[l], t)
-            # the bound and gradient are those of the slopes before the last step
-            if rows is not None:
-                store.write(rows, alpha, m, v, t)
-            # gap = sign w'f - B, B the bound on min (sign w)' f
-            total += float((sign * (out @ omega) - bound.value).mean())
-            d_f = backward(layers, inputs, pre, sign * np.outer(np.full(n, 1.0 / n), omega))
-            grads = add_grads(grads, add_grads(d_f, d_bound.params, -1.0))
-            if self.exact_bounds:
-                seed_lo = [-g for g in d_bound.lower]
-                seed_hi = [-g for g in d_bound.upper]
-                grads = add_grads(grads, ibp_backward(layers, trace, seed_lo, seed_hi))
-        return total, grads
+            total += value
+            term = (sign * weights)[:, None] * omega
+            seed = term if seed is None else seed + term
+            grads = g if grads is None else add_grads(grads, g)
+        if grads is None:  # every LP failed
+            return total, zero_grads(ctx.layers)
+        if pick is not None:
+            whole = np.zeros((len(ctx.X), omega.size))
+            whole[pick] = seed
+            seed = whole
+        return total, ctx.through_outputs(grads, seed)
+
+    def _exact(self, ctx, X, pick, out, omega, sense):
+        """The mean gap to the exact LP at the rows of ``X`` that solved, the weight of each
+        row in it (None if none solved), and the gradient of minus the LP term."""
+        network, bounds = ctx.network, ctx.ibp.to_bounds()
+        batch = self._solve(ctx, network, bounds, X, omega, sense)
+        ok = np.asarray(batch.ok, dtype=bool)
+        ctx.lp_failures += int(np.count_nonzero(~ok))
+        n_ok = np.count_nonzero(ok)
+        if n_ok == 0:
+            return 0.0, None, None
+        sign = 1.0 if sense == "min" else -1.0
+        gaps = sign * (out[ok] @ omega - np.asarray(batch.value)[ok])
+        grads = [
+            (-sign * nu[ok].T @ act[ok] / n_ok, -sign * nu[ok].mean(axis=0))
+            for nu, act in zip(batch.affine_duals, batch.activations)
+        ]
+        if self.exact_bounds:
+            seed_lo = [-sign * g[ok].mean(axis=0) for g in batch.lower_grad]
+            seed_hi = [-sign * g[ok].mean(axis=0) for g in batch.upper_grad]
+            grads = add_grads(grads, ibp_backward(ctx.layers, ctx.ibp, seed_lo, seed_hi))
+        return float(gaps.mean()), ok / n_ok, grads
+
+    def _dual(self, ctx, X, pick, out, omega, sense):
+        """The mean gap to the dual-network bound, the weight of each row in it, and the
+        gradient of minus the bound; the slopes take their steps on the way."""
+        layers, trace, n = ctx.layers, ctx.ibp, len(X)
+        sign = 1.0 if sense == "min" else -1.0
+        layout = SlopeLayout.of(layers)
+        plan = dual_plan(layers, trace.lower, trace.upper, X)
+        start = plan.heuristic[layout.neurons]
+        rows = None if ctx.rows is None else np.asarray(ctx.rows)
+        rows = rows if rows is None or pick is None else rows[pick]
+        if rows is None:
+            slopes = Slopes.fresh(start, n)
+        else:
+            store = self._slopes.setdefault(sense, SlopeStore())
+            slopes = store.read(layout, start, rows)
+        optimizer = SlopeAdam(self.slope_lr)
+        for _ in range(self.slope_steps + 1):
+            alpha = layout.split(slopes.alpha)
+            bound = dual_forward(layers, trace.lower, trace.upper, X, sign * omega, alpha, plan)
+            # seeded with -1/n: the derivatives of the gap's -mean(B) term
+            d_bound = dual_backward(layers, bound, -1.0 / n, bounds=self.exact_bounds)
+            slopes.step(optimizer, -layout.join(d_bound.slopes, n))  # ascent on B
+        # the value and gradient are those of the slopes before the last step
+        if rows is not None:
+            store.write(rows, slopes)
+        grads = d_bound.params
+        if self.exact_bounds:
+            grads = add_grads(grads, ibp_backward(layers, trace, d_bound.lower, d_bound.upper))
+        return float((sign * (out @ omega) - bound.value).mean()), np.full(n, 1.0 / n), grads
 
     def __repr__(self) -> str:
         text = f"LPGap(sense={self.sense!r}, samples={self.samples}"
@@ -407,7 +461,7 @@ def parse_regularizer(
     0.5 * BoundWidth() + 1 * LPGap(sense='min', samples=8, exact_bounds=False)
     >>> parse_regularizer("bw+lp", lp_method="dual")
     1 * BoundWidth() + 1 * LPGap(sense='min', samples=None, exact_bounds=False, \
-method='dual', slope_steps=1)
+method='dual', slope_steps=0)
     >>> parse_regularizer("none") is None
     True
     """

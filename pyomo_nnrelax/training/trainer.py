@@ -290,16 +290,22 @@ class Trainer:
     ) -> tuple[float, float, int]:
         """One Adam step on a mini-batch (``rows`` of the training set, if known); returns
         loss, regularizer value, LP failures."""
-        out, inputs, pre = forward_cache(self._layers, X)
-        loss, d_out = self.loss_(out, y)
-        grads = backward(self._layers, inputs, pre, d_out)
-        reg_value, failures = 0.0, 0
+        forward = forward_cache(self._layers, X)
+        loss, d_out = self.loss_(forward[0], y)
+        reg_value, reg_grads, failures = 0.0, None, 0
         if self.regularizer is not None and self.lam > 0.0:
             lo, hi = self.input_bounds if self.input_bounds is not None else (None, None)
-            ctx = RegContext(self._layers, lo, hi, X, self.rng_, self.lp_backend, rows=rows)
+            ctx = RegContext(
+                self._layers, lo, hi, X, self.rng_, self.lp_backend, rows=rows,
+                forward=forward, defer_output=True,
+            )  # fmt: skip
             reg_value, reg_grads = self.regularizer.value_and_grad(ctx)
-            grads = add_grads(grads, reg_grads, self.lam)
             failures = ctx.lp_failures
+            if ctx.output_seed is not None:  # one backward pass for the loss and the gap
+                d_out = d_out + self.lam * ctx.output_seed
+        grads = backward(self._layers, forward[1], forward[2], d_out)
+        if reg_grads is not None:
+            grads = add_grads(grads, reg_grads, self.lam)
         params = [p for layer in self._layers for p in (layer.weight, layer.bias)]
         flat = [g for pair in grads for g in pair]
         new = self.optimizer_.step(params, flat)
