@@ -17,9 +17,12 @@ argmin and its regret against the function's known global minimum, as a percenta
 function's range over its box (what a surrogate user pays for a wrong optimum).
 
 ``budget`` rows start from the unregularized network of the same setting and refine it with
-BW+LP within ``--loss-budget`` (``refine(..., loss_budget=...)``: lambda from ``--lams[0] / 4``,
-doubling while the validation loss holds, ``--budget-rounds`` rounds of half the epochs each);
-their training time is the refinement's, against the unregularized training.
+BW+LP within ``--loss-budget`` and ``--decision-budget`` (``refine(..., loss_budget=...,
+evaluate=f, decision_budget=...)``: lambda from ``--lams[0] / 4``, doubling while the
+validation loss and the true value at each round's MILP argmin hold, ``--budget-rounds``
+rounds of half the epochs each, each round's MILP solved with ``--budget-time-limit``); their
+training time is the refinement's training (its MILP measurements left out), against the
+unregularized training.
 """
 
 from __future__ import annotations
@@ -55,6 +58,8 @@ REGULARIZERS = {
 }
 """Regularizers by name; ``method`` is the LP-gap method (``lp``: 8 exact LPs per mini-batch,
 as the paper; ``dual``: the dual-network bound on the whole mini-batch)."""
+USES_LP = {"lp", "bwlp", "budget"}
+"""The rows that use the LP-gap method."""
 
 
 @dataclass(frozen=True)
@@ -68,8 +73,17 @@ class Config:
     n_val: int
     epochs: int
     loss_budget: float = 1.25
-    budget_rounds: int = 6
+    budget_rounds: int = 4
     lp_method: str = "lp"
+    decision_budget: float = 5.0
+    budget_time_limit: float = 20.0
+
+
+def function_range(name: str) -> float:
+    """The range of a benchmark function over its box (20,000 Latin-hypercube points): the
+    unit of the regret and decision-budget columns."""
+    grid = latin_hypercube(20000, box(name), seed=0)
+    return float(np.ptp(FUNCTIONS[name](grid)))
 
 
 def train(config: Config) -> dict:
@@ -96,10 +110,10 @@ def train(config: Config) -> dict:
     start = time.perf_counter()
     network = trainer.fit().network
     seconds = time.perf_counter() - start
+    span = y.max() - y.min()
     if config.regularizer == "budget":
-        start = time.perf_counter()
         with tempfile.TemporaryDirectory() as tmp:
-            network = refine(
+            result = refine(
                 network,
                 X[: config.n_train],
                 y[: config.n_train],
@@ -108,15 +122,17 @@ def train(config: Config) -> dict:
                 regularizer=REGULARIZERS["bwlp"](config.lp_method),
                 lam=config.lam / 4,
                 loss_budget=config.loss_budget,
+                evaluate=lambda x: float(f(x[None])[0]),
+                decision_budget=config.decision_budget / 100 * function_range(config.function),
+                milp_time_limit=config.budget_time_limit,
                 rounds=config.budget_rounds,
                 epochs_per_round=max(config.epochs // 2, 1),
-                milp_time_limit=None,
                 output_dir=tmp,
                 progress=False,
                 seed=config.seed,
-            ).network
-        seconds = time.perf_counter() - start
-    span = y.max() - y.min()
+            )
+        network = result.network
+        seconds = sum(row.get("train_seconds", 0.0) for row in result.history.rows)
     mse = float(np.mean(((network.forward(X_test)[:, 0] - f(X_test)) / span) ** 2))
     return {"config": config, "network": network, "train_seconds": seconds, "test_mse": mse}
 
@@ -142,9 +158,25 @@ def main() -> None:
         action="store_true",
         help="paper sizes: 70,000/30,000 points, 200 epochs, 1800 s limit",
     )
-    parser.add_argument("--lp-method", choices=["lp", "dual"], default="lp", help="LP-gap method")
+    parser.add_argument(
+        "--lp-method",
+        nargs="+",
+        choices=["lp", "dual"],
+        default=["lp"],
+        help="LP-gap method(s); with both, every LP-gap row is run with each",
+    )
     parser.add_argument("--loss-budget", type=float, default=1.25, help="of the budget rows")
-    parser.add_argument("--budget-rounds", type=int, default=6, help="of the budget rows")
+    parser.add_argument("--budget-rounds", type=int, default=4, help="of the budget rows")
+    parser.add_argument(
+        "--decision-budget",
+        type=float,
+        default=5.0,
+        help="of the budget rows: largest worsening of the true value at the argmin, in %% of "
+        "the function's range",
+    )
+    parser.add_argument(
+        "--budget-time-limit", type=float, default=20.0, help="MILP limit per budget round, s"
+    )
     parser.add_argument("--csv", type=Path, help="also write the rows to this CSV file")
     args = parser.parse_args()
     if args.full:
@@ -152,12 +184,14 @@ def main() -> None:
     configs = [
         Config(
             fn, depth, reg, lam, args.seed, args.n_train, args.n_val, args.epochs,
-            args.loss_budget, args.budget_rounds, args.lp_method,
+            args.loss_budget, args.budget_rounds, method, args.decision_budget,
+            args.budget_time_limit,
         )
         for fn in args.functions
         for depth in args.archs
         for reg in args.regularizers
         for lam in ([0.0] if reg == "none" else args.lams[:1] if reg == "budget" else args.lams)
+        for method in (args.lp_method if reg in USES_LP else args.lp_method[:1])
     ]  # fmt: skip
     spawn = multiprocessing.get_context("spawn")
     with ProcessPoolExecutor(args.workers, mp_context=spawn) as pool:
@@ -169,13 +203,13 @@ def main() -> None:
         stats, argmin = milp_argmin(item["network"], domain, "min", time_limit=args.time_limit)
         measured = difficulty(item["network"], domain, "min", milp=stats)
         true_value = float(FUNCTIONS[c.function](argmin[None])[0])
-        grid = latin_hypercube(20000, domain, seed=0)
-        span = float(np.ptp(FUNCTIONS[c.function](grid)))
+        span = function_range(c.function)
         rows.append(
             {
                 "function": c.function,
                 "arch": f"2-25x{c.depth}-1",
                 "regularizer": c.regularizer,
+                "lp_method": c.lp_method if c.regularizer in USES_LP else "",
                 "lam": c.lam,
                 "unstable": measured.unstable,
                 "lp_gap": measured.lp_gap,
@@ -198,7 +232,8 @@ def print_table(rows: list[dict]) -> None:
     """The paper's columns, with ratios to the unregularized network of the same setting."""
     base = {(r["function"], r["arch"]): r for r in rows if r["regularizer"] == "none"}
     header = (
-        f"{'function':<11}{'arch':<11}{'reg':<6}{'lambda':>8}{'unstable':>9}{'LP gap':>10}"
+        f"{'function':<11}{'arch':<11}{'reg':<7}{'lp by':<6}{'lambda':>8}{'unstable':>9}"
+        f"{'LP gap':>10}"
         f"{'nodes':>9}{'MILP s':>10}{'MILP speed-up':>14}{'MSE ratio':>10}{'train ratio':>12}"
         f"{'MILP opt':>10}{'f(argmin)':>10}{'regret %':>9}"
     )
@@ -214,7 +249,8 @@ def print_table(rows: list[dict]) -> None:
             train_ratio = r["train_seconds"] / ref["train_seconds"]
         ref_mark = ">" if ref is not None and not ref["milp_optimal"] else ""
         print(
-            f"{r['function']:<11}{r['arch']:<11}{r['regularizer']:<6}{r['lam']:>8.0e}{r['unstable']:>9}"
+            f"{r['function']:<11}{r['arch']:<11}{r['regularizer']:<7}{r['lp_method']:<6}"
+            f"{r['lam']:>8.0e}{r['unstable']:>9}"
             f"{r['lp_gap']:>10.3g}{r['nodes']:>9}{mark + format(r['milp_seconds'], '.2f'):>10}"
             f"{ref_mark + format(speedup, '.1f') + 'x':>14}{mse_ratio:>10.2f}{train_ratio:>12.2f}"
             f"{r['milp_objective']:>10.4g}{r['true_at_argmin']:>10.4g}{r['regret_pct']:>9.2f}"

@@ -32,6 +32,9 @@ SplitStrategy = Literal["equal_size", "equal_range", "random"]
 """How the partition formulation splits a neuron's inputs."""
 LossName = Literal["mse", "pinball"]
 """Prediction losses of the trainer."""
+LossReference = Literal["start", "unregularized"]
+"""What a refinement's loss budget is relative to: the starting network, or an unregularized
+training of it."""
 
 SENSES: tuple[str, ...] = get_args(Sense)
 GAP_SENSES: tuple[str, ...] = get_args(GapSense)
@@ -42,6 +45,7 @@ TIGHTENING_METHODS: tuple[str, ...] = get_args(TighteningMethod)
 FORMULATIONS: tuple[str, ...] = get_args(FormulationName)
 SPLIT_STRATEGIES: tuple[str, ...] = get_args(SplitStrategy)
 LOSSES: tuple[str, ...] = get_args(LossName)
+LOSS_REFERENCES: tuple[str, ...] = get_args(LossReference)
 
 
 def check_option(name: str, value, allowed: tuple[str, ...]):

@@ -201,3 +201,46 @@ def test_cli_bad_evaluate_options_are_usage_errors(files, extra, message):
     result = _cli("refine", model, "--data", data, "-o", tmp / "r.onnx", *extra)
     assert result.exit_code == 2 and message in result.stderr, result.output
     assert not (tmp / "r_rounds").exists()
+
+
+def test_a_budget_relative_to_an_unregularized_training(fitted, tmp_path):
+    """``loss_reference="unregularized"``: the budget is relative to the starting network
+    trained without a regularizer for as many epochs as the refinement may run (recorded in
+    round 0), not to the untrained starting network, whose loss any training beats."""
+    _, train, val = fitted
+    untrained = Network.mlp([2, 12, 12, 1], seed=3)
+    result = refine(
+        untrained, *train, validation=val, input_bounds=BOX, output_dir=tmp_path,
+        regularizer=BoundWidth(), lam=1e-3, rounds=3, epochs_per_round=4, loss_budget=1.25,
+        loss_reference="unregularized", milp_time_limit=None, progress=False,
+    )  # fmt: skip
+    free = Trainer(untrained, *train, input_bounds=BOX, validation=val, epochs=12).fit().network
+    start = result.history.rows[0]
+    assert start["reference"] == "unregularized training, 12 epochs"
+    assert start["loss_ratio"] > 2  # the untrained network is far outside the budget ...
+    for row in result.history.rows[1:]:  # ... and the rounds are judged against the reference
+        checkpoint = read_onnx(tmp_path / f"round_{row['round']:03d}.onnx")
+        assert row["loss_ratio"] == pytest.approx(_mse(checkpoint, val) / _mse(free, val), rel=1e-6)
+        assert row["within_budget"] == (row["loss_ratio"] <= 1.25)
+
+
+def test_an_untrained_start_under_a_budget_is_pointed_out(fitted, tmp_path):
+    _, train, val = fitted
+    with pytest.warns(UserWarning, match="does not look trained.*loss_reference='unregularized'"):
+        refine(
+            Network.mlp([2, 12, 12, 1], seed=3), *train, validation=val, input_bounds=BOX,
+            output_dir=tmp_path, regularizer=BoundWidth(), rounds=1, epochs_per_round=10,
+            loss_budget=1.25, milp_time_limit=None, progress=False,
+        )  # fmt: skip
+    with pytest.raises(ValueError, match="loss_reference must be one of"):
+        refine(fitted[0], *train, input_bounds=BOX, loss_budget=1.2, loss_reference="best")
+
+
+def test_when_no_round_is_within_budget_the_lowest_loss_is_chosen():
+    rows = [
+        {"round": 0, "within_budget": False, "held_out_loss": 9.0, "unstable": 5, "mean_big_m": 1},
+        {"round": 1, "within_budget": False, "held_out_loss": 2.0, "unstable": 9, "mean_big_m": 1},
+        {"round": 2, "within_budget": False, "held_out_loss": 3.0, "unstable": 1, "mean_big_m": 1},
+    ]
+    chosen, why = choose_round(rows)
+    assert chosen == 1 and "no round was within budget" in why

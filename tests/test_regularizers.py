@@ -406,3 +406,22 @@ def test_deferred_output_seeds_give_the_same_value_and_gradient(method):
     for (w, b), (w_d, b_d) in zip(grads, total):
         np.testing.assert_allclose(w_d, w, atol=1e-12)
         np.testing.assert_allclose(b_d, b, atol=1e-12)
+
+
+def test_lazy_lp_gap_computes_every_kth_step_with_a_k_times_gradient():
+    """``LPGap(every=3)``: calls 1, 4, 7, ... give the gap's value and 3 times its gradient;
+    the calls between give zero gradient and repeat the last value."""
+    layers = Network.mlp([2, 6, 6, 1], seed=4).layers
+    X = np.random.default_rng(1).uniform(BOX.lower, BOX.upper, size=(12, 2))
+    eager = LPGap(method="dual", slope_steps=0)
+    lazy = LPGap(method="dual", slope_steps=0, every=3)
+    value, grads = eager.value_and_grad(RegContext(layers, *BOX, X, np.random.default_rng(0)))
+    for call in range(7):
+        v, g = lazy.value_and_grad(RegContext(layers, *BOX, X, np.random.default_rng(0)))
+        assert v == pytest.approx(value)
+        factor = 3.0 if call % 3 == 0 else 0.0
+        for (w, b), (w_l, b_l) in zip(grads, g):
+            np.testing.assert_allclose(w_l, factor * w, atol=1e-12)
+            np.testing.assert_allclose(b_l, factor * b, atol=1e-12)
+    with pytest.raises(ValueError, match="every"):
+        LPGap(every=0)

@@ -12,7 +12,7 @@ from ..experiments.data import read_data, split_data
 from ..experiments.functions import load_function
 from ..experiments.refine import HISTORY_FILE, RefineHistory
 from ..files import atomic_write
-from ..options import LP_METHODS
+from ..options import LOSS_REFERENCES, LP_METHODS
 from ..training.regularizers import parse_regularizer
 from .common import (
     BATCH_SIZE,
@@ -140,6 +140,14 @@ def history_paths(output: Path) -> tuple[Path, Path, Path]:
     "the output is the round within budget with the easiest MILP.",
 )
 @click.option(
+    "--loss-reference",
+    type=click.Choice(LOSS_REFERENCES),
+    default="start",
+    show_default=True,
+    help="What the budget is relative to: MODEL's own held-out loss (a trained MODEL), or "
+    "that of MODEL trained without a regularizer for --rounds x --epochs epochs.",
+)
+@click.option(
     "--fixed-lam",
     is_flag=True,
     help="No budget: train with --lam throughout and output the last round (0.1's behaviour).",
@@ -184,6 +192,7 @@ def refine(
     output_dir: Path | None,
     milp_time_limit: float,
     loss_budget: float,
+    loss_reference: str,
     fixed_lam: bool,
     holdout: float,
     evaluate: str | None,
@@ -235,6 +244,7 @@ def refine(
                 sense=sense,
                 validation=validation,
                 loss_budget=budget,
+                loss_reference=loss_reference,
                 evaluate=true_function,
                 decision_budget=decision_budget,
                 resume=resume,
@@ -264,6 +274,7 @@ def refine(
         row = result.history.rows[result.chosen_round]
         click.echo(
             f"output is {result.chosen_because}: unstable {row['unstable']}, LP gap "
-            f"{_number(row['lp_gap'])}, held-out loss {_number(row['loss_ratio'])}x MODEL's"
+            f"{_number(row['lp_gap'])}, held-out loss {_number(row['loss_ratio'])}x "
+            + ("MODEL's" if loss_reference == "start" else "the unregularized training's")
         )
     click.echo(f"wrote {output}, {json_path.name}, {csv_path.name}, {png_path.name}")

@@ -81,15 +81,34 @@ def difficulty_key(row: dict[str, Any], by_milp: bool) -> tuple[float, ...]:
 def choose_round(rows: list[dict[str, Any]]) -> tuple[int, str]:
     """The round within budget whose MILP is easiest, and why it was chosen.
 
-    Round 0 (the starting network) is always within budget, so there is always a choice.
+    Round 0 (the starting network) is within budget unless the budget is relative to
+    something else (an unregularized training); when no round is within budget, the round
+    with the lowest held-out loss is chosen, and the reason says so.
     """
     within = [r for r in rows if r.get("within_budget", True)]
+    if not within:
+        best = fallback_round(rows)
+        return int(best["round"]), (
+            f"round {best['round']}: no round was within budget; the lowest held-out loss"
+        )
     by_milp = all(_finite(r.get("milp_seconds")) for r in within)
     best = min(within, key=lambda r: difficulty_key(r, by_milp))
     measure = "MILP time" if by_milp else "unstable neurons and mean big-M"
     return int(best["round"]), (
         f"round {best['round']}: the easiest by {measure} of the {len(within)} rounds within budget"
     )
+
+
+def last_good_round(rows: list[dict[str, Any]]) -> int:
+    """The round training goes back to after one that broke the budget: the last round within
+    budget, else the one with the lowest held-out loss."""
+    within = [int(r["round"]) for r in rows if r.get("within_budget", True)]
+    return max(within) if within else int(fallback_round(rows)["round"])
+
+
+def fallback_round(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """The row with the lowest held-out loss."""
+    return min(rows, key=lambda r: float(r["held_out_loss"]))
 
 
 def _finite(value: Any) -> bool:

@@ -12,6 +12,7 @@ import json
 import math
 import os
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,10 +22,11 @@ import numpy as np
 
 from ..files import same_file
 from ..network import Network
+from ..options import LOSS_REFERENCES, LossReference, check_option
 from ..onnx import read_onnx
 from ..progress import progress_bar
 from ..training import BoundWidth, LPGap, Regularizer, Trainer
-from .budget import AccuracyBudget, choose_round
+from .budget import AccuracyBudget, choose_round, last_good_round
 from .data import save_rows
 from .measure import difficulty, milp_argmin
 
@@ -105,6 +107,7 @@ def refine(
     milp_time_limit: float | None = 60.0,
     sense: str = "min",
     loss_budget: float | None = None,
+    loss_reference: LossReference = "start",
     evaluate: Callable[[np.ndarray], float] | None = None,
     decision_budget: float | None = None,
     lam_growth: float = 2.0,
@@ -141,6 +144,11 @@ def refine(
         breaks it, which is set back to the last round within budget.  The result is the
         round within budget with the easiest MILP (see :mod:`~pyomo_nnrelax.experiments.budget`).
         Without a budget, ``lam`` stays fixed and the result is the last round.
+    loss_reference : {"start", "unregularized"}
+        What the budget's losses are relative to: the starting network's held-out loss (for
+        a network that is already trained), or that of an unregularized training of the
+        starting network for as many epochs as the refinement may run (for one that is not,
+        e.g. ``Network.mlp``); recorded in round 0 as ``reference_loss``.
     evaluate : callable, optional
         The true function (``evaluate(x) -> float`` at one input): each round's MILP argmin
         is evaluated with it and the history records ``true_value`` and
@@ -159,6 +167,7 @@ def refine(
     if rounds < 1 or epochs_per_round < 1:
         raise ValueError("rounds and epochs_per_round must be positive integers")
     budget = AccuracyBudget(loss_budget, decision_budget, lam_growth)
+    check_option("loss_reference", loss_reference, LOSS_REFERENCES)
     if decision_budget is not None and evaluate is None:
         raise ValueError("decision_budget needs evaluate= (the true function)")
     if evaluate is not None and milp_time_limit is None:
@@ -206,14 +215,21 @@ def refine(
             row.update(argmin=x.tolist(), true_value=float(evaluate(x)))
             worse = row["true_value"] - reference.get("true_value", row["true_value"])
             row["decision_change"] = worse if sense == "min" else -worse
-        ratio = row["held_out_loss"] / reference.get("held_out_loss", row["held_out_loss"])
+        ratio = row["held_out_loss"] / reference.get("reference_loss", row["held_out_loss"])
         row["loss_ratio"] = ratio if math.isfinite(ratio) else None
         return row
 
     checkpoints = [_checkpoint(output_dir, first_round)] if resume else []
     if not resume:
         start_row = {"round": 0, "epochs": 0, "lam": 0.0, **measure(network, {})}
-        start_row["within_budget"] = True
+        start_row["reference_loss"], start_row["reference"] = _reference_loss(
+            loss_reference if budget.active else "start",
+            start_row["held_out_loss"],
+            trainer,
+            rounds * epochs_per_round,
+        )
+        start_row["loss_ratio"] = start_row["held_out_loss"] / start_row["reference_loss"]
+        start_row["within_budget"] = loss_reference == "start" or budget.judge(start_row)[0]
         checkpoints.append(_save(network, box, output_dir, 0, overwrite))
         history.rows.append(start_row)
         history.save(output_dir / HISTORY_FILE)
@@ -241,6 +257,8 @@ def refine(
             **measure(network, reference),
         }
         row["within_budget"], row["verdict"] = budget.judge(row)
+        if round_index == 1 and budget.active and loss_reference == "start":
+            _warn_if_untrained(reference, row)
         history.rows.append(row)
         # a resumed run replaces the checkpoints its interrupted part wrote past the history
         checkpoints.append(_save(network, box, output_dir, round_index, overwrite or resume))
@@ -267,10 +285,35 @@ def refine(
     )
 
 
+def _reference_loss(kind: str, start_loss: float, trainer: Trainer, epochs: int):
+    """The held-out loss the budget is relative to, and what it is."""
+    if kind == "start":
+        return start_loss, "the starting network"
+    free = Trainer(
+        trainer.network, trainer.X, trainer.y, input_bounds=trainer.input_bounds,
+        validation=trainer.validation, loss=trainer.loss, quantiles=trainer.quantiles,
+        epochs=epochs, batch_size=trainer.batch_size, lr=trainer.lr, seed=trainer.seed,
+        scale_targets=trainer.scale_targets,
+    )  # fmt: skip
+    return trainer.held_out_loss(free.fit().network), f"unregularized training, {epochs} epochs"
+
+
+def _warn_if_untrained(reference: dict[str, Any], first: dict[str, Any]) -> None:
+    """A loss budget relative to an untrained network constrains little: say so when the
+    first regularized round already halves the starting network's held-out loss."""
+    if first["held_out_loss"] < 0.5 * reference["held_out_loss"]:
+        warnings.warn(
+            f"the held-out loss fell from {reference['held_out_loss']:.4g} to "
+            f"{first['held_out_loss']:.4g} in round 1: the starting network does not look "
+            "trained, and a loss budget relative to it constrains little; pass "
+            "loss_reference='unregularized' (CLI: --loss-reference unregularized)",
+            stacklevel=3,
+        )
+
+
 def _last_within_budget(history: RefineHistory, output_dir: Path) -> Network:
-    """The checkpoint of the last round within budget (round 0 at worst)."""
-    last = max(int(r["round"]) for r in history.rows if r.get("within_budget", True))
-    return read_onnx(_checkpoint(output_dir, last))
+    """The checkpoint of :func:`~pyomo_nnrelax.experiments.budget.last_good_round`."""
+    return read_onnx(_checkpoint(output_dir, last_good_round(history.rows)))
 
 
 def _next_lam(history: RefineHistory, budget: AccuracyBudget, lam: float) -> float:

@@ -380,26 +380,33 @@ class SlopeAdam:
         return np.minimum(np.maximum(step, 0.0, out=step), 1.0, out=step), m, v
 
 
-@dataclass
 class Slopes:
-    """Slopes of some samples with their Adam moments and step counts, (n, width) each in
-    the columns of a :class:`SlopeLayout`."""
+    """Slopes of some samples with their Adam moments and step counts, packed side by side in
+    one ``(n, 3 width + 1)`` array (one gather and one scatter per training step):
+    ``alpha``, ``m`` and ``v`` are (n, width) views in the columns of a
+    :class:`SlopeLayout`, ``t`` the (n,) step counts."""
 
-    alpha: np.ndarray
-    m: np.ndarray
-    v: np.ndarray
-    t: np.ndarray
+    def __init__(self, packed: np.ndarray) -> None:
+        self.packed = packed
+        width = (packed.shape[1] - 1) // 3
+        self.alpha = packed[:, :width]
+        self.m = packed[:, width : 2 * width]
+        self.v = packed[:, 2 * width : 3 * width]
+        self.t = packed[:, 3 * width]
 
     @classmethod
     def fresh(cls, start: np.ndarray, n: int) -> Slopes:
         """``n`` samples at the slopes ``start`` (width,) with zero moments."""
-        shape = (n, start.size)
-        return cls(np.tile(start, (n, 1)), np.zeros(shape), np.zeros(shape), np.zeros(n))
+        slopes = cls(np.zeros((n, 3 * start.size + 1)))
+        slopes.alpha[:] = start
+        return slopes
 
     def step(self, optimizer: SlopeAdam, grad: np.ndarray) -> None:
         """One projected Adam ascent step of every row along ``grad`` (n, width)."""
-        self.t = self.t + 1.0
-        self.alpha, self.m, self.v = optimizer.step(self.alpha, grad, self.m, self.v, self.t)
+        self.t += 1.0
+        self.alpha[:], self.m[:], self.v[:] = optimizer.step(
+            self.alpha, grad, self.m, self.v, self.t
+        )
 
 
 class SlopeStore:
@@ -412,7 +419,7 @@ class SlopeStore:
 
     def __init__(self) -> None:
         self.layout: SlopeLayout | None = None
-        self.state = Slopes(np.zeros((0, 0)), np.zeros((0, 0)), np.zeros((0, 0)), np.zeros(0))
+        self.state = Slopes(np.zeros((0, 1)))
         self.seen = np.zeros(0, dtype=bool)
 
     def _fit(self, layout: SlopeLayout, n_rows: int) -> None:
@@ -422,27 +429,21 @@ class SlopeStore:
             self.seen = np.zeros(0, dtype=bool)
         grow = n_rows - self.seen.size
         if grow > 0:
-            more = Slopes.fresh(np.zeros(layout.width), grow)
-            self.state = Slopes(
-                *(np.concatenate([a, b]) for a, b in zip(_fields(self.state), _fields(more)))
-            )
+            more = np.zeros((grow, self.state.packed.shape[1]))
+            self.state = Slopes(np.concatenate([self.state.packed, more]))
             self.seen = np.concatenate([self.seen, np.zeros(grow, dtype=bool)])
 
     def read(self, layout: SlopeLayout, start: np.ndarray, rows: np.ndarray) -> Slopes:
         """Slopes, moments and step counts of ``rows`` (copies); unseen rows at ``start``."""
         self._fit(layout, int(rows.max()) + 1 if rows.size else 0)
-        picked = Slopes(*(a[rows] for a in _fields(self.state)))
+        picked = Slopes(self.state.packed[rows])
         new = ~self.seen[rows]
         if new.any():
-            picked.alpha[new], picked.m[new], picked.v[new], picked.t[new] = start, 0.0, 0.0, 0.0
+            picked.packed[new] = 0.0
+            picked.alpha[new] = start
         return picked
 
     def write(self, rows: np.ndarray, slopes: Slopes) -> None:
         """Store what :meth:`read` gave, after the caller's steps."""
-        for stored, new in zip(_fields(self.state), _fields(slopes)):
-            stored[rows] = new
+        self.state.packed[rows] = slopes.packed
         self.seen[rows] = True
-
-
-def _fields(slopes: Slopes) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    return slopes.alpha, slopes.m, slopes.v, slopes.t

@@ -277,6 +277,10 @@ class LPGap(Regularizer):
     The gradient holds L and U fixed; ``exact_bounds=True`` adds the derivative through L
     and U with one IBP reverse pass.
 
+    ``every=k`` computes the gap at every k-th call only, its gradient multiplied by k, and
+    contributes nothing in between ("lazy regularization", Karras et al. 2020): the same
+    gradient on average over k steps for 1/k of the cost (``docs/training.md`` measures it).
+
     Parameters
     ----------
     sense : {"min", "max", "both"}
@@ -294,6 +298,9 @@ class LPGap(Regularizer):
         Extra projected slope steps per call before the one of the gradient pass ("dual").
     slope_lr : float
         Adam step size of the slopes ("dual").
+    every : int
+        Compute the gap at every ``every``-th call (training step) only, with its gradient
+        scaled by ``every``; the value reported in between is the last one computed.
     """
 
     def __init__(
@@ -305,6 +312,7 @@ class LPGap(Regularizer):
         method: LPMethod = "lp",
         slope_steps: int = 0,
         slope_lr: float = 0.2,
+        every: int = 1,
     ) -> None:
         self.sense = check_option("sense", sense, GAP_SENSES)
         self.method = check_option("method", method, LP_METHODS)
@@ -314,6 +322,8 @@ class LPGap(Regularizer):
         self.exact_bounds, self.solver = bool(exact_bounds), solver
         self.slope_steps = positive_int("slope_steps", slope_steps, allow_zero=True)
         self.slope_lr = positive_float("slope_lr", slope_lr)
+        self.every = positive_int("every", every)
+        self._calls, self._last = 0, 0.0
         self._lp: ProjectedLPSolver | None = None  # kept warm from step to step
         self._slopes: dict[str, SlopeStore] = {}  # per sense, rows of the training set
 
@@ -349,6 +359,9 @@ class LPGap(Regularizer):
         return pick, omega / omega.sum()
 
     def value_and_grad(self, ctx: RegContext) -> tuple[float, Grads]:
+        self._calls += 1
+        if (self._calls - 1) % self.every:  # a lazy step: computed on calls 1, 1 + every, ...
+            return self._last, zero_grads(ctx.layers)
         pick, omega = self._points(ctx)
         X, out = ctx.X, ctx.forward_pass()[0]
         if pick is not None:
@@ -361,16 +374,17 @@ class LPGap(Regularizer):
                 continue
             sign = 1.0 if sense == "min" else -1.0
             total += value
-            term = (sign * weights)[:, None] * omega
+            term = (sign * self.every * weights)[:, None] * omega
             seed = term if seed is None else seed + term
             grads = g if grads is None else add_grads(grads, g)
+        self._last = total
         if grads is None:  # every LP failed
             return total, zero_grads(ctx.layers)
         if pick is not None:
             whole = np.zeros((len(ctx.X), omega.size))
             whole[pick] = seed
             seed = whole
-        return total, ctx.through_outputs(grads, seed)
+        return total, ctx.through_outputs(scale_grads(grads, self.every), seed)
 
     def _exact(self, ctx, X, pick, out, omega, sense):
         """The mean gap to the exact LP at the rows of ``X`` that solved, the weight of each
@@ -429,6 +443,8 @@ class LPGap(Regularizer):
         text += f", exact_bounds={self.exact_bounds}"
         if self.method != "lp":
             text += f", method={self.method!r}, slope_steps={self.slope_steps}"
+        if self.every != 1:
+            text += f", every={self.every}"
         return text + ")"
 
 
