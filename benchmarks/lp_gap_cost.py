@@ -275,8 +275,9 @@ def exact_gap(network: Network, domain, X: np.ndarray) -> float:
 
 def method_comparison(epochs: int, lam: float) -> None:
     """BW, and BW+LP with ``LPGap(method="lp")``, ``LPGap(method="dual")`` and the dual
-    bound at every other step (``every=2``), trained side by side: one epoch of each in turn, so that a change in machine load hits all of them;
-    the ratios are of median epoch times."""
+    bound at every other step (``every=2``), trained side by side: one epoch of each in
+    turn, so that a change in machine load hits all of them; the ratios are of median epoch
+    times."""
     domain = box("peaks")
     X = latin_hypercube(3000, domain, seed=0)
     y = peaks(X)

@@ -22,8 +22,8 @@ import numpy as np
 
 from ..files import same_file
 from ..network import Network
-from ..options import LOSS_REFERENCES, LossReference, check_option
 from ..onnx import read_onnx
+from ..options import LOSS_REFERENCES, LossReference, check_option
 from ..progress import progress_bar
 from ..training import BoundWidth, LPGap, Regularizer, Trainer
 from .budget import AccuracyBudget, choose_round, last_good_round
