@@ -18,7 +18,7 @@ function's range over its box (what a surrogate user pays for a wrong optimum).
 
 ``budget`` rows start from the unregularized network of the same setting and refine it with
 BW+LP within ``--loss-budget`` and ``--decision-budget`` (``refine(..., loss_budget=...,
-evaluate=f, decision_budget=...)``: lambda from ``--lams[0] / 4``, doubling while the
+evaluate=f, decision_budget=...)``: lambda from ``--budget-lam``, doubling while the
 validation loss and the true value at each round's MILP argmin hold, ``--budget-rounds``
 rounds of half the epochs each, each round's MILP solved with ``--budget-time-limit``); their
 training time is the refinement's training (its MILP measurements left out), against the
@@ -120,7 +120,7 @@ def train(config: Config) -> dict:
                 validation=(X[config.n_train :], y[config.n_train :]),
                 input_bounds=domain,
                 regularizer=REGULARIZERS["bwlp"](config.lp_method),
-                lam=config.lam / 4,
+                lam=config.lam,
                 loss_budget=config.loss_budget,
                 evaluate=lambda x: float(f(x[None])[0]),
                 decision_budget=config.decision_budget / 100 * function_range(config.function),
@@ -168,6 +168,9 @@ def main() -> None:
     parser.add_argument("--loss-budget", type=float, default=1.25, help="of the budget rows")
     parser.add_argument("--budget-rounds", type=int, default=4, help="of the budget rows")
     parser.add_argument(
+        "--budget-lam", type=float, default=2.5e-4, help="starting lambda of the budget rows"
+    )
+    parser.add_argument(
         "--decision-budget",
         type=float,
         default=5.0,
@@ -190,7 +193,7 @@ def main() -> None:
         for fn in args.functions
         for depth in args.archs
         for reg in args.regularizers
-        for lam in ([0.0] if reg == "none" else args.lams[:1] if reg == "budget" else args.lams)
+        for lam in ([0.0] if reg == "none" else [args.budget_lam] if reg == "budget" else args.lams)
         for method in (args.lp_method if reg in USES_LP else args.lp_method[:1])
     ]  # fmt: skip
     spawn = multiprocessing.get_context("spawn")
