@@ -125,7 +125,9 @@ def refine(
     X, y, validation, lam, trainer_options :
         Passed to :class:`Trainer` (``batch_size``, ``lr``, ``seed``, ``loss``, ...).
     regularizer : Regularizer, optional
-        Default ``BoundWidth() + LPGap(sense=sense)`` (the paper's BW+LP).
+        Default ``BoundWidth() + LPGap(sense=sense, method="dual")``: the paper's BW+LP, with
+        the LP gap bounded by the dual network (docs/training.md), several times cheaper
+        than solving the LPs and as effective in ``benchmarks/reproduce_paper.py``.
     rounds, epochs_per_round : int
         At most ``rounds`` rounds in all (a resumed run continues up to ``rounds``, counting
         the rounds already in its history) of ``epochs_per_round`` epochs each.
@@ -193,7 +195,9 @@ def refine(
         input_bounds=input_bounds,
         validation=validation,
         lam=lam,
-        regularizer=regularizer if regularizer is not None else BoundWidth() + LPGap(sense=sense),
+        regularizer=regularizer
+        if regularizer is not None
+        else BoundWidth() + LPGap(sense=sense, method="dual"),
         epochs=epochs_per_round,
         **trainer_options,
     )
