@@ -31,31 +31,54 @@ def _column(rows: Sequence[dict[str, Any]], key: str) -> np.ndarray:
 
 
 def plot_history(history_rows: Sequence[dict[str, Any]], path: str | os.PathLike) -> Path:
-    """Losses, unstable neurons and LP gap per round of a refinement history, as a PNG.
+    """Losses, unstable neurons, LP gap and (when measured) MILP seconds per round of a
+    refinement history, as a PNG.
 
-    ``history_rows`` are :class:`~pyomo_nnrelax.training.refine.RefineHistory` rows.
+    ``history_rows`` are :class:`~pyomo_nnrelax.experiments.refine.RefineHistory` rows.  A
+    history with an accuracy budget shows the held-out loss relative to the reference, the
+    rounds outside the budget hollow, and the chosen round starred in every panel.
     """
     from matplotlib.ticker import MaxNLocator
 
     rounds = _column(history_rows, "round")
-    fig = _figure(figsize=(6, 8))
-    axes = fig.subplots(3, 1, sharex=True)
-    for key, label in (("train_loss", "training loss"), ("val_loss", "validation loss")):
-        values = _column(history_rows, key)
-        if np.isfinite(values).any():
-            axes[0].plot(rounds, values, marker="o", label=label)
-    axes[0].set_ylabel("loss (scaled)")
+    milp = _column(history_rows, "milp_seconds")
+    panels = [
+        ("unstable", "unstable neurons", "tab:red"),
+        ("lp_gap", "LP gap", "tab:green"),
+    ] + ([("milp_seconds", "MILP s", "tab:purple")] if np.isfinite(milp).any() else [])
+    fig = _figure(figsize=(6, 2.4 * (len(panels) + 1)))
+    axes = fig.subplots(len(panels) + 1, 1, sharex=True)
+    budgeted = any("within_budget" in row for row in history_rows[1:])
+    outside = np.array([not row.get("within_budget", True) for row in history_rows])
+    chosen = np.array([bool(row.get("chosen")) for row in history_rows])
+    if budgeted:
+        ratio = _column(history_rows, "loss_ratio")
+        axes[0].plot(rounds, ratio, marker="o", label="held-out loss / reference")
+        axes[0].scatter(
+            rounds[outside], ratio[outside], s=60, facecolors="white", edgecolors="tab:red",
+            zorder=3, label="outside the budget",
+        )  # fmt: skip
+        axes[0].set_ylabel("loss ratio")
+    else:
+        for key, label in (("train_loss", "training loss"), ("val_loss", "validation loss")):
+            values = _column(history_rows, key)
+            if np.isfinite(values).any():
+                axes[0].plot(rounds, values, marker="o", label=label)
+        axes[0].set_ylabel("loss (scaled)")
+    for ax, (key, label, color) in zip(axes[1:], panels):
+        ax.plot(rounds, _column(history_rows, key), marker="o", color=color)
+        ax.set_ylabel(label)
+    if chosen.any():
+        for ax, key in zip(axes, ["loss_ratio"] + [key for key, _, _ in panels]):
+            values = _column(history_rows, key)
+            ax.scatter(rounds[chosen], values[chosen], marker="*", s=220, color="black", zorder=4)
+        axes[0].scatter([], [], marker="*", s=120, color="black", label="chosen round")
     axes[0].legend()
-    axes[1].plot(rounds, _column(history_rows, "unstable"), marker="o", color="tab:red")
-    axes[1].set_ylabel("unstable neurons")
-    axes[2].plot(rounds, _column(history_rows, "lp_gap"), marker="o", color="tab:green")
-    axes[2].set_ylabel("LP gap")
-    axes[2].set_xlabel("round")
-    axes[2].xaxis.set_major_locator(MaxNLocator(integer=True))
+    axes[-1].set_xlabel("round")
+    axes[-1].xaxis.set_major_locator(MaxNLocator(integer=True))
     for ax in axes:
         ax.grid(alpha=0.3)
     fig.tight_layout()
-    path = Path(path)
     return _save(fig, path)
 
 
