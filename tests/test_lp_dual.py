@@ -306,3 +306,34 @@ def test_dual_training_closes_the_lp_gap_like_the_lp_method():
     assert gaps["lp"] < 0.5 * gaps["none"]
     assert gaps["dual"] < 0.5 * gaps["none"]
     assert gaps["dual"] < 2.0 * gaps["lp"] + 1e-3 * gaps["none"]
+
+
+def test_bound_with_the_kept_slopes_of_a_trained_network_is_valid():
+    """After training with ``LPGap(method="dual")`` the slopes kept for each training point
+    give a bound at most the exact LP value there (for the final weights), and within a few
+    percent of the LP gap at most points."""
+    from pyomo_nnrelax.experiments.functions import box, latin_hypercube, peaks
+    from pyomo_nnrelax.training import BoundWidth
+    from pyomo_nnrelax.training.dual import SlopeLayout, dual_plan
+
+    domain = box("peaks")
+    X = latin_hypercube(400, domain, seed=0)
+    reg = LPGap(method="dual")
+    trainer = Trainer(
+        Network.mlp([2, 10, 10, 1], seed=0), X, peaks(X), input_bounds=domain,
+        regularizer=BoundWidth() + reg, lam=1e-2, epochs=8, batch_size=32, lr=3e-3,
+    )  # fmt: skip
+    trainer.fit()
+    layers, (lo, hi) = trainer._layers, trainer.input_bounds
+    trace = ibp_forward(layers, lo, hi)
+    net = Network(layers).with_input_bounds(lo, hi)
+    exact = solve_batch(net, trace.to_bounds(), X, np.ones((len(X), 1)), "min")
+    assert exact.ok.all()
+    layout = SlopeLayout.of(layers)
+    start = dual_plan(layers, trace.lower, trace.upper, X).heuristic[layout.neurons]
+    kept = reg._slopes["min"].read(layout, start, np.arange(len(X)))
+    bound = dual_forward(layers, trace.lower, trace.upper, X, np.ones(1), layout.split(kept.alpha))
+    assert np.all(bound.value <= exact.value + 1e-7)
+    f = net.forward(X)[:, 0]
+    overstatement = (exact.value - bound.value) / np.maximum(f - exact.value, 1e-9)
+    assert np.median(overstatement) < 0.05

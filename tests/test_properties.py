@@ -309,3 +309,40 @@ def test_every_formulation_and_bound_method_finds_the_reference_optimum(case: Ca
     for sense in (pyo.minimize, pyo.maximize):
         values = [v for key, v in optima.items() if key[2] == sense]
         assert all(close(v, values[0]) for v in values), optima
+
+
+@PROPERTY_SETTINGS
+@given(cases(), st.integers(0, 2**16))
+def test_the_dual_network_bound_never_passes_the_lp_relaxation(case: Case, seed: int):
+    """(d) ``LPGap(method="dual")``'s bound at fixed inputs, with any slopes in [0, 1] (random,
+    all 0, all 1, the heuristic), is at most the exact LP relaxation's minimum (projected LP,
+    HiGHS) and at least its maximum, at points of the box including its vertices."""
+    from pyomo_nnrelax.lp.projected import solve_batch
+    from pyomo_nnrelax.training import ibp_forward
+    from pyomo_nnrelax.training.dual import dual_forward
+
+    net = case.network.with_input_bounds(*case.box)
+    trace = ibp_forward(net.layers, case.lower, case.upper)
+    rng = np.random.default_rng(seed)
+    points = sample_points(case)
+    X = points[rng.choice(len(points), size=min(16, len(points)), replace=False)]
+    shapes = [(len(X), layer.n_out) for layer in net.layers]
+    choices = {
+        "random": [rng.random(shape) for shape in shapes],
+        "zeros": [np.zeros(shape) for shape in shapes],
+        "ones": [np.ones(shape) for shape in shapes],
+        "heuristic": [None] * len(shapes),
+    }
+    for sense, sign in (("min", 1.0), ("max", -1.0)):
+        exact = solve_batch(net, trace.to_bounds(), X, np.ones((len(X), 1)), sense)
+        assert exact.ok.all()
+        for name, slopes in choices.items():
+            bound = (
+                sign
+                * dual_forward(
+                    net.layers, trace.lower, trace.upper, X, np.array([sign]), slopes
+                ).value
+            )
+            slack = sign * (exact.value - bound)  # >= 0 when the bound is valid
+            tol = REL_TOL * np.maximum(1.0, np.abs(exact.value))
+            assert np.all(slack >= -tol), (sense, name, slack.min())

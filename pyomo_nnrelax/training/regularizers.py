@@ -311,7 +311,7 @@ class LPGap(Regularizer):
         solver=None,
         method: LPMethod = "lp",
         slope_steps: int = 0,
-        slope_lr: float = 0.2,
+        slope_lr: float = 0.5,
         every: int = 1,
     ) -> None:
         self.sense = check_option("sense", sense, GAP_SENSES)
