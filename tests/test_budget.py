@@ -244,3 +244,21 @@ def test_when_no_round_is_within_budget_the_lowest_loss_is_chosen():
     ]
     chosen, why = choose_round(rows)
     assert chosen == 1 and "no round was within budget" in why
+
+
+def test_a_history_without_a_reference_loss_resumes_relative_to_round_0(fitted, tmp_path):
+    """Histories written before ``reference_loss`` existed judge resumed rounds against the
+    starting network's held-out loss, as they were judged before."""
+    import json
+
+    _refine(fitted, tmp_path, lam=1e-3, rounds=1, epochs_per_round=2, loss_budget=1.25)
+    path = tmp_path / "history.json"
+    rows = json.loads(path.read_text())
+    del rows[0]["reference_loss"], rows[0]["reference"]
+    path.write_text(json.dumps(rows))
+    result = _refine(
+        fitted, tmp_path, lam=1e-3, rounds=2, epochs_per_round=2, loss_budget=1.25, resume=True
+    )
+    start, last = result.history.rows[0], result.history.rows[-1]
+    assert last["round"] == 2
+    assert last["loss_ratio"] == pytest.approx(last["held_out_loss"] / start["held_out_loss"])

@@ -219,7 +219,9 @@ def refine(
             row.update(argmin=x.tolist(), true_value=float(evaluate(x)))
             worse = row["true_value"] - reference.get("true_value", row["true_value"])
             row["decision_change"] = worse if sense == "min" else -worse
-        ratio = row["held_out_loss"] / reference.get("reference_loss", row["held_out_loss"])
+        # histories written before reference_loss existed are relative to round 0's loss
+        base = reference.get("reference_loss", reference.get("held_out_loss"))
+        ratio = row["held_out_loss"] / (row["held_out_loss"] if base is None else base)
         row["loss_ratio"] = ratio if math.isfinite(ratio) else None
         return row
 
