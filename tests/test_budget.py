@@ -47,6 +47,8 @@ def test_the_easiest_round_within_budget_is_chosen():
         {"round": 2, "within_budget": False, "milp_seconds": 0.1, "unstable": 9, "mean_big_m": 1},
         {"round": 3, "within_budget": True, "milp_seconds": 3.0, "unstable": 30, "mean_big_m": 2},
     ]
+    for row in rows:
+        row["milp_optimal"] = True
     assert choose_round(rows)[0] == 1  # by MILP time, never the out-of-budget round 2
     rows[3]["milp_seconds"] = float("nan")  # not measured everywhere: unstable neurons decide
     chosen, why = choose_round(rows)
@@ -262,3 +264,21 @@ def test_a_history_without_a_reference_loss_resumes_relative_to_round_0(fitted, 
     start, last = result.history.rows[0], result.history.rows[-1]
     assert last["round"] == 2
     assert last["loss_ratio"] == pytest.approx(last["held_out_loss"] / start["held_out_loss"])
+
+
+def test_time_limited_rounds_are_ranked_by_the_gap_they_leave():
+    """MILP seconds at the time limit say nothing: a proven optimum comes first, and among
+    time-limited rounds the one whose incumbent is closest to its bound."""
+    base = {"within_budget": True, "mean_big_m": 1.0, "milp_nodes": 10}
+    rows = [
+        {**base, "round": 0, "milp_optimal": False, "milp_seconds": 20.0, "unstable": 90,
+         "milp_objective": -5.0, "milp_bound": -9.0},
+        {**base, "round": 1, "milp_optimal": False, "milp_seconds": 20.2, "unstable": 95,
+         "milp_objective": -5.0, "milp_bound": -5.5},
+        {**base, "round": 2, "milp_optimal": False, "milp_seconds": 19.9, "unstable": 99,
+         "milp_objective": -5.0, "milp_bound": -7.0},
+    ]  # fmt: skip
+    assert choose_round(rows)[0] == 1
+    rows.append({**base, "round": 3, "milp_optimal": True, "milp_seconds": 15.0, "unstable": 99,
+                 "milp_objective": -5.0, "milp_bound": -5.0})  # fmt: skip
+    assert choose_round(rows)[0] == 3

@@ -71,11 +71,16 @@ class AccuracyBudget:
 
 
 def difficulty_key(row: dict[str, Any], by_milp: bool) -> tuple[float, ...]:
-    """Smaller is easier: MILP seconds (then nodes) when every candidate has a measured MILP,
-    else unstable neurons, then mean big-M."""
-    if by_milp:
-        return (float(row["milp_seconds"]), float(row.get("milp_nodes") or 0))
-    return (float(row["unstable"]), float(row["mean_big_m"]))
+    """Smaller is easier.  With a measured MILP: a proven optimum before a time-limited solve,
+    then MILP seconds (then nodes) among proven ones and the gap left at the limit (then
+    unstable neurons) among time-limited ones, whose seconds all equal the limit.  Without:
+    unstable neurons, then mean big-M."""
+    if not by_milp:
+        return (float(row["unstable"]), float(row["mean_big_m"]))
+    if row.get("milp_optimal"):
+        return (0.0, float(row["milp_seconds"]), float(row.get("milp_nodes") or 0))
+    left = abs(float(row.get("milp_objective", math.nan)) - float(row.get("milp_bound", math.nan)))
+    return (1.0, left if math.isfinite(left) else math.inf, float(row["unstable"]))
 
 
 def choose_round(rows: list[dict[str, Any]]) -> tuple[int, str]:
