@@ -38,6 +38,7 @@ from pathlib import Path
 import numpy as np
 
 from pyomo_nnrelax import Network
+from pyomo_nnrelax.box import as_input_box
 from pyomo_nnrelax.experiments.data import save_rows
 from pyomo_nnrelax.experiments.functions import ackley, box, himmelblau, latin_hypercube, peaks
 from pyomo_nnrelax.experiments.measure import difficulty, milp_argmin
@@ -181,6 +182,13 @@ def main() -> None:
         "--budget-time-limit", type=float, default=20.0, help="MILP limit per budget round, s"
     )
     parser.add_argument("--csv", type=Path, help="also write the rows to this CSV file")
+    parser.add_argument(
+        "--save-networks",
+        type=Path,
+        metavar="DIR",
+        help="write every trained network to DIR as ONNX (float64, with the box), e.g. to "
+        "time its MILP again with `nnrelax solve FILE --minimize --json`",
+    )
     args = parser.parse_args()
     if args.full:
         args.n_train, args.n_val, args.epochs, args.time_limit = 70000, 30000, 200, 1800.0
@@ -203,6 +211,12 @@ def main() -> None:
     for item in trained:
         c = item["config"]
         domain = box(c.function)
+        if args.save_networks:
+            args.save_networks.mkdir(parents=True, exist_ok=True)
+            name = f"{c.function}_25x{c.depth}_{c.regularizer}_{c.lp_method}_{c.lam:g}_s{c.seed}"
+            item["network"].with_input_bounds(*as_input_box(domain, 2)).to_onnx(
+                args.save_networks / f"{name}.onnx", overwrite=True, dtype="float64"
+            )
         stats, argmin = milp_argmin(item["network"], domain, "min", time_limit=args.time_limit)
         measured = difficulty(item["network"], domain, "min", milp=stats)
         true_value = float(FUNCTIONS[c.function](argmin[None])[0])
