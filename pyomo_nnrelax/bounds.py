@@ -146,25 +146,10 @@ class IBPTrace:
     w_pos: list[np.ndarray]
     w_neg: list[np.ndarray]
 
-    @property
-    def lower(self) -> list[np.ndarray]:
-        """``L^l`` per layer."""
-        return [z[0] for z in self.pre]
-
-    @property
-    def upper(self) -> list[np.ndarray]:
-        """``U^l`` per layer."""
-        return [z[1] for z in self.pre]
-
-    @property
-    def in_lower(self) -> list[np.ndarray]:
-        """Lower bounds of each layer's input."""
-        return [h[0] for h in self.inputs]
-
-    @property
-    def in_upper(self) -> list[np.ndarray]:
-        """Upper bounds of each layer's input."""
-        return [h[1] for h in self.inputs]
+    lower = property(lambda self: [z[0] for z in self.pre], doc="``L^l`` per layer.")
+    upper = property(lambda self: [z[1] for z in self.pre], doc="``U^l`` per layer.")
+    in_lower = property(lambda self: [h[0] for h in self.inputs], doc="Input lower bounds.")
+    in_upper = property(lambda self: [h[1] for h in self.inputs], doc="Input upper bounds.")
 
     def to_bounds(self) -> NetworkBounds:
         """The bounds as a :class:`NetworkBounds` (method "interval")."""

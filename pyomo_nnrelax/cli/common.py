@@ -116,11 +116,16 @@ LEARNING_RATE = click.option(
 )
 
 
+def choice_option(name: str, choices: Sequence[str], default: str, help_text: str | None):
+    """``name`` taking one of ``choices`` (an option list of :mod:`pyomo_nnrelax.options`)."""
+    return click.option(
+        name, type=click.Choice(choices), default=default, show_default=True, help=help_text
+    )
+
+
 def sense_option(help_text: str | None = None):
     """``--sense min|max|both``: the downstream MILP's sense."""
-    return click.option(
-        "--sense", type=click.Choice(SENSES), default="min", show_default=True, help=help_text
-    )
+    return choice_option("--sense", SENSES, "min", help_text)
 
 
 def number_list_option(name: str, default: str, kind: Callable[[str], Any]):

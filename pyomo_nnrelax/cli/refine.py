@@ -24,6 +24,7 @@ from .common import (
     TARGETS,
     Interrupted,
     check_outputs,
+    choice_option,
     cli_box,
     input_files,
     milp_time_limit_option,
@@ -101,13 +102,12 @@ def history_paths(output: Path) -> tuple[Path, Path, Path]:
     show_default=True,
     help="E.g. bw, bw+lp, 0.5*bw+lp, sn, rs, l1, l2, lp or none.",
 )
-@click.option(
+@choice_option(
     "--lp-method",
-    type=click.Choice(LP_METHODS),
-    default="dual",
-    show_default=True,
-    help="How the lp term bounds the LP relaxation: the dual network (dual: no LP solver, "
-    "several times cheaper) or solving the LP (lp: exact, the paper's).",
+    LP_METHODS,
+    "dual",
+    "How the lp term bounds the LP relaxation: the dual network (dual: no LP solver, several "
+    "times cheaper) or solving the LP (lp: exact, the paper's).",
 )
 @click.option(
     "--lam",
@@ -139,13 +139,12 @@ def history_paths(output: Path) -> tuple[Path, Path, Path]:
     help="Keep the held-out loss within this factor of MODEL's while lambda grows from --lam; "
     "the output is the round within budget with the easiest MILP.",
 )
-@click.option(
+@choice_option(
     "--loss-reference",
-    type=click.Choice(LOSS_REFERENCES),
-    default="start",
-    show_default=True,
-    help="What the budget is relative to: MODEL's own held-out loss (a trained MODEL), or "
-    "that of MODEL trained without a regularizer for --rounds x --epochs epochs.",
+    LOSS_REFERENCES,
+    "start",
+    "What the budget is relative to: MODEL's own held-out loss (a trained MODEL), or that of "
+    "MODEL trained without a regularizer for --rounds x --epochs epochs.",
 )
 @click.option(
     "--fixed-lam",
