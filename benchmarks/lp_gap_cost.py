@@ -46,7 +46,7 @@ from pyomo_nnrelax.relaxation import (
     solve_relaxations,
 )
 from pyomo_nnrelax.training import BoundWidth, LPGap, Trainer
-from pyomo_nnrelax.training.dual import SlopeLayout, dual_forward, dual_plan
+from pyomo_nnrelax.training.dual import SlopeLayout, dual_forward
 from pyomo_nnrelax.training.ibp import ibp_forward
 
 ARCHITECTURES = ([2] + [25] * 2 + [1], [2] + [25] * 3 + [1], [2] + [25] * 5 + [1])
@@ -256,8 +256,8 @@ def dual_slack(trainer: Trainer, reg: LPGap) -> tuple[np.ndarray, np.ndarray]:
     exact = solve_batch(network, trace.to_bounds(), X, np.ones((len(X), 1)), "min")
     store = reg._slopes["min"]
     layout = SlopeLayout.of(layers)
-    start = dual_plan(layers, trace.lower, trace.upper, X).heuristic[layout.neurons]
-    kept = store.read(layout, start, np.arange(len(X)))
+    kept, unseen = store.read(layout, np.arange(len(X)))
+    kept.reset(unseen, layout.start(trace.lower, trace.upper))
     slopes = layout.split(kept.alpha)
     bound = dual_forward(layers, trace.lower, trace.upper, X, np.ones(1), slopes).value
     f = network.forward(X)[:, 0]

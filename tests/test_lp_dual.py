@@ -315,7 +315,7 @@ def test_bound_with_the_kept_slopes_of_a_trained_network_is_valid():
     percent of the LP gap at most points."""
     from pyomo_nnrelax.experiments.functions import box, latin_hypercube, peaks
     from pyomo_nnrelax.training import BoundWidth
-    from pyomo_nnrelax.training.dual import SlopeLayout, dual_plan
+    from pyomo_nnrelax.training.dual import SlopeLayout
 
     domain = box("peaks")
     X = latin_hypercube(400, domain, seed=0)
@@ -331,8 +331,8 @@ def test_bound_with_the_kept_slopes_of_a_trained_network_is_valid():
     exact = solve_batch(net, trace.to_bounds(), X, np.ones((len(X), 1)), "min")
     assert exact.ok.all()
     layout = SlopeLayout.of(layers)
-    start = dual_plan(layers, trace.lower, trace.upper, X).heuristic[layout.neurons]
-    kept = reg._slopes["min"].read(layout, start, np.arange(len(X)))
+    kept, unseen = reg._slopes["min"].read(layout, np.arange(len(X)))
+    assert not unseen.any()
     bound = dual_forward(layers, trace.lower, trace.upper, X, np.ones(1), layout.split(kept.alpha))
     assert np.all(bound.value <= exact.value + 1e-7)
     f = net.forward(X)[:, 0]

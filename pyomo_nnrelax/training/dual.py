@@ -83,6 +83,11 @@ class SlopeLayout:
         parts = [p for p, c in zip(per_layer, self.columns) if c is not None]
         return np.concatenate(parts, axis=1) if parts else np.zeros((n, 0))
 
+    def start(self, lower: Sequence[np.ndarray], upper: Sequence[np.ndarray]) -> np.ndarray:
+        """:func:`heuristic_slopes` of every relaxed neuron, (width,)."""
+        lo, hi = np.concatenate(lower), np.concatenate(upper)
+        return heuristic_slopes(lo[self.neurons], hi[self.neurons])
+
 
 @functools.lru_cache(maxsize=64)
 def _layout_of_shape(shape: tuple[tuple[int, str], ...]) -> SlopeLayout:
@@ -112,7 +117,6 @@ class DualPlan:
     active: list[np.ndarray]
     neg_mult: list[np.ndarray]
     const: list[np.ndarray]
-    heuristic: np.ndarray  # heuristic_slopes of every neuron, layer after layer
     lower: list[np.ndarray]
     upper: list[np.ndarray]
     X: np.ndarray
@@ -145,19 +149,20 @@ def dual_plan(
     first, lo0 = layers[0], lower[0]
     z0 = np.minimum(np.maximum(X @ first.weight.T + first.bias, lo0), upper[0])
     if first.activation == "relu":
+        # z0 lies in [L, U]: max(z0, 0) is the low end of every kind of neuron (z0, 0, or
+        # the unstable max(z0, 0)), and mult z0 + const the high end (z0, 0, or s (z0 - L))
         head = spans[0]
-        act, unst, s0 = active[head], unstable[head], s[head]
-        low_end = act * z0 + unst * np.maximum(z0, 0.0)
-        high_end = act * z0 + s0 * (z0 - lo0)
-        low_dz = act + unst * (z0 > 0.0)
-        high_dz = act + s0  # broadcast over the rows where it is used
+        low_end = np.maximum(z0, 0.0)
+        high_end = neg_mult[head] * z0 + const[head]
+        low_dz = np.maximum(active[head], z0 > 0.0)
+        high_dz = neg_mult[head]  # broadcast over the rows where it is used
     else:
         low_end = high_end = z0
         low_dz = high_dz = np.ones_like(z0)
     return DualPlan(
         [unstable[c] for c in spans], [active[c] for c in spans], [neg_mult[c] for c in spans],
-        [const[c] for c in spans], heuristic_slopes(lo, hi), list(lower), list(upper), X, z0,
-        low_end, high_end, low_dz, high_dz,
+        [const[c] for c in spans], list(lower), list(upper), X, z0, low_end, high_end, low_dz,
+        high_dz,
     )  # fmt: skip
 
 
@@ -401,6 +406,11 @@ class Slopes:
         slopes.alpha[:] = start
         return slopes
 
+    def reset(self, rows: np.ndarray, start: np.ndarray) -> None:
+        """Put ``rows`` (a mask or indices) back at the slopes ``start`` with zero moments."""
+        self.packed[rows] = 0.0
+        self.alpha[rows] = start
+
     def step(self, optimizer: SlopeAdam, grad: np.ndarray) -> None:
         """One projected Adam ascent step of every row along ``grad`` (n, width)."""
         self.t += 1.0
@@ -412,9 +422,9 @@ class Slopes:
 class SlopeStore:
     """Lower slopes, and their Adam moments, per training sample.
 
-    Row ``i`` belongs to row ``i`` of the training set; a sample starts at
-    :func:`heuristic_slopes` of the bounds of the step in which it is first seen.  The
-    arrays grow to the largest row index seen, and start again when the layout changes.
+    Row ``i`` belongs to row ``i`` of the training set; a sample starts (by the caller) at
+    :func:`heuristic_slopes` of the bounds of the step in which it is first seen.  The arrays
+    grow to the largest row index seen, and start again when the layout changes.
     """
 
     def __init__(self) -> None:
@@ -433,15 +443,11 @@ class SlopeStore:
             self.state = Slopes(np.concatenate([self.state.packed, more]))
             self.seen = np.concatenate([self.seen, np.zeros(grow, dtype=bool)])
 
-    def read(self, layout: SlopeLayout, start: np.ndarray, rows: np.ndarray) -> Slopes:
-        """Slopes, moments and step counts of ``rows`` (copies); unseen rows at ``start``."""
+    def read(self, layout: SlopeLayout, rows: np.ndarray) -> tuple[Slopes, np.ndarray]:
+        """Slopes, moments and step counts of ``rows`` (copies), and which of them were never
+        seen (the caller starts those, :meth:`Slopes.reset`)."""
         self._fit(layout, int(rows.max()) + 1 if rows.size else 0)
-        picked = Slopes(self.state.packed[rows])
-        new = ~self.seen[rows]
-        if new.any():
-            picked.packed[new] = 0.0
-            picked.alpha[new] = start
-        return picked
+        return Slopes(self.state.packed[rows]), ~self.seen[rows]
 
     def write(self, rows: np.ndarray, slopes: Slopes) -> None:
         """Store what :meth:`read` gave, after the caller's steps."""

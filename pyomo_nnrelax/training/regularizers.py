@@ -415,14 +415,15 @@ class LPGap(Regularizer):
         sign = 1.0 if sense == "min" else -1.0
         layout = SlopeLayout.of(layers)
         plan = dual_plan(layers, trace.lower, trace.upper, X)
-        start = plan.heuristic[layout.neurons]
         rows = None if ctx.rows is None else np.asarray(ctx.rows)
         rows = rows if rows is None or pick is None else rows[pick]
         if rows is None:
-            slopes = Slopes.fresh(start, n)
+            slopes = Slopes.fresh(layout.start(trace.lower, trace.upper), n)
         else:
             store = self._slopes.setdefault(sense, SlopeStore())
-            slopes = store.read(layout, start, rows)
+            slopes, unseen = store.read(layout, rows)
+            if unseen.any():
+                slopes.reset(unseen, layout.start(trace.lower, trace.upper))
         optimizer = SlopeAdam(self.slope_lr)
         for _ in range(self.slope_steps + 1):
             alpha = layout.split(slopes.alpha)
