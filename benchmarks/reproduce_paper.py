@@ -74,7 +74,7 @@ class Config:
     n_val: int
     epochs: int
     loss_budget: float = 1.25
-    budget_rounds: int = 4
+    budget_rounds: int = 6
     lp_method: str = "lp"
     decision_budget: float = 5.0
     budget_time_limit: float = 20.0
@@ -167,7 +167,7 @@ def main() -> None:
         help="LP-gap method(s); with both, every LP-gap row is run with each",
     )
     parser.add_argument("--loss-budget", type=float, default=1.25, help="of the budget rows")
-    parser.add_argument("--budget-rounds", type=int, default=4, help="of the budget rows")
+    parser.add_argument("--budget-rounds", type=int, default=6, help="of the budget rows")
     parser.add_argument(
         "--budget-lam", type=float, default=2.5e-4, help="starting lambda of the budget rows"
     )

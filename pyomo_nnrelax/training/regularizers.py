@@ -67,6 +67,9 @@ class RegContext:
         pass for both.
     output_seed : ndarray (batch, n_outputs) or None
         The deferred seeds, already weighted by the regularizer's weight in a sum.
+    output_scale : ndarray (n_outputs,) or float
+        User units per training unit of each output (``y = scale * f + offset``): an
+        objective stated in user units, ``w' y``, is ``(w * scale)' f`` up to a constant.
     """
 
     layers: tuple[Layer, ...]
@@ -80,6 +83,7 @@ class RegContext:
     forward: tuple[np.ndarray, list[np.ndarray], list[np.ndarray]] | None = None
     defer_output: bool = False
     output_seed: np.ndarray | None = None
+    output_scale: np.ndarray | float = 1.0
     _ibp: IBPTrace | None = field(default=None, repr=False)
     _weight: float = field(default=1.0, repr=False)
 
@@ -301,6 +305,10 @@ class LPGap(Regularizer):
     every : int
         Compute the gap at every ``every``-th call (training step) only, with its gradient
         scaled by ``every``; the value reported in between is the last one computed.
+    weights : array-like, optional
+        The objective ``w`` over the outputs when the downstream MILP's is known (e.g. the
+        mean of a quantile network's outputs), in user units: the gap of ``w' f`` is closed
+        instead of that of a random objective drawn per step.  One entry per output.
     """
 
     def __init__(
@@ -313,6 +321,7 @@ class LPGap(Regularizer):
         slope_steps: int = 0,
         slope_lr: float = 0.5,
         every: int = 1,
+        weights=None,
     ) -> None:
         self.sense = check_option("sense", sense, GAP_SENSES)
         self.method = check_option("method", method, LP_METHODS)
@@ -323,6 +332,11 @@ class LPGap(Regularizer):
         self.slope_steps = positive_int("slope_steps", slope_steps, allow_zero=True)
         self.slope_lr = positive_float("slope_lr", slope_lr)
         self.every = positive_int("every", every)
+        self.weights = None if weights is None else np.asarray(weights, dtype=np.float64)
+        if self.weights is not None and (
+            self.weights.ndim != 1 or self.weights.size == 0 or not np.isfinite(self.weights).all()
+        ):
+            raise ValueError(f"weights must be a finite vector, one per output, got {weights!r}")
         self._calls, self._last = 0, 0.0
         self._lp: ProjectedLPSolver | None = None  # kept warm from step to step
         self._slopes: dict[str, SlopeStore] = {}  # per sense, rows of the training set
@@ -355,6 +369,13 @@ class LPGap(Regularizer):
             n = len(ctx.X)
             pick = np.sort(ctx.rng.choice(n, size=min(self.samples, n), replace=False))
         n_outputs = ctx.layers[-1].n_out
+        if self.weights is not None:
+            if self.weights.size != n_outputs:
+                raise ValueError(
+                    f"LPGap weights has {self.weights.size} entries; the network has "
+                    f"{n_outputs} outputs"
+                )
+            return pick, self.weights * ctx.output_scale
         omega = ctx.rng.random(n_outputs) if n_outputs > 1 else np.ones(1)
         return pick, omega / omega.sum()
 

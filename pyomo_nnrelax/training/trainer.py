@@ -297,7 +297,7 @@ class Trainer:
             lo, hi = self.input_bounds if self.input_bounds is not None else (None, None)
             ctx = RegContext(
                 self._layers, lo, hi, X, self.rng_, self.lp_backend, rows=rows,
-                forward=forward, defer_output=True,
+                forward=forward, defer_output=True, output_scale=self.scaling_.scale,
             )  # fmt: skip
             reg_value, reg_grads = self.regularizer.value_and_grad(ctx)
             failures = ctx.lp_failures
