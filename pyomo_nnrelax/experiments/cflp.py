@@ -182,31 +182,26 @@ class RecourseResult:
 
 def check_decision(instance: CFLPInstance, y) -> np.ndarray:
     """``y`` as a float 0/1 vector of the instance's length, or a ValueError naming ``y``."""
-    y = np.asarray(y, dtype=np.float64)
-    if y.ndim != 1 or y.size != instance.n_facilities:
-        raise ValueError(
-            f"y must be a vector of {instance.n_facilities} open/closed facilities, "
-            f"got shape {y.shape}"
-        )
-    if not np.all((y == 0.0) | (y == 1.0)):
-        rounded = np.round(y)
-        if np.all(np.abs(y - rounded) <= 1e-6) and np.all((rounded == 0) | (rounded == 1)):
-            return rounded
+    y = _vector("y", y, instance.n_facilities, "open/closed facilities")
+    rounded = np.round(y)
+    if np.any(np.abs(y - rounded) > 1e-6) or not np.all((rounded == 0) | (rounded == 1)):
         raise ValueError(f"y must hold 0 or 1 per facility, got {y.tolist()}")
-    return y
+    return rounded + 0.0  # no -0.0
 
 
 def check_demand(instance: CFLPInstance, demand) -> np.ndarray:
     """``demand`` as a float vector of the instance's customers, or a ValueError."""
-    demand = np.asarray(demand, dtype=np.float64)
-    if demand.ndim != 1 or demand.size != instance.n_customers:
-        raise ValueError(
-            f"demand must be a vector of {instance.n_customers} customer demands, "
-            f"got shape {demand.shape}"
-        )
+    demand = _vector("demand", demand, instance.n_customers, "customer demands")
     if not np.all(np.isfinite(demand)) or np.any(demand < 0):
         raise ValueError("demand must be finite and >= 0")
     return demand
+
+
+def _vector(name: str, values, size: int, what: str) -> np.ndarray:
+    array = np.asarray(values, dtype=np.float64)
+    if array.ndim != 1 or array.size != size:
+        raise ValueError(f"{name} must be a vector of {size} {what}, got shape {array.shape}")
+    return array
 
 
 def recourse_model(instance: CFLPInstance, y, demand) -> tuple[MatrixModel, np.ndarray]:
