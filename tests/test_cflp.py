@@ -243,3 +243,18 @@ def test_warm_start_of_binary_inputs_is_integral():
     x = m.nn.warm_start()
     assert set(x.tolist()) <= {0.0, 1.0}
     assert all(pyo.value(m.y[i]) in (0.0, 1.0) for i in m.y)
+
+
+@pytest.mark.slow
+def test_a_dask_executor_gives_the_serial_samples_and_fills_the_cache(tmp_path):
+    distributed = pytest.importorskip("distributed")
+    instance = make_instance(4, 4, seed=3)
+    serial = generate_samples(instance, 20, chunk_size=10, progress=False)
+    with distributed.Client(processes=False, n_workers=1, threads_per_worker=2) as client:
+        remote = generate_samples(
+            instance, 20, chunk_size=10, cache_dir=tmp_path, executor=client.get_executor(),
+            progress=False,
+        )  # fmt: skip
+    assert np.array_equal(serial.costs, remote.costs)
+    cached = generate_samples(instance, 20, chunk_size=10, cache_dir=tmp_path, progress=False)
+    assert cached.solved == 0
