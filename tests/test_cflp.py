@@ -11,7 +11,7 @@ import numpy as np
 import pyomo.environ as pyo
 import pytest
 
-from pyomo_nnrelax import Network
+from pyomo_nnrelax import Network, NNBlock
 from pyomo_nnrelax.experiments.cflp import (
     CFLPInstance,
     assignment_cost,
@@ -258,3 +258,21 @@ def test_a_dask_executor_gives_the_serial_samples_and_fills_the_cache(tmp_path):
     assert np.array_equal(serial.costs, remote.costs)
     cached = generate_samples(instance, 20, chunk_size=10, cache_dir=tmp_path, progress=False)
     assert cached.solved == 0
+
+
+def test_the_recourse_solves_after_a_multithreaded_highs_solve_in_the_same_process():
+    """A time-limited MILP through Pyomo starts HiGHS's thread pool; recourse solves after it
+    (judging that MILP's decision) must still solve, not come back empty."""
+    from pyomo_nnrelax.experiments.solvers import solve_model
+
+    instance = make_instance(3, 5, ratio=1.2, seed=0)
+    y, demand = np.array([1.0, 1.0, 0.0]), instance.mean_demand()
+    net = Network.mlp([8, 40, 40, 40, 1], seed=0)
+    m = pyo.ConcreteModel()
+    m.x = pyo.Var(range(8), within=pyo.Binary)
+    m.nn = NNBlock(net, inputs=m.x)
+    m.obj = pyo.Objective(expr=m.nn.outputs[0])
+    solve_model(m, time_limit=0.5)
+    result = recourse_cost(instance, y, demand)
+    assert result.optimal
+    assert result.cost == pytest.approx(brute_force(instance, y, demand), rel=1e-7)

@@ -36,6 +36,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..checks import positive_float, positive_int
+from ..errors import SolverError
 from ..formulations.matrix_model import MatrixModel, MatrixModelBuilder
 from ..lp.highs import HighsModel
 
@@ -235,10 +236,14 @@ def recourse_cost(
     """``Q(y, d)``: solve the recourse MILP on HiGHS (``time_limit`` seconds, if given).
 
     Leaving every customer unserved is always feasible, so a time-limited solve still returns
-    an assignment; ``optimal`` says whether it was proven best.
+    an assignment (if HiGHS found none in time, the all-unserved one); ``optimal`` says
+    whether it was proven best.  Any other solve without an assignment raises
+    :class:`~pyomo_nnrelax.SolverError`.
     """
     model, costs = recourse_model(instance, y, demand)
-    options = {"threads": 1, "mip_rel_gap": 1e-6}
+    # no "threads" option: once a HiGHS solve in this process has started HiGHS's thread
+    # pool, an instance asking for another thread count solves nothing (status "Not Set")
+    options = {"mip_rel_gap": 1e-6}
     if time_limit is not None:
         options["time_limit"] = positive_float("time_limit", time_limit)
     start = time.perf_counter()
@@ -247,12 +252,14 @@ def recourse_cost(
     result = highs.solve()
     seconds = time.perf_counter() - start
     n_c = instance.n_customers
+    if result.x is None:
+        if "time limit" not in result.status.lower():  # unserved is feasible: HiGHS failed
+            raise SolverError(
+                f"HiGHS returned no assignment for the recourse MILP: {result.status}"
+            )
+        cost = instance.all_unserved_cost(check_demand(instance, demand))  # a feasible point
+        return RecourseResult(cost, result.bound, False, seconds, np.full(n_c, -1))
     open_ = np.flatnonzero(check_decision(instance, y))
-    if result.x is None:  # HiGHS always finds the all-unserved point; this is a safeguard
-        d = check_demand(instance, demand)
-        return RecourseResult(
-            instance.all_unserved_cost(d), result.bound, False, seconds, np.full(n_c, -1)
-        )
     x = np.round(result.x[: open_.size * n_c]).reshape(open_.size, n_c)
     served = np.full(n_c, -1)
     rows, cols = np.nonzero(x > 0.5)
