@@ -1,6 +1,6 @@
 """Two-stage facility location with a quantile network: open facilities now, serve later.
 
-    python examples/facility_location.py            # 20 x 20, 8,000 samples, ~10 min on 2 cores
+    python examples/facility_location.py            # 20 x 20, 8,000 samples, ~15 min on 2 cores
     python examples/facility_location.py --quick    # seconds (what the test suite runs)
 
 A company decides which of ``n_f`` facilities to open (binary ``y``, fixed costs ``c_f``)
@@ -80,10 +80,10 @@ def main() -> None:
     if args.quick:
         n_f, n_c, n, hidden, epochs, scenarios, limit = 6, 6, 400, [12, 12], 60, 40, 30.0
     else:
-        n_f, n_c, n, hidden, epochs, scenarios, limit = 20, 20, 8000, [25] * 5, 100, 500, 120.0
+        n_f, n_c, n, hidden, epochs, scenarios, limit = 20, 20, 8000, [25] * 5, 100, 200, 120.0
     instance = make_instance(n_f, n_c, seed=0)
     with tempfile.TemporaryDirectory() as tmp:
-        samples = generate_samples(instance, n, cache_dir=args.out or tmp, chunk_size=100)
+        samples = generate_samples(instance, n, cache_dir=args.out or tmp)
     print(
         f"CFLP with {n_f} facilities and {n_c} customers: {len(samples)} sampled decisions, "
         f"one demand scenario each ({samples.limit_hits} recourse MILPs hit their limit)"
