@@ -11,7 +11,7 @@ and that MILP is solved on HiGHS one at a time.  Each decision is then judged by
 expected cost ``c_f'y + E[Q(y, d)]``, the recourse solved on fresh scenarios (the same ones for
 every decision; each decision's estimate is kept in the cache folder, as decisions recur).
 
-    python benchmarks/reproduce_2sp.py                     # 20 x 20, 8,000 samples, ~1 h
+    python benchmarks/reproduce_2sp.py                     # 20 x 20, 8,000 samples, ~75 min
     python benchmarks/reproduce_2sp.py --archs 5 --regularizers none bw bwlp --lams 1e-3 1e-2 \
         --seeds 0 1 --time-limit 300                       # the targets' rows
     python benchmarks/reproduce_2sp.py --full --workers -1 # CFLP 50_50 and 75_75, paper sizes
