@@ -61,6 +61,18 @@ GROUPS: dict[str, list[str]] = {
         "pyomo_nnrelax.experiments.sweep.run_config",
         "pyomo_nnrelax.experiments.data.read_data",
     ],
+    "Two-stage stochastic programming (facility location)": [
+        "pyomo_nnrelax.experiments.cflp.make_instance",
+        "pyomo_nnrelax.experiments.cflp.CFLPInstance",
+        "pyomo_nnrelax.experiments.cflp.recourse_cost",
+        "pyomo_nnrelax.experiments.cflp.expected_cost",
+        "pyomo_nnrelax.experiments.cflp.evaluation_scenarios",
+        "pyomo_nnrelax.experiments.scenarios.generate_samples",
+        "pyomo_nnrelax.experiments.twostage.quantile_levels",
+        "pyomo_nnrelax.experiments.twostage.objective_weights",
+        "pyomo_nnrelax.experiments.twostage.first_stage_model",
+        "pyomo_nnrelax.experiments.twostage.solve_first_stage",
+    ],
     "Benchmark functions": [
         "pyomo_nnrelax.experiments.functions.peaks",
         "pyomo_nnrelax.experiments.functions.himmelblau",

@@ -263,7 +263,9 @@ class NNBlock(ScalarBlock):
         With ``x`` given, the forward pass is at ``x``.  Without it, ``samples`` points of the
         input box (plus its centre) are tried and the one with the best value of the model's
         single active objective is used; if that objective cannot be evaluated from the
-        block's inputs and outputs alone, the centre of the box is used.
+        block's inputs and outputs alone, the centre of the box is used.  Inputs that are
+        integer variables of the model (``inputs=m.y`` with ``y`` binary) are sampled at
+        integer points, the centre rounded.
         """
         if x is None:
             x = self._best_sample(samples, seed)
@@ -284,6 +286,7 @@ class NNBlock(ScalarBlock):
         lo, hi = self._bounds.input_lower, self._bounds.input_upper
         rng = np.random.default_rng(seed)
         X = np.vstack([(lo + hi) / 2, lo + (hi - lo) * rng.random((samples, lo.size))])
+        X = self._integral(X, lo, hi)
         objectives = list(self.model().component_data_objects(pyo.Objective, active=True))
         if len(objectives) != 1:
             return X[0]
@@ -306,6 +309,18 @@ class NNBlock(ScalarBlock):
         scores = np.asarray(scores, dtype=float)
         best = np.argmin(scores) if objective.sense == pyo.minimize else np.argmax(scores)
         return X[best]
+
+    def _integral(self, X: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
+        """``X`` with the columns of integer input variables (``inputs=`` binaries, say)
+        rounded into their box, so that sampled starts satisfy their domains."""
+        if self._input_vars is None:
+            return X
+        integer = [i for i, v in enumerate(self._input_vars) if v.is_integer()]
+        if integer:
+            X[:, integer] = np.clip(
+                np.floor(X[:, integer] + 0.5), np.ceil(lo[integer]), np.floor(hi[integer])
+            )
+        return X
 
 
 @dataclass(frozen=True)

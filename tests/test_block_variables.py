@@ -130,3 +130,19 @@ def test_bad_variables_raise_errors_naming_them(make, error, pattern):
     m.c = pyo.Param(initialize=1.0)
     with pytest.raises(error, match=pattern):
         m.nn = NNBlock(Network.mlp([2, 3, 1], seed=0), **make(m))
+
+
+def test_warm_start_samples_binary_inputs_at_binary_points_and_picks_the_best():
+    """Without ``x``, the sampled starts of binary inputs are 0/1 points (a fractional start
+    breaks the variables' domains), and the best one under the objective is used."""
+    net = Network.mlp([3, 6, 2], seed=1)
+    c = np.array([0.3, -0.2, 0.1])
+    m = pyo.ConcreteModel()
+    m.y = pyo.Var(range(3), within=pyo.Binary)
+    m.nn = NNBlock(net, inputs=m.y)
+    m.obj = pyo.Objective(expr=sum(c[i] * m.y[i] for i in m.y) + m.nn.outputs[0])
+    x = m.nn.warm_start()
+    assert set(x.tolist()) <= {0.0, 1.0}
+    points = np.array(list(itertools.product([0.0, 1.0], repeat=3)))
+    values = points @ c + net.forward(points)[:, 0]
+    assert pyo.value(m.obj) == pytest.approx(values.min())

@@ -102,3 +102,14 @@ def test_ctrl_c_stops_a_highs_solve_and_raises_keyboard_interrupt(tmp_path):
     out, err = process.communicate(timeout=60)
     assert "interrupted" in out, err
     assert time.perf_counter() - sent < 30
+
+
+def test_a_start_with_a_fractional_integer_variable_is_not_feasible():
+    from pyomo_nnrelax.experiments.solvers import _feasible
+
+    m = pyo.ConcreteModel()
+    m.b = pyo.Var(within=pyo.Binary)
+    m.b.set_value(0.5, skip_validation=True)
+    assert not _feasible(m)
+    m.b.set_value(1.0)
+    assert _feasible(m)

@@ -221,13 +221,16 @@ def _better(start_value: float, stats: SolveStats, objective) -> bool:
 
 
 def _feasible(m) -> bool:
-    """Whether the current values satisfy every active constraint and variable bound of ``m``."""
+    """Whether the current values satisfy every active constraint, variable bound and
+    integrality of ``m``."""
     tol = FEASIBILITY_TOLERANCE
     for var in m.component_data_objects(pyo.Var, active=True):
         if var.value is None:
             return False
         lb, ub = var.lb, var.ub
         if (lb is not None and var.value < lb - tol) or (ub is not None and var.value > ub + tol):
+            return False
+        if var.is_integer() and abs(var.value - round(var.value)) > tol:
             return False
     for con in m.component_data_objects(pyo.Constraint, active=True):
         body = pyo.value(con.body, exception=False)
