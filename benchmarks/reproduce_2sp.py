@@ -47,7 +47,11 @@ from pyomo_nnrelax.experiments.cflp import (
 )
 from pyomo_nnrelax.experiments.data import save_rows
 from pyomo_nnrelax.experiments.scenarios import generate_samples
-from pyomo_nnrelax.experiments.twostage import quantile_levels, solve_first_stage
+from pyomo_nnrelax.experiments.twostage import (
+    objective_weights,
+    quantile_levels,
+    solve_first_stage,
+)
 from pyomo_nnrelax.files import atomic_write_text
 from pyomo_nnrelax.parallel import gather, resolve_executor
 from pyomo_nnrelax.training import PinballLoss, Trainer
@@ -68,6 +72,8 @@ class Config:
     lam: float
     seed: int
     epochs: int
+    lp_method: str = "lp"
+    lp_weights: str = "objective"
 
 
 def train(config: Config, data: dict[str, np.ndarray]) -> dict:
@@ -82,7 +88,12 @@ def train(config: Config, data: dict[str, np.ndarray]) -> dict:
         input_bounds=[(0.0, 1.0)] * n_f,
         loss="pinball",
         quantiles=levels,
-        regularizer=parse_regularizer(REGULARIZERS[config.regularizer], "min"),
+        regularizer=parse_regularizer(
+            REGULARIZERS[config.regularizer],
+            "min",
+            config.lp_method,
+            objective_weights(levels) if config.lp_weights == "objective" else None,
+        ),
         lam=config.lam,
         epochs=config.epochs,  # batches of 64, Adam at lr 1e-3: the trainer's defaults
         seed=config.seed,
@@ -120,7 +131,7 @@ def run_instance(args, size: tuple[int, int], executor: Executor | None) -> list
     )
     data = split(samples)
     configs = [
-        Config(size, depth, reg, lam, seed, args.epochs)
+        Config(size, depth, reg, lam, seed, args.epochs, args.lp_method, args.lp_weights)
         for seed in args.seeds
         for depth in args.archs
         for reg in args.regularizers
@@ -214,6 +225,16 @@ def main() -> None:
     parser.add_argument("--regularizers", nargs="+", default=list(REGULARIZERS),
                         choices=list(REGULARIZERS))  # fmt: skip
     parser.add_argument("--lams", nargs="+", type=float, default=[1e-4, 1e-3, 1e-2])
+    parser.add_argument(
+        "--lp-method", choices=["lp", "dual"], default="lp", help="of the LP-gap rows"
+    )
+    parser.add_argument(
+        "--lp-weights",
+        choices=["objective", "random"],
+        default="objective",
+        help="the LP gap of the 2SP objective's weights over the quantiles (LPGap(weights=...)), "
+        "or of a random objective per step (the paper's multi-output rule)",
+    )
     parser.add_argument("--seeds", nargs="+", type=int, default=[0], help="network seeds")
     parser.add_argument("--instance-seed", type=int, default=0)
     parser.add_argument("--time-limit", type=float, default=120.0, help="2SP MILP limit, s")

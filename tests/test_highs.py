@@ -67,3 +67,13 @@ def test_a_reload_with_the_same_layout_keeps_the_basis():
     model.set_objective(cols, np.ones(cols.size))
     model.solve()
     assert model.highs.getInfo().simplex_iteration_count < max(cold, 1)
+
+
+def test_the_threads_option_is_refused_with_the_reason():
+    """A ``threads`` count differing from the process's HiGHS thread pool makes every later
+    solve return "Not Set" with no solution; HighsModel refuses the option instead."""
+    builder = MatrixModelBuilder()
+    x = builder.add_vars("x", np.zeros(2), 1.0)
+    builder.add_rows("r", [(x, np.ones(2))], 1.0, 2.0)
+    with pytest.raises(ValueError, match="thread pool"):
+        HighsModel(builder.build(), threads=1)

@@ -241,8 +241,6 @@ def recourse_cost(
     :class:`~pyomo_nnrelax.SolverError`.
     """
     model, costs = recourse_model(instance, y, demand)
-    # no "threads" option: once a HiGHS solve in this process has started HiGHS's thread
-    # pool, an instance asking for another thread count solves nothing (status "Not Set")
     options = {"mip_rel_gap": 1e-6}
     if time_limit is not None:
         options["time_limit"] = positive_float("time_limit", time_limit)

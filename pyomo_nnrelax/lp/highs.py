@@ -49,10 +49,18 @@ class HighsModel:
     relax : bool
         Solve the LP relaxation (integrality dropped).
     options : dict
-        HiGHS options, e.g. ``{"time_limit": 10.0, "threads": 1}``.
+        HiGHS options, e.g. ``{"time_limit": 10.0}``.  ``threads`` is refused: HiGHS keeps
+        one thread pool per process, sized by its first solve, and an instance asking for
+        another count afterwards solves nothing (status "Not Set").
     """
 
     def __init__(self, model: MatrixModel, relax: bool = False, **options) -> None:
+        if "threads" in options:
+            raise ValueError(
+                "HighsModel does not take the 'threads' option: HiGHS sizes one thread pool "
+                "per process at its first solve, and a different count later makes every "
+                "solve fail; parallelism here is across processes (executor=, workers=)"
+            )
         self.highs = quiet_highs()
         for key, value in options.items():
             self.highs.setOptionValue(key, value)

@@ -475,25 +475,27 @@ DEFAULT_LP_SAMPLES = 8
 
 
 # ---------------------------------------------------------------------- text specs
-REGULARIZERS: dict[str, Callable[[str, str], Regularizer]] = {
-    "bw": lambda sense, lp_method: BoundWidth(),
-    "lp": lambda sense, lp_method: LPGap(sense=sense, method=lp_method),
-    "sn": lambda sense, lp_method: StableNeuron(),
-    "rs": lambda sense, lp_method: ReLUStability(),
-    "l1": lambda sense, lp_method: L1(),
-    "l2": lambda sense, lp_method: L2(),
+REGULARIZERS: dict[str, Callable[..., Regularizer]] = {
+    "bw": lambda **lp_options: BoundWidth(),
+    "lp": lambda **lp_options: LPGap(**lp_options),
+    "sn": lambda **lp_options: StableNeuron(),
+    "rs": lambda **lp_options: ReLUStability(),
+    "l1": lambda **lp_options: L1(),
+    "l2": lambda **lp_options: L2(),
 }
+"""Spec names and their regularizers; each takes :class:`LPGap`'s ``sense``, ``method`` and
+``weights`` (only the LP gap uses them)."""
 NO_REGULARIZER = "none"
 
 
 def parse_regularizer(
-    spec: str, sense: str = "min", lp_method: LPMethod = "lp"
+    spec: str, sense: str = "min", lp_method: LPMethod = "lp", lp_weights=None
 ) -> Regularizer | None:
     """A regularizer from a spec such as ``"bw"``, ``"bw+lp"`` or ``"0.5*bw+lp"``.
 
     ``"none"`` gives None.  Names: bw (bound width), lp (LP gap, optimisation ``sense``,
-    ``LPGap(method=lp_method)``), sn (stable neuron), rs (ReLU stability), l1, l2.  Raises
-    ValueError naming the allowed names on anything else.
+    ``LPGap(method=lp_method, weights=lp_weights)``), sn (stable neuron), rs (ReLU
+    stability), l1, l2.  Raises ValueError naming the allowed names on anything else.
 
     >>> parse_regularizer("0.5*bw + lp")
     0.5 * BoundWidth() + 1 * LPGap(sense='min', samples=8, exact_bounds=False)
@@ -524,6 +526,6 @@ method='dual', slope_steps=0)
             raise ValueError(
                 f"regularizer weights must be positive numbers, got {weight} in {spec!r}"
             )
-        part = weight * REGULARIZERS[name](sense, lp_method)
+        part = weight * REGULARIZERS[name](sense=sense, method=lp_method, weights=lp_weights)
         total = part if total is None else total + part
     return total
