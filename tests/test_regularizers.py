@@ -429,7 +429,8 @@ def test_lazy_lp_gap_computes_every_kth_step_with_a_k_times_gradient():
 
 def test_lp_gap_with_fixed_weights_closes_the_gap_of_that_objective():
     """``LPGap(weights=w)``: the gap of ``w' f`` (in user units: scaled by the trainer's
-    target scale), not of a random objective; the wrong number of weights is refused."""
+    target scale, then normalised to sum 1), not of a random objective; the wrong number of
+    weights is refused."""
     layers = Network.mlp([2, 6, 6, 3], seed=4).layers
     X = np.random.default_rng(1).uniform(BOX.lower, BOX.upper, size=(10, 2))
     w, scale = np.array([0.5, 0.2, 0.3]), np.array([2.0, 1.0, 4.0])
@@ -446,7 +447,8 @@ def test_lp_gap_with_fixed_weights_closes_the_gap_of_that_objective():
             for r in single
         ]
         if method == "lp":  # the LP gap of a sum is at most the sum of the gaps
-            assert scaled.value_and_grad(ctx)[0] <= np.dot(w * scale, parts) + 1e-9
+            total = (w * scale).sum()  # the objective is normalised to sum 1
+            assert total * scaled.value_and_grad(ctx)[0] <= np.dot(w * scale, parts) + 1e-9
     with pytest.raises(ValueError, match="3 entries; the network has 2 outputs"):
         LPGap(weights=w).value_and_grad(
             RegContext(Network.mlp([2, 4, 2], seed=0).layers, *BOX, X, np.random.default_rng(0))

@@ -308,7 +308,9 @@ class LPGap(Regularizer):
     weights : array-like, optional
         The objective ``w`` over the outputs when the downstream MILP's is known (e.g. the
         mean of a quantile network's outputs), in user units: the gap of ``w' f`` is closed
-        instead of that of a random objective drawn per step.  One entry per output.
+        instead of that of a random objective drawn per step.  One entry per output, not all
+        zero.  In training units the objective is normalised to ``sum |w| = 1``, like the
+        random one, so ``lam`` means the same with and without it.
     """
 
     def __init__(
@@ -334,7 +336,9 @@ class LPGap(Regularizer):
         self.every = positive_int("every", every)
         self.weights = None if weights is None else np.asarray(weights, dtype=np.float64)
         if self.weights is not None and (
-            self.weights.ndim != 1 or self.weights.size == 0 or not np.isfinite(self.weights).all()
+            self.weights.ndim != 1
+            or not np.isfinite(self.weights).all()
+            or not np.any(self.weights)
         ):
             raise ValueError(f"weights must be a finite vector, one per output, got {weights!r}")
         self._calls, self._last = 0, 0.0
@@ -375,7 +379,8 @@ class LPGap(Regularizer):
                     f"LPGap weights has {self.weights.size} entries; the network has "
                     f"{n_outputs} outputs"
                 )
-            return pick, self.weights * ctx.output_scale
+            omega = self.weights * ctx.output_scale  # the objective in training units
+            return pick, omega / np.abs(omega).sum()
         omega = ctx.rng.random(n_outputs) if n_outputs > 1 else np.ones(1)
         return pick, omega / omega.sum()
 
