@@ -1,11 +1,12 @@
 """The README's `nnrelax refine` example, end to end: data, a fitted surrogate, the command.
 
-Writes a peaks data set (3000 Latin-hypercube points on [-2, 2]^2) and a 2-20-20-1 network
-fitted without a regularizer to 3000 other points (100 epochs, seed 0) into OUT, then runs
-exactly
+Writes a peaks data set (3000 Latin-hypercube points on [-2, 2]^2) and a 2-25-25-25-1
+network fitted without a regularizer to 3000 other points (60 epochs, seed 0) into OUT, then
+runs exactly
 
     nnrelax refine OUT/model.onnx --data OUT/data.npz -o OUT/refined.onnx \\
-        --regularizer bw+lp --lam 5e-4 --rounds 6 --epochs 10 --input-bounds "-2,2" -q
+        --regularizer bw+lp --lam 5e-4 --rounds 6 --epochs 20 --input-bounds "-2,2" \\
+        --milp-time-limit 30 -q
 
 and prints the history it wrote (OUT/refined.history.csv; the plot is refined.history.png,
 the README's docs/images/refine_history.png).  Training is deterministic for a seed; the MILP

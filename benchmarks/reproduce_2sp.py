@@ -73,7 +73,7 @@ class Config:
     seed: int
     epochs: int
     lp_method: str = "lp"
-    lp_weights: str = "objective"
+    lp_weights: str = "random"
 
 
 def train(config: Config, data: dict[str, np.ndarray]) -> dict:
@@ -231,7 +231,7 @@ def main() -> None:
     parser.add_argument(
         "--lp-weights",
         choices=["objective", "random"],
-        default="objective",
+        default="random",
         help="the LP gap of the 2SP objective's weights over the quantiles (LPGap(weights=...)), "
         "or of a random objective per step (the paper's multi-output rule)",
     )

@@ -261,7 +261,9 @@ def test_sweep_command_writes_table_and_pareto_plot(data, tmp_path):
         "--arch",
         "2-6-6-1",
         "--regularizers",
-        "none,bw",
+        "none,bw+lp",
+        "--lp-method",
+        "lp",
         "--lams",
         "1e-2",
         "--seeds",
@@ -279,7 +281,7 @@ def test_sweep_command_writes_table_and_pareto_plot(data, tmp_path):
     assert "2 of 2 runs done" in result.stdout
     with out.open() as handle:
         rows = list(csv.DictReader(handle))
-    assert [r["regularizer"] for r in rows] == ["none", "bw"]
+    assert [(r["regularizer"], r["lp_method"]) for r in rows] == [("none", "lp"), ("bw+lp", "lp")]
     assert {"test_rmse", "milp_seconds", "unstable", "lp_gap"} <= set(rows[0])
     assert out.with_suffix(".png").read_bytes()[:4] == b"\x89PNG"
 

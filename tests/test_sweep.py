@@ -121,6 +121,24 @@ def test_run_config_reports_accuracy_and_difficulty(data_file):
     assert row["milp_optimal"] and values.min() - 1e-2 <= row["milp_objective"] <= values.min()
 
 
+def test_lp_method_reaches_the_trainer_and_is_checked_before_any_run(data_file):
+    """``lp_method`` picks the LP-gap path of the run: the exact LPs and the dual bound give
+    different gradients, hence different networks, and the row records which was used."""
+    rows = {
+        method: run_config(
+            RunConfig(regularizer="bw+lp", lam=1e-1, seed=0, lp_method=method, **base(data_file))
+        )
+        for method in ("lp", "dual")
+    }
+    assert {method: row["lp_method"] for method, row in rows.items()} == {
+        "lp": "lp",
+        "dual": "dual",
+    }
+    assert rows["lp"]["test_mse"] != rows["dual"]["test_mse"]
+    with pytest.raises(ValueError, match="lp_method must be one of"):
+        RunConfig(regularizer="bw+lp", lam=1e-3, seed=0, lp_method="simplex", **base(data_file))
+
+
 def test_one_input_bounds_pair_stands_for_every_input_as_in_the_other_commands(data_file):
     config = RunConfig(
         regularizer="bw", lam=1e-2, seed=0, **base(data_file, input_bounds=((-3.0, 3.0),))

@@ -18,7 +18,7 @@ from .. import files
 from ..box import InputBox, expand_pairs, resolve_box
 from ..errors import InputBoundsError, NNRelaxError
 from ..onnx.load import external_data_files
-from ..options import SENSES
+from ..options import LP_METHODS, SENSES
 
 USER_ERRORS = (NNRelaxError, FileNotFoundError, FileExistsError, ValueError)
 
@@ -126,6 +126,17 @@ def choice_option(name: str, choices: Sequence[str], default: str, help_text: st
 def sense_option(help_text: str | None = None):
     """``--sense min|max|both``: the downstream MILP's sense."""
     return choice_option("--sense", SENSES, "min", help_text)
+
+
+def lp_method_option():
+    """``--lp-method dual|lp``: how an ``lp`` term of the regularizer bounds the LP relaxation."""
+    return choice_option(
+        "--lp-method",
+        LP_METHODS,
+        "dual",
+        "How the lp term bounds the LP relaxation: the dual network (dual: no LP solver, several "
+        "times cheaper) or solving the LP (lp: exact, the paper's).",
+    )
 
 
 def number_list_option(name: str, default: str, kind: Callable[[str], Any]):

@@ -12,7 +12,7 @@ from ..experiments.data import read_data, split_data
 from ..experiments.functions import load_function
 from ..experiments.refine import HISTORY_FILE, RefineHistory
 from ..files import atomic_write
-from ..options import LOSS_REFERENCES, LP_METHODS
+from ..options import LOSS_REFERENCES
 from ..training.regularizers import parse_regularizer
 from .common import (
     BATCH_SIZE,
@@ -27,6 +27,7 @@ from .common import (
     choice_option,
     cli_box,
     input_files,
+    lp_method_option,
     milp_time_limit_option,
     output_option,
     sense_option,
@@ -102,13 +103,7 @@ def history_paths(output: Path) -> tuple[Path, Path, Path]:
     show_default=True,
     help="E.g. bw, bw+lp, 0.5*bw+lp, sn, rs, l1, l2, lp or none.",
 )
-@choice_option(
-    "--lp-method",
-    LP_METHODS,
-    "dual",
-    "How the lp term bounds the LP relaxation: the dual network (dual: no LP solver, several "
-    "times cheaper) or solving the LP (lp: exact, the paper's).",
-)
+@lp_method_option()
 @click.option(
     "--lam",
     type=click.FloatRange(min=0),

@@ -19,6 +19,7 @@ from .common import (
     callback,
     check_outputs,
     input_files,
+    lp_method_option,
     milp_time_limit_option,
     number_list_option,
     one_line,
@@ -77,6 +78,7 @@ def _executor(scheduler: str | None, workers: int | None, n_runs: int):
     show_default=True,
     help="Comma-separated regularizer specs.",
 )
+@lp_method_option()
 @number_list_option("--lams", "1e-4,1e-3", float)
 @number_list_option("--seeds", "0", int)
 @click.option("--epochs", type=click.IntRange(min=1), default=50, show_default=True)
@@ -100,6 +102,7 @@ def sweep(
     arch,
     output: Path,
     regularizers: str,
+    lp_method: str,
     lams,
     seeds,
     epochs: int,
@@ -133,6 +136,7 @@ def sweep(
         "batch_size": batch_size,
         "lr": lr,
         "sense": sense,
+        "lp_method": lp_method,
         "milp_time_limit": milp_time_limit,
     }
     try:

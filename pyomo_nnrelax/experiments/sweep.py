@@ -20,6 +20,7 @@ import numpy as np
 from ..box import expand_pairs, resolve_box
 from ..network import Network
 from ..onnx import read_onnx
+from ..options import LPMethod
 from ..training import Trainer
 from ..training.regularizers import NO_REGULARIZER, parse_regularizer
 from .data import read_data, split_data
@@ -46,6 +47,11 @@ class RunConfig:
         Target columns of a CSV file.
     val_fraction, test_fraction : float
         Held-out shares of the data; the split is the same for every run (seed 0).
+    sense : str
+        The downstream MILP's sense, for the LP-gap term and the measurement.
+    lp_method : str
+        How an ``lp`` term bounds the LP relaxation (:class:`LPGap` ``method``): ``"dual"``,
+        as :func:`refine` does, or ``"lp"``, the exact LPs.
     milp_time_limit : float or None
         Seconds for the MILP of :func:`~pyomo_nnrelax.measure.difficulty`; None skips it.
     """
@@ -64,12 +70,13 @@ class RunConfig:
     batch_size: int = 64
     lr: float = 1e-3
     sense: str = "min"
+    lp_method: LPMethod = "dual"
     milp_time_limit: float | None = 60.0
 
     def __post_init__(self) -> None:
         if (self.model is None) == (self.arch is None):
             raise ValueError("a run starts from exactly one of model (ONNX file) and arch")
-        parse_regularizer(self.regularizer, self.sense)
+        parse_regularizer(self.regularizer, self.sense, self.lp_method)
 
     def label(self) -> dict[str, Any]:
         """The columns that identify the run in the results table."""
@@ -117,7 +124,7 @@ def run_config(config: RunConfig) -> dict[str, Any]:
         *train,
         input_bounds=box,
         validation=val,
-        regularizer=parse_regularizer(config.regularizer, config.sense),
+        regularizer=parse_regularizer(config.regularizer, config.sense, config.lp_method),
         lam=config.lam,
         epochs=config.epochs,
         batch_size=config.batch_size,
