@@ -134,8 +134,17 @@ def train(config: Config) -> dict:
             )
         network = result.network
         seconds = sum(row.get("train_seconds", 0.0) for row in result.history.rows)
+        history = (result.history, result.chosen_because)
+    else:
+        history = None
     mse = float(np.mean(((network.forward(X_test)[:, 0] - f(X_test)) / span) ** 2))
-    return {"config": config, "network": network, "train_seconds": seconds, "test_mse": mse}
+    return {
+        "config": config,
+        "network": network,
+        "train_seconds": seconds,
+        "test_mse": mse,
+        "history": history,
+    }
 
 
 def main() -> None:
@@ -187,7 +196,8 @@ def main() -> None:
         type=Path,
         metavar="DIR",
         help="write every trained network to DIR as ONNX (float64, with the box), e.g. to "
-        "time its MILP again with `nnrelax solve FILE --minimize --json`",
+        "time its MILP again with `nnrelax solve FILE --minimize --json`, and the history of "
+        "each budget row as CSV",
     )
     args = parser.parse_args()
     if args.full:
@@ -207,16 +217,20 @@ def main() -> None:
     spawn = multiprocessing.get_context("spawn")
     with ProcessPoolExecutor(args.workers, mp_context=spawn) as pool:
         trained = list(pool.map(train, configs))
-    rows = []
+    rows, choices = [], []
     for item in trained:
         c = item["config"]
         domain = box(c.function)
+        name = f"{c.function}_25x{c.depth}_{c.regularizer}_{c.lp_method}_{c.lam:g}_s{c.seed}"
+        if item["history"] is not None:
+            choices.append(f"{name}: {item['history'][1]}")
         if args.save_networks:
             args.save_networks.mkdir(parents=True, exist_ok=True)
-            name = f"{c.function}_25x{c.depth}_{c.regularizer}_{c.lp_method}_{c.lam:g}_s{c.seed}"
             item["network"].with_input_bounds(*as_input_box(domain, 2)).to_onnx(
                 args.save_networks / f"{name}.onnx", overwrite=True, dtype="float64"
             )
+            if item["history"] is not None:
+                item["history"][0].save(args.save_networks / f"{name}.history.csv")
         stats, argmin = milp_argmin(item["network"], domain, "min", time_limit=args.time_limit)
         measured = difficulty(item["network"], domain, "min", milp=stats)
         true_value = float(FUNCTIONS[c.function](argmin[None])[0])
@@ -241,6 +255,8 @@ def main() -> None:
             }
         )
     print_table(rows)
+    for line in choices:
+        print(line)
     if args.csv:
         save_rows(rows, args.csv)
 
