@@ -21,9 +21,10 @@ from ..network import Layer, Network, forward_cache
 from ..options import LOSSES, LP_BACKENDS, LossName, LPBackend, check_option
 from ..progress import progress_bar
 from .backprop import add_grads, backward, predict
+from .context import RegContext
 from .losses import Loss, MSELoss, PinballLoss
 from .optim import Adam
-from .regularizers import RegContext, Regularizer
+from .regularizers import Regularizer
 from .scaling import TargetScaling
 
 
