@@ -283,7 +283,7 @@ def print_table(rows: list[dict]) -> None:
         ref_mark = ">" if ref is not None and not ref["milp_optimal"] else ""
         print(
             f"{r['function']:<11}{r['arch']:<11}{r['regularizer']:<7}{r['lp_method']:<6}"
-            f"{r['lam']:>8.0e}{r['unstable']:>9}"
+            f"{r['lam']:>8.2g}{r['unstable']:>9}"
             f"{r['lp_gap']:>10.3g}{r['nodes']:>9}{mark + format(r['milp_seconds'], '.2f'):>10}"
             f"{ref_mark + format(speedup, '.1f') + 'x':>14}{mse_ratio:>10.2f}{train_ratio:>12.2f}"
             f"{r['milp_objective']:>10.4g}{r['true_at_argmin']:>10.4g}{r['regret_pct']:>9.2f}"
