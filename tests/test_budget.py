@@ -216,14 +216,36 @@ def test_a_budget_relative_to_an_unregularized_training(fitted, tmp_path):
         regularizer=BoundWidth(), lam=1e-3, rounds=3, epochs_per_round=4, loss_budget=1.25,
         loss_reference="unregularized", milp_time_limit=None, progress=False,
     )  # fmt: skip
-    free = Trainer(untrained, *train, input_bounds=BOX, validation=val, epochs=12).fit().network
+    free = Trainer(untrained, *train, input_bounds=BOX, validation=val, epochs=4)
+    paced = [_mse(free.fit().network, val) for _ in range(3)]  # trained round by round
     start = result.history.rows[0]
     assert start["reference"] == "unregularized training, 12 epochs"
     assert start["loss_ratio"] > 2  # the untrained network is far outside the budget ...
+    assert start["reference_by_round"][1:] == pytest.approx(
+        [loss / paced[-1] * start["reference_loss"] for loss in paced], rel=1e-9
+    )
     for row in result.history.rows[1:]:  # ... and the rounds are judged against the reference
         checkpoint = read_onnx(tmp_path / f"round_{row['round']:03d}.onnx")
-        assert row["loss_ratio"] == pytest.approx(_mse(checkpoint, val) / _mse(free, val), rel=1e-6)
+        assert row["loss_ratio"] == pytest.approx(_mse(checkpoint, val) / paced[-1], rel=1e-6)
         assert row["within_budget"] == (row["loss_ratio"] <= 1.25)
+        paced_ratio = _mse(checkpoint, val) / paced[row["round"] - 1]
+        assert row["paced_ratio"] == pytest.approx(paced_ratio, rel=1e-6)
+
+
+def test_an_unregularized_reference_paces_the_lambda_schedule(fitted, tmp_path):
+    """From an untrained start the early rounds trail the full unregularized training only
+    because they have had fewer epochs: the schedule judges them against that training after
+    as many epochs, so a lambda too small to matter keeps growing instead of collapsing."""
+    _, train, val = fitted
+    result = refine(
+        Network.mlp([2, 12, 12, 1], seed=3), *train, validation=val, input_bounds=BOX,
+        output_dir=tmp_path, regularizer=BoundWidth(), lam=1e-9, rounds=3, epochs_per_round=2,
+        loss_budget=1.1, loss_reference="unregularized", milp_time_limit=None, progress=False,
+    )  # fmt: skip
+    rows = result.history.rows[1:]
+    assert not rows[0]["within_budget"]  # behind the 6-epoch reference after 2 epochs ...
+    assert all(r["on_pace"] and r["paced_ratio"] == pytest.approx(1, rel=1e-4) for r in rows)
+    assert [r["lam"] for r in rows] == pytest.approx([1e-9, 2e-9, 4e-9])  # ... yet on pace
 
 
 def test_an_untrained_start_under_a_budget_is_pointed_out(fitted, tmp_path):
@@ -278,7 +300,9 @@ def test_time_limited_rounds_are_ranked_by_the_gap_they_leave():
         {**base, "round": 2, "milp_optimal": False, "milp_seconds": 19.9, "unstable": 99,
          "milp_objective": -5.0, "milp_bound": -7.0},
     ]  # fmt: skip
-    assert choose_round(rows)[0] == 1
+    chosen, why = choose_round(rows)
+    assert chosen == 1 and "gap left at the MILP time limit" in why
     rows.append({**base, "round": 3, "milp_optimal": True, "milp_seconds": 15.0, "unstable": 99,
                  "milp_objective": -5.0, "milp_bound": -5.0})  # fmt: skip
-    assert choose_round(rows)[0] == 3
+    chosen, why = choose_round(rows)
+    assert chosen == 3 and "by MILP time of the 4 rounds" in why

@@ -11,7 +11,7 @@ import pytest
 from pyomo_nnrelax import Network, interval_bounds
 from pyomo_nnrelax.experiments.refine import RefineHistory, refine
 from pyomo_nnrelax.onnx import read_onnx
-from pyomo_nnrelax.training import BoundWidth
+from pyomo_nnrelax.training import BoundWidth, Trainer
 
 BOX = [(-2.0, 2.0), (-2.0, 2.0)]
 
@@ -83,6 +83,26 @@ def test_history_has_a_row_per_round_and_saves_as_json_and_csv(model_path, data,
     result.history.save(tmp_path / "h.csv")
     with (tmp_path / "h.csv").open() as handle:
         assert len(list(csv.DictReader(handle))) == 3
+
+
+def test_a_rounds_losses_are_those_of_the_epoch_it_keeps(data, tmp_path):
+    """A round keeps its best-validation epoch; its row reports that epoch's losses, so the
+    validation loss of the row is the held-out loss measured on its checkpoint.  From a
+    trained network a regularizer raises the loss, so the first epoch of a round is kept."""
+    X, y = data
+    train, val = (X[:200], y[:200]), (X[200:], y[200:])
+    options = dict(input_bounds=BOX, batch_size=32, lr=1e-2)
+    trained = Trainer(Network.mlp([2, 6, 6, 1], seed=0), *train, epochs=30, **options).fit()
+    result = refine(
+        trained.network, *train, validation=val, rounds=2, epochs_per_round=3, lam=0.05,
+        regularizer=BoundWidth(), milp_time_limit=None, output_dir=tmp_path / "r",
+        progress=False, **options,
+    )  # fmt: skip
+    rows = result.history.rows[1:]
+    assert any(r["kept_epoch"] < r["epochs"] for r in rows)  # the case that was misreported
+    for row in rows:
+        assert row["epochs"] - 3 < row["kept_epoch"] <= row["epochs"]
+        assert row["val_loss"] == pytest.approx(row["held_out_loss"], rel=1e-9)
 
 
 def test_refine_stops_once_the_targets_are_met(model_path, data):

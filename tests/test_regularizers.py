@@ -427,6 +427,27 @@ def test_lazy_lp_gap_computes_every_kth_step_with_a_k_times_gradient():
         LPGap(every=0)
 
 
+def test_lazy_lp_gap_follows_the_trainers_steps_not_its_own_calls():
+    """With the trainer's step in the context, one ``LPGap(every=2)`` object held twice in a
+    sum is computed (or skipped) by both terms at the same steps, so ``lp + 0.5 * lp`` is 1.5
+    times ``lp``; a second trainer reusing the object starts computing at its own step 0."""
+    layers = Network.mlp([2, 6, 6, 1], seed=4).layers
+    X = np.random.default_rng(1).uniform(BOX.lower, BOX.upper, size=(12, 2))
+    lazy = LPGap(method="dual", every=2)
+    twice = lazy + 0.5 * lazy
+    reference = LPGap(method="dual", every=2)
+    for step in range(4):
+        _, g = twice.value_and_grad(_ctx(layers, X, step=step))
+        _, g_ref = reference.value_and_grad(_ctx(layers, X, step=step))
+        for (w, b), (w_r, b_r) in zip(g, g_ref):
+            np.testing.assert_allclose(w, 1.5 * w_r, atol=1e-12)
+            np.testing.assert_allclose(b, 1.5 * b_r, atol=1e-12)
+        assert any(np.abs(w).max() > 0 for w, _ in g) == (step % 2 == 0)
+    lazy.value_and_grad(_ctx(layers, X, step=1))  # 9 calls of the object so far
+    _, g = lazy.value_and_grad(_ctx(layers, X, step=0))  # a new trainer's first step
+    assert any(np.abs(w).max() > 0 for w, _ in g)
+
+
 def test_lp_gap_with_fixed_weights_closes_the_gap_of_that_objective():
     """``LPGap(weights=w)``: the gap of ``w' f`` (in user units: scaled by the trainer's
     target scale, then normalised to sum 1), not of a random objective; the wrong number of

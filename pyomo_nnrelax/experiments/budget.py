@@ -98,16 +98,28 @@ def choose_round(rows: list[dict[str, Any]]) -> tuple[int, str]:
         )
     by_milp = all(_finite(r.get("milp_seconds")) for r in within)
     best = min(within, key=lambda r: difficulty_key(r, by_milp))
-    measure = "MILP time" if by_milp else "unstable neurons and mean big-M"
+    if not by_milp:
+        measure = "unstable neurons and mean big-M"
+    elif best.get("milp_optimal"):
+        measure = "MILP time"
+    else:
+        measure = "the gap left at the MILP time limit (none solved to optimality)"
     return int(best["round"]), (
         f"round {best['round']}: the easiest by {measure} of the {len(within)} rounds within budget"
     )
 
 
+def on_pace(row: dict[str, Any]) -> bool:
+    """Whether the lambda schedule counts ``row`` as good: within budget against the
+    reference after as many epochs where the history has one (``on_pace``), else within
+    budget."""
+    return bool(row.get("on_pace", row.get("within_budget", True)))
+
+
 def last_good_round(rows: list[dict[str, Any]]) -> int:
-    """The round training goes back to after one that broke the budget: the last round within
-    budget, else the one with the lowest held-out loss."""
-    within = [int(r["round"]) for r in rows if r.get("within_budget", True)]
+    """The round training goes back to after one that broke the budget: the last good round
+    (:func:`on_pace`), else the one with the lowest held-out loss."""
+    within = [int(r["round"]) for r in rows if on_pace(r)]
     return max(within) if within else int(fallback_round(rows)["round"])
 
 

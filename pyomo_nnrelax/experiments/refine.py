@@ -26,7 +26,7 @@ from ..onnx import read_onnx
 from ..options import LOSS_REFERENCES, LossReference, check_option
 from ..progress import progress_bar
 from ..training import BoundWidth, LPGap, Regularizer, Trainer
-from .budget import AccuracyBudget, choose_round, last_good_round
+from .budget import AccuracyBudget, choose_round, last_good_round, on_pace
 from .data import save_rows
 from .measure import difficulty, milp_argmin
 
@@ -150,7 +150,11 @@ def refine(
         What the budget's losses are relative to: the starting network's held-out loss (for
         a network that is already trained), or that of an unregularized training of the
         starting network for as many epochs as the refinement may run (for one that is not,
-        e.g. ``Network.mlp``); recorded in round 0 as ``reference_loss``.
+        e.g. ``Network.mlp``); recorded in round 0 as ``reference_loss``.  With
+        ``"unregularized"`` the lambda schedule judges each round against that training after
+        as many epochs (``reference_by_round`` in round 0, ``paced_ratio`` and ``on_pace``
+        per round), so early rounds are not held to a loss the reference reached only later;
+        the round returned is still within budget against the full training.
     evaluate : callable, optional
         The true function (``evaluate(x) -> float`` at one input): each round's MILP argmin
         is evaluated with it and the history records ``true_value`` and
@@ -225,22 +229,44 @@ def refine(
         row["loss_ratio"] = ratio if math.isfinite(ratio) else None
         return row
 
+    def judge(row: dict[str, Any], reference: dict[str, Any]) -> None:
+        """``within_budget`` (against the reference loss) and ``on_pace`` (against the
+        unregularized training after as many epochs, when the reference is one): the
+        choice of round uses the first, the lambda schedule the second."""
+        row["within_budget"], row["verdict"] = budget.judge(row)
+        paced = reference.get("reference_by_round")
+        if paced is None or row["round"] >= len(paced):
+            row["on_pace"] = row["within_budget"]
+            return
+        row["paced_ratio"] = row["held_out_loss"] / paced[row["round"]]
+        row["on_pace"], why = budget.judge({**row, "loss_ratio": row["paced_ratio"]})
+        if row["within_budget"] and not row["on_pace"]:
+            row["verdict"] = f"{why} after as many epochs"
+
     checkpoints = [_checkpoint(output_dir, first_round)] if resume else []
     if not resume:
         start_row = {"round": 0, "epochs": 0, "lam": 0.0, **measure(network, {})}
-        start_row["reference_loss"], start_row["reference"] = _reference_loss(
+        paced = _reference_losses(
             loss_reference if budget.active else "start",
             start_row["held_out_loss"],
             trainer,
-            rounds * epochs_per_round,
+            rounds,
+            epochs_per_round,
         )
+        start_row["reference_loss"] = paced[-1]
+        if len(paced) > 1:
+            start_row["reference"] = f"unregularized training, {rounds * epochs_per_round} epochs"
+            start_row["reference_by_round"] = paced
+        else:
+            start_row["reference"] = "the starting network"
         start_row["loss_ratio"] = start_row["held_out_loss"] / start_row["reference_loss"]
         start_row["within_budget"] = loss_reference == "start" or budget.judge(start_row)[0]
+        start_row["on_pace"] = True
         checkpoints.append(_save(network, box, output_dir, 0, overwrite))
         history.rows.append(start_row)
         history.save(output_dir / HISTORY_FILE)
     reference = history.rows[0]
-    if budget.active and not history.rows[-1].get("within_budget", True):
+    if budget.active and not on_pace(history.rows[-1]):
         trainer.restore(_last_within_budget(history, output_dir))
     lam_now = _next_lam(history, budget, lam)
     stopped_by = f"{rounds} rounds"
@@ -251,18 +277,22 @@ def refine(
         result = trainer.fit(epochs_per_round)
         seconds = time.perf_counter() - start
         network = result.network
+        # the round's checkpoint is its best-validation epoch: report that epoch's losses
+        kept = next((e for e in result.history if e.epoch == result.best_epoch), None)
+        kept = kept or result.history[-1]
         row = {
             "round": round_index,
             "epochs": epoch_offset + trainer.history_[-1].epoch,
+            "kept_epoch": epoch_offset + kept.epoch,
             "lam": lam_now,
-            "train_loss": result.history[-1].train_loss,
-            "val_loss": result.history[-1].val_loss,
-            "regularizer": result.history[-1].regularizer,
+            "train_loss": kept.train_loss,
+            "val_loss": kept.val_loss,
+            "regularizer": kept.regularizer,
             "lp_failures": sum(e.lp_failures for e in result.history),
             "train_seconds": seconds,
             **measure(network, reference),
         }
-        row["within_budget"], row["verdict"] = budget.judge(row)
+        judge(row, reference)
         if round_index == 1 and budget.active and loss_reference == "start":
             _warn_if_untrained(reference, row)
         history.rows.append(row)
@@ -272,9 +302,9 @@ def refine(
         bar.update(1)
         bar.show(unstable=row["unstable"], lp_gap=row["lp_gap"], loss=row["train_loss"])
         if budget.active:
-            if not row["within_budget"]:
+            if not row["on_pace"]:
                 trainer.restore(_last_within_budget(history, output_dir))
-            lam_now = budget.next_lam(lam_now, row["within_budget"])
+            lam_now = budget.next_lam(lam_now, row["on_pace"])
         met = _targets_met(row, targets) if row["within_budget"] else None
         if met:
             stopped_by = met
@@ -291,17 +321,21 @@ def refine(
     )
 
 
-def _reference_loss(kind: str, start_loss: float, trainer: Trainer, epochs: int):
-    """The held-out loss the budget is relative to, and what it is."""
+def _reference_losses(
+    kind: str, start_loss: float, trainer: Trainer, rounds: int, epochs_per_round: int
+) -> list[float]:
+    """The held-out losses the budget is relative to: ``[start_loss]`` for the starting
+    network, else the unregularized training's after each round's worth of epochs (round 0
+    first), trained round by round as the refinement trains, the last being the reference."""
     if kind == "start":
-        return start_loss, "the starting network"
+        return [start_loss]
     free = Trainer(
         trainer.network, trainer.X, trainer.y, input_bounds=trainer.input_bounds,
         validation=trainer.validation, loss=trainer.loss, quantiles=trainer.quantiles,
-        epochs=epochs, batch_size=trainer.batch_size, lr=trainer.lr, seed=trainer.seed,
-        scale_targets=trainer.scale_targets,
+        epochs=epochs_per_round, batch_size=trainer.batch_size, lr=trainer.lr,
+        seed=trainer.seed, scale_targets=trainer.scale_targets,
     )  # fmt: skip
-    return trainer.held_out_loss(free.fit().network), f"unregularized training, {epochs} epochs"
+    return [start_loss] + [trainer.held_out_loss(free.fit().network) for _ in range(rounds)]
 
 
 def _warn_if_untrained(reference: dict[str, Any], first: dict[str, Any]) -> None:
@@ -328,7 +362,7 @@ def _next_lam(history: RefineHistory, budget: AccuracyBudget, lam: float) -> flo
     last = history.rows[-1]
     if not budget.active or last["round"] == 0:
         return lam
-    return budget.next_lam(float(last["lam"]), bool(last["within_budget"]))
+    return budget.next_lam(float(last["lam"]), on_pace(last))
 
 
 def _check_fresh_output_dir(source, output_dir: Path, overwrite: bool) -> None:

@@ -49,6 +49,8 @@ class RegContext:
     output_scale : ndarray (n_outputs,) or float
         User units per training unit of each output (``y = scale * f + offset``): an
         objective stated in user units, ``w' y``, is ``(w * scale)' f`` up to a constant.
+    step : int or None
+        The trainer's step index (0 first), for regularizers computed at some steps only.
     """
 
     layers: tuple[Layer, ...]
@@ -63,6 +65,7 @@ class RegContext:
     defer_output: bool = False
     output_seed: np.ndarray | None = None
     output_scale: np.ndarray | float = 1.0
+    step: int | None = None
     _ibp: IBPTrace | None = field(default=None, repr=False)
     _weight: float = field(default=1.0, repr=False)
 

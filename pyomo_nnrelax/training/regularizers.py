@@ -220,8 +220,9 @@ class LPGap(Regularizer):
     slope_lr : float
         Adam step size of the slopes ("dual").
     every : int
-        Compute the gap at every ``every``-th call (training step) only, with its gradient
-        scaled by ``every``; the value reported in between is the last one computed.
+        Compute the gap at every ``every``-th training step only (``RegContext.step``; calls
+        where the context has none), with its gradient scaled by ``every``; the value
+        reported in between is the last one computed.
     weights : array-like, optional
         The objective ``w`` over the outputs when the downstream MILP's is known (e.g. the
         mean of a quantile network's outputs), in user units: the gap of ``w' f`` is closed
@@ -302,8 +303,11 @@ class LPGap(Regularizer):
         return pick, omega / omega.sum()
 
     def value_and_grad(self, ctx: RegContext) -> tuple[float, Grads]:
+        # the trainer's step index when it gives one (a sum holding this object twice, or a
+        # second trainer reusing it, sees the same schedule), else this object's call count
+        step = self._calls if ctx.step is None else ctx.step
         self._calls += 1
-        if (self._calls - 1) % self.every:  # a lazy step: computed on calls 1, 1 + every, ...
+        if step % self.every:  # a lazy step: computed at steps 0, every, 2 every, ...
             return self._last, zero_grads(ctx.layers)
         pick, omega = self._points(ctx)
         X, out = ctx.X, ctx.forward_pass()[0]

@@ -233,6 +233,7 @@ class Trainer:
         self.optimizer_ = Adam(self.lr)
         self.rng_ = np.random.default_rng(self.seed)
         self.history_: list[EpochStats] = []
+        self.steps_ = 0
         self._layers = self.scaling_.unfold(self.network.layers)
         self._y_train = self.scaling_.to_training(self.y)
         self._y_val = (
@@ -299,6 +300,7 @@ class Trainer:
             ctx = RegContext(
                 self._layers, lo, hi, X, self.rng_, self.lp_backend, rows=rows,
                 forward=forward, defer_output=True, output_scale=self.scaling_.scale,
+                step=self.steps_,
             )  # fmt: skip
             reg_value, reg_grads = self.regularizer.value_and_grad(ctx)
             failures = ctx.lp_failures
@@ -314,6 +316,7 @@ class Trainer:
             Layer(new[2 * i], new[2 * i + 1], layer.activation)
             for i, layer in enumerate(self._layers)
         )
+        self.steps_ += 1
         return loss, reg_value, failures
 
     def _epoch(self) -> EpochStats:
