@@ -24,6 +24,12 @@ def test_judge_and_continuation():
     within, why = budget.judge({"loss_ratio": 1.0, "decision_change": 0.7})
     assert not within and "worse by 0.7 > 0.5" in why
     assert budget.next_lam(1e-3, True) == 2e-3 and budget.next_lam(1e-3, False) == 5e-4
+    # a loss far over budget shrinks lambda with the overshoot: (1.25 - 1) / (2 - 1) = 1/4,
+    # at least by growth (a small overshoot) and at most by growth**4
+    assert budget.next_lam(1e-3, False, ratio=2.0) == pytest.approx(2.5e-4)
+    assert budget.next_lam(1e-3, False, ratio=1.3) == pytest.approx(5e-4)
+    assert budget.next_lam(1e-3, False, ratio=50.0) == pytest.approx(1e-3 / 16)
+    assert budget.next_lam(1e-3, False, ratio=1.1) == pytest.approx(5e-4)  # decision broke
     assert not AccuracyBudget().active
 
 
@@ -90,9 +96,10 @@ def test_refine_keeps_the_held_out_loss_within_the_budget(fitted, tmp_path):
         assert row["loss_ratio"] == pytest.approx(_mse(checkpoint, val) / _mse(net, val), rel=1e-6)
         assert row["within_budget"] == (row["loss_ratio"] <= 1.25)
     assert _mse(result.network, val) <= 1.25 * _mse(net, val) * (1 + 1e-9)
-    # continuation: lambda doubles after a round within budget and halves after one outside
+    # continuation: lambda doubles after a round within budget and shrinks after one outside
     for before, after in zip(rows[1:], rows[2:]):
-        factor = 2.0 if before["within_budget"] else 0.5
+        overshoot = 0.25 / (before["loss_ratio"] - 1) if not before["within_budget"] else 2.0
+        factor = 2.0 if before["within_budget"] else min(0.5, max(overshoot, 1 / 16))
         assert after["lam"] == pytest.approx(before["lam"] * factor)
     [chosen] = [r for r in rows if r["chosen"]]
     assert chosen["round"] == result.chosen_round and chosen["within_budget"]
@@ -113,7 +120,7 @@ def test_a_budget_nothing_meets_returns_the_starting_network(fitted, tmp_path):
     )
     assert [r["within_budget"] for r in result.history.rows] == [True, False, False]
     assert result.chosen_round == 0 and result.network == net
-    assert result.history.rows[2]["lam"] == 25.0  # backed off after round 1
+    assert result.history.rows[2]["lam"] == 50.0 / 16  # backed off as far as it goes
 
 
 def test_the_true_value_at_each_argmin_is_recorded_and_budgeted(fitted, tmp_path):

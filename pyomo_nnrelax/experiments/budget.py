@@ -65,9 +65,21 @@ class AccuracyBudget:
             return False, f"true value at the argmin worse by {_fmt(change)} > {limit:g}"
         return True, "within budget"
 
-    def next_lam(self, lam: float, within: bool) -> float:
-        """Continuation: grow lambda while the budget holds, back off when it breaks."""
-        return lam * self.growth if within else lam / self.growth
+    def next_lam(self, lam: float, within: bool, ratio: float | None = None) -> float:
+        """Continuation: grow lambda by ``growth`` while the budget holds, back off when it
+        breaks.  A loss ``ratio`` over the loss budget shrinks lambda in proportion to the
+        overshoot, taking the rise of the loss as proportional to lambda:
+        ``(loss_budget - 1) / (ratio - 1)``, by ``growth`` at least and ``growth**4`` at
+        most; otherwise (a decision over its budget) by ``growth``.  A well-fitted network
+        whose loss a regularizer multiplies at once so reaches a useful lambda in a few
+        rounds rather than one halving per round."""
+        if within:
+            return lam * self.growth
+        shrink = 1.0 / self.growth
+        if ratio is not None and self.loss_budget is not None and ratio > self.loss_budget:
+            proportional = (self.loss_budget - 1.0) / (ratio - 1.0)
+            shrink = min(shrink, max(proportional, self.growth**-4))
+        return lam * shrink
 
 
 def difficulty_key(row: dict[str, Any], by_milp: bool) -> tuple[float, ...]:
@@ -107,6 +119,12 @@ def choose_round(rows: list[dict[str, Any]]) -> tuple[int, str]:
     return int(best["round"]), (
         f"round {best['round']}: the easiest by {measure} of the {len(within)} rounds within budget"
     )
+
+
+def schedule_ratio(row: dict[str, Any]) -> float | None:
+    """The loss ratio the lambda schedule judged ``row`` by (``paced_ratio`` where the
+    reference is paced, else ``loss_ratio``)."""
+    return row.get("paced_ratio", row.get("loss_ratio"))
 
 
 def on_pace(row: dict[str, Any]) -> bool:

@@ -26,7 +26,7 @@ from ..onnx import read_onnx
 from ..options import LOSS_REFERENCES, LossReference, check_option
 from ..progress import progress_bar
 from ..training import BoundWidth, LPGap, Regularizer, Trainer
-from .budget import AccuracyBudget, choose_round, last_good_round, on_pace
+from .budget import AccuracyBudget, choose_round, last_good_round, on_pace, schedule_ratio
 from .data import save_rows
 from .measure import difficulty, milp_argmin
 
@@ -143,7 +143,9 @@ def refine(
         Keep the held-out loss (validation, else training data) within this factor of the
         starting network's, e.g. 1.25.  ``lam`` is then where the search starts: it grows
         by ``lam_growth`` after each round within budget and shrinks after a round that
-        breaks it, which is set back to the last round within budget.  The result is the
+        breaks it (by ``lam_growth``, more when the loss overshoots by far:
+        :meth:`~pyomo_nnrelax.experiments.budget.AccuracyBudget.next_lam`), which is set
+        back to the last round within budget.  The result is the
         round within budget with the easiest MILP (see :mod:`~pyomo_nnrelax.experiments.budget`).
         Without a budget, ``lam`` stays fixed and the result is the last round.
     loss_reference : {"start", "unregularized"}
@@ -304,7 +306,7 @@ def refine(
         if budget.active:
             if not row["on_pace"]:
                 trainer.restore(_last_within_budget(history, output_dir))
-            lam_now = budget.next_lam(lam_now, row["on_pace"])
+            lam_now = budget.next_lam(lam_now, row["on_pace"], schedule_ratio(row))
         met = _targets_met(row, targets) if row["within_budget"] else None
         if met:
             stopped_by = met
@@ -362,7 +364,7 @@ def _next_lam(history: RefineHistory, budget: AccuracyBudget, lam: float) -> flo
     last = history.rows[-1]
     if not budget.active or last["round"] == 0:
         return lam
-    return budget.next_lam(float(last["lam"]), on_pace(last))
+    return budget.next_lam(float(last["lam"]), on_pace(last), schedule_ratio(last))
 
 
 def _check_fresh_output_dir(source, output_dir: Path, overwrite: bool) -> None:
