@@ -24,11 +24,12 @@ def test_judge_and_continuation():
     within, why = budget.judge({"loss_ratio": 1.0, "decision_change": 0.7})
     assert not within and "worse by 0.7 > 0.5" in why
     assert budget.next_lam(1e-3, True) == 2e-3 and budget.next_lam(1e-3, False) == 5e-4
-    # a loss far over budget shrinks lambda with the overshoot: (1.25 - 1) / (2 - 1) = 1/4,
-    # at least by growth (a small overshoot) and at most by growth**4
-    assert budget.next_lam(1e-3, False, ratio=2.0) == pytest.approx(2.5e-4)
+    # a loss far over budget shrinks lambda with the overshoot: sqrt((1.25 - 1) / (5 - 1))
+    # = 1/4, at least by growth (a small overshoot) and at most by growth**4
+    assert budget.next_lam(1e-3, False, ratio=5.0) == pytest.approx(2.5e-4)
     assert budget.next_lam(1e-3, False, ratio=1.3) == pytest.approx(5e-4)
-    assert budget.next_lam(1e-3, False, ratio=50.0) == pytest.approx(1e-3 / 16)
+    assert budget.next_lam(1e-3, False, ratio=2.0) == pytest.approx(5e-4)
+    assert budget.next_lam(1e-3, False, ratio=500.0) == pytest.approx(1e-3 / 16)
     assert budget.next_lam(1e-3, False, ratio=1.1) == pytest.approx(5e-4)  # decision broke
     assert not AccuracyBudget().active
 
@@ -98,7 +99,7 @@ def test_refine_keeps_the_held_out_loss_within_the_budget(fitted, tmp_path):
     assert _mse(result.network, val) <= 1.25 * _mse(net, val) * (1 + 1e-9)
     # continuation: lambda doubles after a round within budget and shrinks after one outside
     for before, after in zip(rows[1:], rows[2:]):
-        overshoot = 0.25 / (before["loss_ratio"] - 1) if not before["within_budget"] else 2.0
+        overshoot = (0.25 / (before["loss_ratio"] - 1)) ** 0.5 if not before["within_budget"] else 2
         factor = 2.0 if before["within_budget"] else min(0.5, max(overshoot, 1 / 16))
         assert after["lam"] == pytest.approx(before["lam"] * factor)
     [chosen] = [r for r in rows if r["chosen"]]

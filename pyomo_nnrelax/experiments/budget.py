@@ -67,18 +67,18 @@ class AccuracyBudget:
 
     def next_lam(self, lam: float, within: bool, ratio: float | None = None) -> float:
         """Continuation: grow lambda by ``growth`` while the budget holds, back off when it
-        breaks.  A loss ``ratio`` over the loss budget shrinks lambda in proportion to the
-        overshoot, taking the rise of the loss as proportional to lambda:
-        ``(loss_budget - 1) / (ratio - 1)``, by ``growth`` at least and ``growth**4`` at
-        most; otherwise (a decision over its budget) by ``growth``.  A well-fitted network
-        whose loss a regularizer multiplies at once so reaches a useful lambda in a few
-        rounds rather than one halving per round."""
+        breaks.  Near a minimum of the loss, a regularizer that moves the weights by
+        O(lambda) raises the loss by O(lambda^2), so a loss ``ratio`` over the loss budget
+        shrinks lambda by ``sqrt((loss_budget - 1) / (ratio - 1))``: by ``growth`` at least
+        and ``growth**4`` at most (a decision over its budget: by ``growth``).  A well-fitted
+        network whose loss the regularizer multiplies at once so reaches a lambda it can
+        afford in a few rounds rather than one halving per round."""
         if within:
             return lam * self.growth
         shrink = 1.0 / self.growth
         if ratio is not None and self.loss_budget is not None and ratio > self.loss_budget:
-            proportional = (self.loss_budget - 1.0) / (ratio - 1.0)
-            shrink = min(shrink, max(proportional, self.growth**-4))
+            quadratic = math.sqrt((self.loss_budget - 1.0) / (ratio - 1.0))
+            shrink = min(shrink, max(quadratic, self.growth**-4))
         return lam * shrink
 
 
