@@ -76,8 +76,12 @@ def test_ctrl_c_stops_a_highs_solve_and_raises_keyboard_interrupt(tmp_path):
     script.write_text(
         textwrap.dedent(
             """
-            import sys, time
+            import signal, sys, time
             import pyomo.environ as pyo
+
+            # Ctrl-C as in a terminal, even when the test runner was started with SIGINT
+            # ignored (a background job of a non-interactive shell), which children inherit
+            signal.signal(signal.SIGINT, signal.default_int_handler)
             from pyomo_nnrelax import NNBlock, Network
             from pyomo_nnrelax.experiments.solvers import solve_model
 
