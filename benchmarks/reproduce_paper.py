@@ -134,9 +134,9 @@ def train(config: Config) -> dict:
             )
         network = result.network
         seconds = sum(row.get("train_seconds", 0.0) for row in result.history.rows)
-        history = (result.history, result.chosen_because)
+        history, chosen_because = result.history, result.chosen_because
     else:
-        history = None
+        history = chosen_because = None
     mse = float(np.mean(((network.forward(X_test)[:, 0] - f(X_test)) / span) ** 2))
     return {
         "config": config,
@@ -144,6 +144,7 @@ def train(config: Config) -> dict:
         "train_seconds": seconds,
         "test_mse": mse,
         "history": history,
+        "chosen_because": chosen_because,
     }
 
 
@@ -222,15 +223,15 @@ def main() -> None:
         c = item["config"]
         domain = box(c.function)
         name = f"{c.function}_25x{c.depth}_{c.regularizer}_{c.lp_method}_{c.lam:g}_s{c.seed}"
-        if item["history"] is not None:
-            choices.append(f"{name}: {item['history'][1]}")
+        if item["chosen_because"] is not None:
+            choices.append(f"{name}: {item['chosen_because']}")
         if args.save_networks:
             args.save_networks.mkdir(parents=True, exist_ok=True)
             item["network"].with_input_bounds(*as_input_box(domain, 2)).to_onnx(
                 args.save_networks / f"{name}.onnx", overwrite=True, dtype="float64"
             )
             if item["history"] is not None:
-                item["history"][0].save(args.save_networks / f"{name}.history.csv")
+                item["history"].save(args.save_networks / f"{name}.history.csv")
         stats, argmin = milp_argmin(item["network"], domain, "min", time_limit=args.time_limit)
         measured = difficulty(item["network"], domain, "min", milp=stats)
         true_value = float(FUNCTIONS[c.function](argmin[None])[0])

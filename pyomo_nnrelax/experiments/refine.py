@@ -232,13 +232,12 @@ def refine(
         return row
 
     def judge(row: dict[str, Any], reference: dict[str, Any]) -> None:
-        """``within_budget`` (against the reference loss) and ``on_pace`` (against the
-        unregularized training after as many epochs, when the reference is one): the
-        choice of round uses the first, the lambda schedule the second."""
+        """``within_budget`` (against the reference loss), and where the reference is an
+        unregularized training, ``on_pace`` (against it after as many epochs): the choice of
+        round uses the first, the lambda schedule :func:`on_pace`."""
         row["within_budget"], row["verdict"] = budget.judge(row)
         paced = reference.get("reference_by_round")
         if paced is None or row["round"] >= len(paced):
-            row["on_pace"] = row["within_budget"]
             return
         row["paced_ratio"] = row["held_out_loss"] / paced[row["round"]]
         row["on_pace"], why = budget.judge({**row, "loss_ratio": row["paced_ratio"]})
@@ -248,22 +247,17 @@ def refine(
     checkpoints = [_checkpoint(output_dir, first_round)] if resume else []
     if not resume:
         start_row = {"round": 0, "epochs": 0, "lam": 0.0, **measure(network, {})}
-        paced = _reference_losses(
-            loss_reference if budget.active else "start",
-            start_row["held_out_loss"],
-            trainer,
-            rounds,
-            epochs_per_round,
-        )
-        start_row["reference_loss"] = paced[-1]
-        if len(paced) > 1:
+        if budget.active and loss_reference == "unregularized":
+            paced = _unregularized_losses(trainer, rounds, epochs_per_round)
             start_row["reference"] = f"unregularized training, {rounds * epochs_per_round} epochs"
-            start_row["reference_by_round"] = paced
+            start_row["reference_by_round"] = [start_row["held_out_loss"], *paced]
+            start_row["reference_loss"] = paced[-1]
+            start_row["on_pace"] = True  # the start is where the unregularized training starts
         else:
             start_row["reference"] = "the starting network"
+            start_row["reference_loss"] = start_row["held_out_loss"]
         start_row["loss_ratio"] = start_row["held_out_loss"] / start_row["reference_loss"]
         start_row["within_budget"] = loss_reference == "start" or budget.judge(start_row)[0]
-        start_row["on_pace"] = True
         checkpoints.append(_save(network, box, output_dir, 0, overwrite))
         history.rows.append(start_row)
         history.save(output_dir / HISTORY_FILE)
@@ -280,8 +274,7 @@ def refine(
         seconds = time.perf_counter() - start
         network = result.network
         # the round's checkpoint is its best-validation epoch: report that epoch's losses
-        kept = next((e for e in result.history if e.epoch == result.best_epoch), None)
-        kept = kept or result.history[-1]
+        kept = next((e for e in result.history if e.epoch == result.best_epoch), result.history[-1])
         row = {
             "round": round_index,
             "epochs": epoch_offset + trainer.history_[-1].epoch,
@@ -304,9 +297,9 @@ def refine(
         bar.update(1)
         bar.show(unstable=row["unstable"], lp_gap=row["lp_gap"], loss=row["train_loss"])
         if budget.active:
-            if not row["on_pace"]:
+            if not on_pace(row):
                 trainer.restore(_last_within_budget(history, output_dir))
-            lam_now = budget.next_lam(lam_now, row["on_pace"], schedule_ratio(row))
+            lam_now = budget.next_lam(lam_now, on_pace(row), schedule_ratio(row))
         met = _targets_met(row, targets) if row["within_budget"] else None
         if met:
             stopped_by = met
@@ -323,21 +316,17 @@ def refine(
     )
 
 
-def _reference_losses(
-    kind: str, start_loss: float, trainer: Trainer, rounds: int, epochs_per_round: int
-) -> list[float]:
-    """The held-out losses the budget is relative to: ``[start_loss]`` for the starting
-    network, else the unregularized training's after each round's worth of epochs (round 0
-    first), trained round by round as the refinement trains, the last being the reference."""
-    if kind == "start":
-        return [start_loss]
+def _unregularized_losses(trainer: Trainer, rounds: int, epochs_per_round: int) -> list[float]:
+    """Held-out losses of the starting network trained without a regularizer, after each of
+    ``rounds`` rounds of ``epochs_per_round`` epochs (trained round by round, as the
+    refinement trains): the budget's reference is the last, the schedule's pace each one."""
     free = Trainer(
         trainer.network, trainer.X, trainer.y, input_bounds=trainer.input_bounds,
         validation=trainer.validation, loss=trainer.loss, quantiles=trainer.quantiles,
         epochs=epochs_per_round, batch_size=trainer.batch_size, lr=trainer.lr,
         seed=trainer.seed, scale_targets=trainer.scale_targets,
     )  # fmt: skip
-    return [start_loss] + [trainer.held_out_loss(free.fit().network) for _ in range(rounds)]
+    return [trainer.held_out_loss(free.fit().network) for _ in range(rounds)]
 
 
 def _warn_if_untrained(reference: dict[str, Any], first: dict[str, Any]) -> None:
