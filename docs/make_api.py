@@ -22,6 +22,7 @@ GROUPS: dict[str, list[str]] = {
         "pyomo_nnrelax.NNBlock",
         "pyomo_nnrelax.Network",
         "pyomo_nnrelax.Layer",
+        "pyomo_nnrelax.WeightTie",
         "pyomo_nnrelax.InputBox",
     ],
     "Bounds": [

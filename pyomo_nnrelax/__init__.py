@@ -27,6 +27,7 @@ _LAZY = {
     "Layer": ".network",
     "Network": ".network",
     "tighten_bounds": ".lp.tightening",
+    "WeightTie": ".ties",
 }
 
 __all__ = [
@@ -43,6 +44,7 @@ __all__ = [
     "SolverError",
     "StaleBoundsError",
     "UnsupportedOperationError",
+    "WeightTie",
     "interval_bounds",
     "tighten_bounds",
 ]

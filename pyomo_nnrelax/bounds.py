@@ -28,6 +28,21 @@ def is_unstable(lower: np.ndarray, upper: np.ndarray) -> np.ndarray:
     return (lower < 0.0) & (upper > 0.0)
 
 
+def unstable_relus(layer: Layer, lower: np.ndarray, upper: np.ndarray) -> np.ndarray:
+    """:func:`is_unstable` restricted to the neurons of ``layer`` that have a ReLU (a linear
+    neuron never needs a binary)."""
+    unstable = is_unstable(lower, upper)
+    return unstable if layer.kind == "relu" else unstable & layer.relu_mask
+
+
+def neuron_stability(layer: Layer, lower: np.ndarray, upper: np.ndarray) -> np.ndarray:
+    """Per neuron of ``layer`` with pre-activation bounds ``[lower, upper]``: +1 where
+    ``h = z`` (stable-active ReLUs, and linear neurons, which behave as stable-active ones
+    everywhere), -1 stable-inactive, 0 unstable.  The one place that rule is written."""
+    stab = np.where(is_unstable(lower, upper), 0, np.where(lower >= 0.0, 1, -1))
+    return stab if layer.kind == "relu" else np.where(layer.relu_mask, stab, 1)
+
+
 @dataclass(frozen=True, eq=False)
 class NetworkBounds:
     """Input box and per-layer pre-activation bounds of a network.
@@ -61,24 +76,20 @@ class NetworkBounds:
         """Bounds on the output of ``layer`` (after its activation); ``-1`` gives the input box."""
         if layer < 0:
             return self.input_lower, self.input_upper
-        return activation_interval(
-            network.layers[layer].activation, self.lower[layer], self.upper[layer]
-        )
+        return activation_interval(network.layers[layer], self.lower[layer], self.upper[layer])
 
-    def stability(self, layer: int) -> np.ndarray:
+    def stability(self, layer: int, network: Network | None = None) -> np.ndarray:
         """Per neuron of ``layer``: +1 stable-active (L >= 0), -1 stable-inactive (U <= 0),
-        0 unstable."""
+        0 unstable.  With ``network``, linear neurons count as stable-active (``h = z``)."""
         lo, hi = self.lower[layer], self.upper[layer]
+        if network is not None:
+            return neuron_stability(network.layers[layer], lo, hi)
         return np.where(is_unstable(lo, hi), 0, np.where(lo >= 0.0, 1, -1))
 
     def unstable_count(self, network: Network) -> int:
         """Number of unstable ReLU neurons, i.e. binaries a big-M formulation needs."""
         return int(
-            sum(
-                np.count_nonzero(self.stability(l) == 0)
-                for l, layer in enumerate(network.layers)
-                if layer.activation == "relu"
-            )
+            sum(np.count_nonzero(self.stability(l, network) == 0) for l in range(len(self.lower)))
         )
 
     def intersect(self, other: NetworkBounds, method: str | None = None) -> NetworkBounds:
@@ -119,11 +130,10 @@ def layer_interval(layer: Layer, lower: np.ndarray, upper: np.ndarray):
     return z_lo + layer.bias, z_hi + layer.bias
 
 
-def activation_interval(activation: str, lower: np.ndarray, upper: np.ndarray):
-    """Bounds on the output of ``activation`` for pre-activations in ``[lower, upper]``."""
-    if activation == "relu":
-        return np.maximum(lower, 0.0), np.maximum(upper, 0.0)
-    return lower, upper
+def activation_interval(layer: Layer, lower: np.ndarray, upper: np.ndarray):
+    """Bounds on the output of ``layer``'s activations for pre-activations in
+    ``[lower, upper]`` (ReLU and the identity are monotone: each end maps to an end)."""
+    return layer.activate(lower), layer.activate(upper)
 
 
 @dataclass(frozen=True)
@@ -170,7 +180,7 @@ def ibp_forward(layers: Sequence[Layer], lower, upper) -> IBPTrace:
         trace.pre.append(z)
         trace.w_pos.append(w_pos)
         trace.w_neg.append(w_neg)
-        h = np.maximum(z, 0.0) if layer.activation == "relu" else z
+        h = layer.activate(z)
     return trace
 
 
@@ -206,16 +216,18 @@ def layer_statistics(network: Network, bounds: NetworkBounds) -> list[dict[str, 
     rows = []
     for l, layer in enumerate(network.layers):
         lo, hi = bounds.lower[l], bounds.upper[l]
-        stab = bounds.stability(l) if layer.activation == "relu" else np.ones(layer.n_out)
+        stab = bounds.stability(l, network)
         unstable = stab == 0
         big_m = np.maximum(-lo[unstable], hi[unstable])
+        relu = layer.relu_mask
         rows.append(
             {
                 "layer": l,
                 "neurons": layer.n_out,
-                "activation": layer.activation,
+                "activation": layer.kind,
+                "relu_neurons": int(relu.sum()),
                 "unstable": int(unstable.sum()),
-                "stable_active": int((stab == 1).sum()) if layer.activation == "relu" else 0,
+                "stable_active": int((relu & (stab == 1)).sum()),
                 "stable_inactive": int((stab == -1).sum()),
                 "mean_big_m": float(big_m.mean()) if big_m.size else 0.0,
                 "max_big_m": float(big_m.max()) if big_m.size else 0.0,

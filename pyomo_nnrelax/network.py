@@ -1,8 +1,10 @@
 """The network model shared by the Pyomo block and the trainer.
 
-A :class:`Network` is an immutable sequence of affine layers, each followed by a ReLU or by
-nothing (``"linear"``).  Every ONNX graph the package accepts is folded into this form by
-:mod:`pyomo_nnrelax.onnx`; nothing else in the package reads ONNX.
+A :class:`Network` is an immutable sequence of affine layers whose neurons are each followed
+by a ReLU or by nothing (linear).  Every ONNX graph the package accepts is folded into this
+form by :mod:`pyomo_nnrelax.onnx`: convolutions and pools are affine maps, LeakyReLU, clips and
+max pools are sums of ReLUs, and skip connections are carried through by linear neurons
+(``docs/design.md``, "One normal form"); nothing else in the package reads ONNX.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import numpy as np
 
 from .box import InputBox, as_input_box
 from .errors import InputBoundsError, InvalidNetworkError
+from .ties import WeightTie
 
 ACTIVATIONS = ("relu", "linear")
 
@@ -27,18 +30,25 @@ def _frozen(array: np.ndarray) -> np.ndarray:
 
 @dataclass(frozen=True, eq=False)
 class Layer:
-    """One affine map ``z = weight @ x + bias`` followed by ``activation``.
+    """One affine map ``z = weight @ x + bias`` followed, neuron by neuron, by a ReLU or nothing.
 
     Parameters
     ----------
     weight : ndarray, shape (n_out, n_in)
     bias : ndarray, shape (n_out,)
-    activation : {"relu", "linear"}
+    activation : {"relu", "linear"} or bool array (n_out,)
+        The same for every neuron, or per neuron (True: ReLU, False: linear), as the layers
+        a skip connection, a LeakyReLU or a clip is folded into have.  A mask that is all
+        True or all False is stored as "relu" or "linear".
+    tie : WeightTie, optional
+        Shared and fixed entries of ``weight`` (a convolution's kernel, a skip path's
+        identity), which the trainer keeps; None: every entry is free.
     """
 
     weight: np.ndarray
     bias: np.ndarray
-    activation: str = "relu"
+    activation: str | np.ndarray = "relu"
+    tie: WeightTie | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "weight", _frozen(self.weight))
@@ -50,10 +60,40 @@ class Layer:
                 f"layer bias has shape {self.bias.shape}, expected ({self.weight.shape[0]},) "
                 f"to match weight shape {self.weight.shape}"
             )
-        if self.activation not in ACTIVATIONS:
-            raise InvalidNetworkError(
-                f"unknown activation {self.activation!r}; expected one of {ACTIVATIONS}"
-            )
+        object.__setattr__(self, "activation", _activation(self.activation, self.n_out))
+        if self.tie is not None:
+            if not isinstance(self.tie, WeightTie):
+                raise InvalidNetworkError(f"tie is a {type(self.tie).__name__}, not a WeightTie")
+            self.tie.check(self.weight, "layer")
+
+    @property
+    def relu_mask(self) -> np.ndarray:
+        """Which neurons are followed by a ReLU (bool array of shape (n_out,))."""
+        if isinstance(self.activation, np.ndarray):
+            return self.activation
+        return np.full(self.n_out, self.activation == "relu")
+
+    @property
+    def kind(self) -> str:
+        """ "relu", "linear" or "mixed" (some neurons of each)."""
+        return "mixed" if isinstance(self.activation, np.ndarray) else self.activation
+
+    @property
+    def has_relu(self) -> bool:
+        """Whether any neuron of the layer is followed by a ReLU."""
+        return self.kind != "linear"
+
+    def activate(self, z: np.ndarray) -> np.ndarray:
+        """The layer's activation applied to pre-activations ``z`` (..., n_out)."""
+        if self.kind == "relu":
+            return np.maximum(z, 0.0)
+        if self.kind == "linear":
+            return z
+        return np.where(self.activation, np.maximum(z, 0.0), z)
+
+    def with_weights(self, weight: np.ndarray, bias: np.ndarray) -> Layer:
+        """The same layer (activations and tie) with new weights."""
+        return Layer(weight, bias, self.activation, self.tie)
 
     @property
     def n_in(self) -> int:
@@ -66,7 +106,7 @@ class Layer:
     def __eq__(self, other: object) -> bool:
         return (
             isinstance(other, Layer)
-            and self.activation == other.activation
+            and np.array_equal(self.relu_mask, other.relu_mask)
             and np.array_equal(self.weight, other.weight)
             and np.array_equal(self.bias, other.bias)
         )
@@ -74,9 +114,31 @@ class Layer:
     __hash__ = None  # type: ignore[assignment]
 
 
+def _activation(activation, n_out: int) -> str | np.ndarray:
+    """A layer's activation as "relu", "linear" or a read-only per-neuron ReLU mask."""
+    if isinstance(activation, str):
+        if activation not in ACTIVATIONS:
+            raise InvalidNetworkError(
+                f"unknown activation {activation!r}; expected one of {ACTIVATIONS} "
+                "or a boolean mask per neuron"
+            )
+        return activation
+    mask = np.asarray(activation)
+    if mask.dtype != np.bool_ or mask.shape != (n_out,):
+        raise InvalidNetworkError(
+            f"a per-neuron activation must be a bool array of shape ({n_out},), "
+            f"got {mask.dtype} of shape {mask.shape}"
+        )
+    if mask.all() or not mask.any():
+        return "relu" if mask.all() else "linear"
+    mask = mask.copy()
+    mask.flags.writeable = False
+    return mask
+
+
 @dataclass(frozen=True, eq=False)
 class Network:
-    """A feed-forward ReLU network: affine layers with ReLU or linear activations.
+    """A ReLU network: a chain of affine layers whose neurons are ReLU or linear one by one.
 
     Parameters
     ----------
@@ -192,6 +254,28 @@ class Network:
             self.input_bounds,
         )
 
+    def with_structure_of(self, template: Network) -> Network:
+        """A copy with ``template``'s per-neuron activations and weight ties.
+
+        An ONNX file stores no ties (:mod:`pyomo_nnrelax.onnx` writes dense layers), so a
+        network read back from a checkpoint gets its structure from the network it was
+        trained from.  Widths and ReLU masks must agree, and each weight must follow the
+        template's tie; otherwise :class:`InvalidNetworkError` names the layer.
+        """
+        if template.widths != self.widths:
+            raise InvalidNetworkError(
+                f"widths {self.widths} differ from the template's {template.widths}"
+            )
+        layers = []
+        for l, (own, other) in enumerate(zip(self.layers, template.layers)):
+            if not np.array_equal(own.relu_mask, other.relu_mask):
+                raise InvalidNetworkError(f"layer {l}: its ReLU neurons differ from the template's")
+            try:
+                layers.append(other.with_weights(own.weight, own.bias))
+            except InvalidNetworkError as exc:
+                raise InvalidNetworkError(f"layer {l}: {exc}") from None
+        return self.with_layers(layers)
+
     def with_input_bounds(self, lower, upper) -> Network:
         """A copy that carries the input box ``[lower, upper]``."""
         return Network(
@@ -236,8 +320,7 @@ class Network:
     def forward(self, X) -> np.ndarray:
         """Network outputs, shape (n, n_outputs), for a batch ``X`` (n, n_inputs) or
         (n, *input_shape)."""
-        z = self.pre_activations(X)[-1]
-        return np.maximum(z, 0.0) if self.layers[-1].activation == "relu" else z
+        return self.layers[-1].activate(self.pre_activations(X)[-1])
 
     __call__ = forward
 
@@ -253,7 +336,7 @@ class Network:
     __hash__ = None  # type: ignore[assignment]
 
     def __repr__(self) -> str:
-        acts = "".join("r" if layer.activation == "relu" else "l" for layer in self.layers)
+        acts = "".join({"relu": "r", "linear": "l", "mixed": "m"}[l.kind] for l in self.layers)
         return f"Network(widths={self.widths}, activations={acts!r})"
 
 
@@ -277,5 +360,5 @@ def forward_cache(
         inputs.append(h)
         z = h @ layer.weight.T + layer.bias
         pre.append(z)
-        h = np.maximum(z, 0.0) if layer.activation == "relu" else z
+        h = layer.activate(z)
     return h, inputs, pre

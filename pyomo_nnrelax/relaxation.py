@@ -64,7 +64,7 @@ def assemble(
             acts.append(sol.x[:, model.cols(*(xh_key or z_key))])
         d_lo, d_hi = bound_duals(model, sol, z_key)
         if xh_key is not None:
-            stab = bounds.stability(l)
+            stab = bounds.stability(l, network)
             xh_lo, xh_hi = bound_duals(model, sol, xh_key)
             d_lo = d_lo + np.where(stab == 1, xh_lo, 0.0)
             d_hi = d_hi + np.where(stab >= 0, xh_hi, 0.0)

@@ -17,7 +17,7 @@ LAYERS = {
     # 1. foundations
     "errors": 1, "checks": 1, "options": 1, "files": 1, "parallel": 1, "progress": 1,
     # 2. the model: numpy only
-    "box": 2, "network": 2, "bounds": 2,
+    "box": 2, "ties": 2, "network": 2, "bounds": 2,
     # 3. the file format
     "onnx": 3,
     # 4. MILPs as matrices

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from pyomo_nnrelax import Layer, Network, interval_bounds
+from pyomo_nnrelax.bounds import neuron_stability
 from pyomo_nnrelax.box import InputBox
 from pyomo_nnrelax.lp.projected import solve_batch
 from pyomo_nnrelax.training import LPGap, RegContext, Trainer, ibp_forward
@@ -17,7 +18,6 @@ from pyomo_nnrelax.training.dual import (
     dual_backward,
     dual_forward,
     heuristic_slopes,
-    neuron_kind,
 )
 
 BOX = InputBox(lower=[-1.0, -0.5], upper=[1.0, 1.5])
@@ -120,7 +120,7 @@ def test_gradient_at_the_lps_slopes_matches_the_lp_duals(seed):
         fwd = dual_forward(net.layers, trace.lower, trace.upper, X, sign * c, slopes)
         unique = np.ones(len(X), dtype=bool)
         for l, layer in enumerate(net.layers[:-1]):
-            unstable = neuron_kind(layer, trace.lower[l], trace.upper[l]) == 0
+            unstable = neuron_stability(layer, trace.lower[l], trace.upper[l]) == 0
             unique &= ~np.any(unstable & (np.abs(fwd.lam[l]) < 1e-9), axis=1)
         grads = dual_backward(net.layers, fwd, sign * unique)
         for l, (d_w, d_b) in enumerate(grads.params):
@@ -255,7 +255,7 @@ def test_slopes_are_kept_per_training_row():
     t = store.state.t
     assert np.all(t[[2, 4, 7]] == 4) and np.all(t[[0, 1, 3, 5, 6]] == 0)
     trace = ibp_forward(net.layers, *BOX)
-    unstable = neuron_kind(net.layers[1], trace.lower[1], trace.upper[1]) == 0
+    unstable = neuron_stability(net.layers[1], trace.lower[1], trace.upper[1]) == 0
     start = heuristic_slopes(trace.lower[1], trace.upper[1])
     moved = np.abs(alpha[[2, 4, 7]] - start)[:, unstable]
     assert moved.max() > 0  # the steps changed some slope of an unstable neuron

@@ -31,7 +31,7 @@ def inspect_report(path: Path, network: Network, box, bounds) -> dict[str, Any]:
         "output": {"name": network.output_name, "shape": list(network.output_shape)},
         "onnx_ops": dict(sorted(ops.items())),
         "widths": list(network.widths),
-        "activations": [layer.activation for layer in network.layers],
+        "activations": [layer.kind for layer in network.layers],
         "input_bounds": [list(pair) for pair in box.pairs()],
         "bounds": bounds.method,
         "layers": layers,

@@ -185,13 +185,14 @@ def refine(
     if resume and not (output_dir / HISTORY_FILE).is_file():
         # killed before round 0 was kept: start again, over what that run left
         resume, overwrite = False, True
+    network = source if isinstance(source, Network) else read_onnx(source)
     if resume:
         history = RefineHistory.load(output_dir / HISTORY_FILE)
         first_round = int(history.rows[-1]["round"])
         epoch_offset = int(history.rows[-1]["epochs"])
-        network = read_onnx(_checkpoint(output_dir, first_round))
+        # a checkpoint stores no weight ties: they come from the source
+        network = read_onnx(_checkpoint(output_dir, first_round)).with_structure_of(network)
     else:
-        network = source if isinstance(source, Network) else read_onnx(source)
         _check_fresh_output_dir(source, output_dir, overwrite)
     # the trainer checks the data and the box before anything is written
     trainer = Trainer(
@@ -311,9 +312,8 @@ def refine(
     for row in history.rows:
         row["chosen"] = row["round"] == chosen
     history.save(output_dir / HISTORY_FILE)
-    return RefineResult(
-        read_onnx(_checkpoint(output_dir, chosen)), history, checkpoints, stopped_by, chosen, why
-    )
+    chosen_network = read_onnx(_checkpoint(output_dir, chosen)).with_structure_of(trainer.network)
+    return RefineResult(chosen_network, history, checkpoints, stopped_by, chosen, why)
 
 
 def _unregularized_losses(trainer: Trainer, rounds: int, epochs_per_round: int) -> list[float]:

@@ -11,7 +11,7 @@ from typing import Protocol
 
 import numpy as np
 
-from ..bounds import NetworkBounds
+from ..bounds import NetworkBounds, unstable_relus
 from ..network import Layer, Network, forward_cache
 from .matrix_model import Key, MatrixModel, MatrixModelBuilder
 
@@ -22,7 +22,9 @@ class ReluSite:
     live in the builder, their bounds, and what to call its output.
 
     ``output_name`` is ``"outputs"`` for the network's last layer, else ``"xh"``; ``relax``
-    asks for continuous instead of binary variables (the LP relaxation).
+    asks for continuous instead of binary variables (the LP relaxation).  Neurons of a mixed
+    layer without a ReLU are copied (``xh = z``) like stable-active ones, and only
+    :attr:`unstable` neurons get a formulation's rows.
     """
 
     index: int
@@ -33,6 +35,11 @@ class ReluSite:
     z_bounds: tuple[np.ndarray, np.ndarray]
     output_name: str
     relax: bool
+
+    @property
+    def unstable(self) -> np.ndarray:
+        """Indices of the neurons that need a formulation's rows (unstable ReLUs)."""
+        return np.flatnonzero(unstable_relus(self.layer, *self.z_bounds))
 
 
 class ReluFormulation(Protocol):
@@ -69,16 +76,17 @@ class Formulation:
 
 
 def relu_output_vars(builder: MatrixModelBuilder, site: ReluSite) -> np.ndarray:
-    """Add the ``xh`` columns of a ReLU layer and the ``xh = z`` rows of its stable-active neurons.
+    """Add the ``xh`` columns of a ReLU layer and the ``xh = z`` rows of its stable-active
+    (and linear) neurons.
 
     Stable-inactive neurons need nothing more: their ``xh`` column has bounds ``[0, 0]``.
     """
     lo, hi = site.z_bounds
     out_layer = None if site.output_name == "outputs" else site.index
     xh_cols = builder.add_vars(
-        site.output_name, np.maximum(lo, 0.0), np.maximum(hi, 0.0), out_layer
+        site.output_name, site.layer.activate(lo), site.layer.activate(hi), out_layer
     )
-    active = np.flatnonzero(lo >= 0.0)
+    active = np.flatnonzero((lo >= 0.0) | ~site.layer.relu_mask)
     ones = np.ones(active.size)
     builder.add_rows(
         "relu_copy",
@@ -96,7 +104,7 @@ def layer_keys(network: Network, l: int) -> tuple[Key, Key | None]:
     (None without a ReLU) in the full model of :func:`network_model`; the last layer's output
     is the group ``outputs``."""
     last = l == len(network.layers) - 1
-    if network.layers[l].activation != "relu":
+    if not network.layers[l].has_relu:
         return (("outputs", None) if last else ("z", l)), None
     return ("z", l), (("outputs", None) if last else ("xh", l))
 
@@ -122,7 +130,7 @@ def network_model(
     h_cols = builder.add_vars("inputs", bounds.input_lower, bounds.input_upper)
     for l, layer in enumerate(network.layers[:stop]):
         last = l == stop - 1
-        apply_relu = layer.activation == "relu" and (final_activation or not last)
+        apply_relu = layer.has_relu and (final_activation or not last)
         is_output = last and stop == len(network.layers)
         z_name, z_layer = ("outputs", None) if is_output and not apply_relu else ("z", l)
         z_bounds = (bounds.lower[l], bounds.upper[l])
@@ -156,7 +164,7 @@ def start_values(
         z_key, xh_key = layer_keys(network, l)
         values[z_key] = z
         if xh_key is not None:
-            values[xh_key] = np.maximum(z, 0.0)
+            values[xh_key] = layer.activate(z)
             z_bounds = (bounds.lower[l], bounds.upper[l])
             h_bounds = bounds.post_activation(network, l - 1)
             extra = formulation.start_values(layer, inputs[l][0], z, h_bounds, z_bounds)

@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from ..bounds import NetworkBounds, is_unstable
+from ..bounds import NetworkBounds, unstable_relus
 from ..network import Layer, Network
 from . import Formulation, ReluSite, network_model, relu_output_vars
 from .matrix_model import MatrixModel, MatrixModelBuilder
@@ -30,7 +30,7 @@ def bigm_relu(builder: MatrixModelBuilder, site: ReluSite) -> np.ndarray:
     lo, hi = site.z_bounds
     layer_index = site.index
     xh_cols = relu_output_vars(builder, site)
-    unstable = np.flatnonzero(is_unstable(lo, hi))
+    unstable = site.unstable
     a_cols = builder.add_vars(
         "is_active", np.zeros(unstable.size), 1.0, layer_index, unstable, integer=not site.relax
     )
@@ -52,8 +52,7 @@ def bigm_start_values(
     z_bounds: tuple[np.ndarray, np.ndarray],
 ) -> dict[str, np.ndarray]:
     """The ``is_active`` binaries of the unstable neurons at a point: 1 where ``z > 0``."""
-    lo, hi = z_bounds
-    unstable = is_unstable(lo, hi)
+    unstable = unstable_relus(layer, *z_bounds)
     return {"is_active": (z[unstable] > 0.0).astype(np.float64)}
 
 

@@ -34,7 +34,7 @@ from functools import partial
 
 import numpy as np
 
-from ..bounds import affine_interval, is_unstable
+from ..bounds import affine_interval, unstable_relus
 from ..network import Layer
 from ..options import SPLIT_STRATEGIES, check_option
 from . import Formulation, ReluSite, relu_output_vars
@@ -97,8 +97,7 @@ def _partition(
     The random strategy seeds each neuron with ``(seed, neuron)`` so that the rows and the
     start values of a layer agree.
     """
-    lo, hi = z_bounds
-    unstable = np.flatnonzero(is_unstable(lo, hi))
+    unstable = np.flatnonzero(unstable_relus(layer, *z_bounds))
     groups = np.array(
         [split_inputs(layer.weight[j], n_partitions, strategy, (seed, j)) for j in unstable],
         dtype=np.int64,

@@ -131,10 +131,9 @@ class _Rows:
 
 
 def neuron_kinds(network: Network, bounds: NetworkBounds, l: int) -> np.ndarray:
-    """1 where ``h = z``, 0 for unstable ReLUs, -1 for stable-inactive ones."""
-    if network.layers[l].activation != "relu":
-        return np.ones(network.layers[l].n_out, dtype=np.int64)
-    return bounds.stability(l).astype(np.int64)
+    """1 where ``h = z`` (stable-active ReLUs and linear neurons), 0 for unstable ReLUs, -1
+    for stable-inactive ones."""
+    return bounds.stability(l, network).astype(np.int64)
 
 
 def unstable_slope(lower: np.ndarray, upper: np.ndarray, kind: np.ndarray) -> np.ndarray:

@@ -19,7 +19,7 @@ import numpy as np
 from ..bounds import NetworkBounds, interval_bounds, is_unstable, layer_interval
 from ..formulations.bigm import bigm_model
 from ..formulations.matrix_model import MatrixModel
-from ..network import Network
+from ..network import Layer, Network
 from ..options import TIGHTENING_METHODS, TighteningMethod, check_option
 from ..parallel import available_cpus, gather, resolve_executor
 from .highs import HighsModel
@@ -93,6 +93,7 @@ def tighten_bounds(
         start = start.intersect(bounds)
     lower, upper = list(start.lower), list(start.upper)
     dispatch = _Dispatch(None if executor == SERIAL else executor, workers, chunks)
+    exact = np.ones(network.layers[0].n_out, dtype=bool)  # one affine map over the box
     try:
         for l, layer in enumerate(network.layers):
             if l > 0:
@@ -100,11 +101,13 @@ def tighten_bounds(
                 z_lo, z_hi = layer_interval(layer, *h_bounds)
                 lower[l] = np.maximum(lower[l], z_lo)
                 upper[l] = np.minimum(upper[l], z_hi)
-                relu = layer.activation == "relu"
+                copies, solved = _copies(layer, exact), np.zeros(layer.n_out, dtype=bool)
                 for relax in (True,) if method == "lp" else (True, False):
-                    todo = _unstable(lower[l], upper[l]) if relu else np.arange(layer.n_out)
-                    if todo.size == 0:
+                    todo = _to_tighten(layer, lower[l], upper[l], copies)
+                    if not todo:
                         break
+                    for neurons, _ in todo:
+                        solved[neurons] = True
                     model = bigm_model(
                         network,
                         _bounds(start, lower, upper, method),
@@ -114,17 +117,19 @@ def tighten_bounds(
                     )
                     if not relax and not model.integer.any():
                         break  # no unstable neuron before layer l: the LP pass was this MILP
-                    work = _Work(
-                        model,
-                        _objective_cols(model, l)[todo],
-                        lower[l][todo],
-                        upper[l][todo],
-                        relu,
-                        not relax,
-                        time_limit,
-                        rounding,
-                    )
-                    lower[l][todo], upper[l][todo] = dispatch(work)
+                    for neurons, relu in todo:
+                        work = _Work(
+                            model,
+                            _objective_cols(model, l)[neurons],
+                            lower[l][neurons],
+                            upper[l][neurons],
+                            relu,
+                            not relax,
+                            time_limit,
+                            rounding,
+                        )
+                        lower[l][neurons], upper[l][neurons] = dispatch(work)
+                exact = copies | solved
             if progress is not None:
                 progress(l, len(network.layers))
     finally:
@@ -152,8 +157,25 @@ def _bounds(start: NetworkBounds, lower, upper, method: str) -> NetworkBounds:
     return NetworkBounds(start.input_lower, start.input_upper, tuple(lower), tuple(upper), method)
 
 
-def _unstable(lower: np.ndarray, upper: np.ndarray) -> np.ndarray:
-    return np.flatnonzero(is_unstable(lower, upper))
+def _copies(layer: Layer, exact: np.ndarray) -> np.ndarray:
+    """Neurons of ``layer`` that read at most one input, whose bounds are already as tight as
+    the method makes them (``exact``): their interval bounds need no solve (the neurons a
+    skip connection is carried by, the copies a LeakyReLU or a clip makes)."""
+    reads = layer.weight != 0.0
+    single = reads.sum(axis=1) <= 1
+    return single & ~(reads & ~exact).any(axis=1)
+
+
+def _to_tighten(layer: Layer, lower: np.ndarray, upper: np.ndarray, skip: np.ndarray):
+    """The neurons of ``layer`` whose bounds matter, as (indices, has ReLU) pairs: unstable
+    ReLUs (a stable one's sign is all a formulation needs) and every linear neuron, except
+    the ``skip`` ones."""
+    relu = layer.relu_mask & ~skip
+    todo = [
+        (np.flatnonzero(relu & is_unstable(lower, upper)), True),
+        (np.flatnonzero(~layer.relu_mask & ~skip), False),
+    ]
+    return [(neurons, has_relu) for neurons, has_relu in todo if neurons.size]
 
 
 def _objective_cols(model: MatrixModel, layer: int) -> np.ndarray:

@@ -43,7 +43,9 @@ def weights_fingerprint(network: Network, np_dtype=np.float64) -> str:
     digest = hashlib.sha256()
     digest.update(f"{len(network.layers)} layers".encode())
     for layer in network.layers:
-        digest.update(f"{layer.activation} {layer.weight.shape}".encode())
+        digest.update(f"{layer.kind} {layer.weight.shape}".encode())
+        if layer.kind == "mixed":
+            digest.update(np.packbits(layer.relu_mask).tobytes())
         for array in (layer.weight, layer.bias):
             stored = array.astype(np_dtype).astype("<f8") + 0.0
             digest.update(np.ascontiguousarray(stored).tobytes())

@@ -1,38 +1,62 @@
 """ONNX operations on data-dependent tensors, each folded into an affine map.
 
-Every tensor met while reading a graph is either a *constant* (a numpy array in its ONNX
-dtype) or an :class:`Affine` value: an affine map of the current layer's input, stored as one
-float64 array of shape ``(*sample_shape, n_in + 1)`` whose last axis holds the coefficients and,
-in the final slot, the constant term.  Linear per-sample operations (Gemm, MatMul, broadcast
-Add/Sub/Mul/Div, BatchNormalization, Transpose, reshapes) act on that array directly, so any
-chain of them folds into a single matrix; ``Relu`` closes a layer (see :mod:`.read`).  Nodes
-whose inputs are all constant are evaluated with ONNX's reference implementation.  ``Shape`` of
-a data tensor reports the batch dimension as the sentinel :data:`BATCH`, which a ``Reshape``
-accepts only in position 0.
+Every tensor met while reading a graph is a constant (a numpy array) or an
+:class:`~.graph.Affine` value, an affine map of the current layer's input (see :mod:`.graph`).
+Linear per-sample operations act on that map directly, so any chain of them folds into one
+matrix: Gemm, MatMul, broadcast Add/Sub/Mul/Div with constants, Neg, BatchNormalization,
+Transpose, reshapes, ReduceSum/ReduceMean, the skip connections Add/Sub/Sum/Mean of data
+tensors and Concat of data (and constant) tensors along a non-batch axis, and Conv,
+ConvTranspose, AveragePool and GlobalAveragePool (maps built by :mod:`.conv`, handlers in
+:mod:`.activations`).  The piecewise linear ops close layers: Relu, LeakyRelu, PRelu, Clip,
+HardSigmoid and Abs (:mod:`.activations`); MaxPool, GlobalMaxPool, elementwise Max/Min of
+data and constants, and ReduceMax/ReduceMin over non-batch axes (axes as attribute or, from
+opset 18, as input; keepdims; noop_with_empty_axes), all as max trees (:mod:`.maxima`).  An
+op without an exact form raises, saying why (:data:`WHY_UNSUPPORTED`).  Nodes whose inputs
+are all constant are evaluated with ONNX's reference implementation.  ``Shape`` of a data
+tensor reports the batch dimension as the sentinel :data:`BATCH`, which a ``Reshape`` accepts
+only in position 0.
+
+Weights (constant B of Gemm/MatMul, W of Conv/ConvTranspose) that are graph initializers are
+tagged with their parameter numbers, so the closed layers share them (:mod:`.graph`).  A
+convolution's bias becomes one bias per output position: training does not keep it shared.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
 from math import prod
 
 import numpy as np
-import onnx
-from onnx import helper
 from onnx.reference import ReferenceEvaluator
 
-from ..errors import InvalidNetworkError, OnnxImportError, UnsupportedOperationError
-from ..network import Layer
+from ..errors import InvalidNetworkError
+from . import activations, maxima
+from .graph import (
+    Affine,
+    Node,
+    ReadState,
+    Value,
+    apply_matrix,
+    broadcast_operands,
+    concatenate,
+    constant_value,
+    expand,
+    linear_sum,
+    sample_const,
+    scale_shift,
+)
 from .load import FLOAT_TYPES
 
 #: Stands for the (unknown) batch size in the output of ``Shape`` applied to a data tensor.
 BATCH = -(2**40) - 7
 
-_ACTIVATIONS = (
-    "Sigmoid Tanh Softmax LogSoftmax Softplus Softsign Elu Selu Celu Gelu Mish LeakyRelu PRelu "
-    "HardSigmoid HardSwish ThresholdedRelu Clip Exp Log Sqrt Abs Erf Sin Cos Pow Reciprocal"
+#: The data ops that have an exact form (named in the messages below).
+_EXACT = "Relu, LeakyRelu, PRelu, Clip, HardSigmoid, Abs, Max, Min, MaxPool, ReduceMax, ReduceMin"
+_CURVED = (
+    "Sigmoid Tanh Softmax LogSoftmax Softplus Softsign Elu Selu Celu Gelu Mish HardSwish "
+    "Exp Log Sqrt Erf Sin Cos Tan Pow Reciprocal"
 ).split()
+_JUMPS = "ThresholdedRelu Sign Floor Ceil Round".split()
 RANDOM_OPS = (
     "RandomNormal",
     "RandomUniform",
@@ -42,166 +66,31 @@ RANDOM_OPS = (
     "Bernoulli",
 )
 WHY_UNSUPPORTED = {
-    **{op: "only ReLU activations have an exact MILP formulation" for op in _ACTIVATIONS},
     **{
-        op: "convolutions are not supported; only fully connected layers are"
-        for op in ("Conv", "ConvTranspose")
+        op: "not piecewise linear, so it has no exact MILP formulation (only ReLU-like "
+        f"piecewise-linear activations do: {_EXACT})"
+        for op in _CURVED
     },
     **{
-        op: "pooling layers are not supported"
-        for op in ("MaxPool", "AveragePool", "GlobalMaxPool", "GlobalAveragePool", "LpPool")
+        op: "discontinuous, so it has no exact MILP formulation (only ReLU-like continuous "
+        f"piecewise-linear activations do: {_EXACT})"
+        for op in _JUMPS
+    },
+    **{
+        op: "Lp pooling (a p-norm of each window) has no exact MILP formulation"
+        for op in ("LpPool", "GlobalLpPool")
     },
     **{op: "control flow is not supported" for op in ("If", "Loop", "Scan")},
     **{op: "random operations have no fixed value" for op in RANDOM_OPS},
 }
 
 
-@dataclass(frozen=True)
-class Affine:
-    """A data-dependent tensor: ``value[idx] = coef[idx, :-1] @ x + coef[idx, -1]``.
-
-    ``x`` is the flattened input of the layer being built; ``fresh`` is True while the map is
-    still the identity (only reshaped), i.e. right after the graph input or a ``Relu``.
-    """
-
-    coef: np.ndarray
-    fresh: bool = False
-
-    @property
-    def shape(self) -> tuple[int, ...]:
-        return self.coef.shape[:-1]
-
-    def flat(self) -> tuple[np.ndarray, np.ndarray]:
-        """``(matrix, offset)`` over the flattened tensor."""
-        rows = self.coef.reshape(-1, self.coef.shape[-1])
-        return rows[:, :-1], rows[:, -1]
-
-    def reshaped(self, shape: tuple[int, ...]) -> Affine:
-        return Affine(self.coef.reshape(*shape, self.coef.shape[-1]), self.fresh)
+# ---------------------------------------------------------------------- helpers
+def _moved(value: Affine, axis: int, to: int) -> Affine:
+    return value.apply(lambda a: np.moveaxis(a, axis, to))
 
 
-Value = np.ndarray | Affine
-
-
-def identity_value(shape: tuple[int, ...]) -> Affine:
-    """The affine value of a fresh layer input of the given sample shape."""
-    n = prod(shape)
-    coef = np.hstack([np.eye(n), np.zeros((n, 1))])
-    return Affine(coef.reshape(*shape, n + 1), fresh=True)
-
-
-@dataclass
-class Node:
-    """One node being read: its proto, its input values and error helpers."""
-
-    proto: onnx.NodeProto
-    inputs: list[Value | None]
-    opset: int
-
-    @property
-    def label(self) -> str:
-        return self.proto.name or (self.proto.output[0] if self.proto.output else "<unnamed>")
-
-    def attr(self, name: str, default=None):
-        for attribute in self.proto.attribute:
-            if attribute.name == name:
-                return helper.get_attribute_value(attribute)
-        return default
-
-    def unsupported(self, why: str) -> UnsupportedOperationError:
-        return UnsupportedOperationError(f"node '{self.label}' ({self.proto.op_type}): {why}")
-
-    def mismatch(self, why: str) -> OnnxImportError:
-        return OnnxImportError(f"node '{self.label}' ({self.proto.op_type}): {why}")
-
-    def data_and_const(self) -> tuple[Affine, np.ndarray, bool]:
-        """The data input, the constant input and whether the data comes first (binary ops)."""
-        a, b = self.inputs[0], self.inputs[1]
-        if isinstance(a, Affine) and isinstance(b, Affine):
-            raise self.unsupported(
-                "combines two data-dependent tensors (e.g. a skip connection); "
-                "only feed-forward chains are supported"
-            )
-        if isinstance(a, Affine):
-            return a, self.const(1), True
-        return b, self.const(0), False
-
-    def const(self, index: int) -> np.ndarray:
-        """Constant input ``index`` as finite float64."""
-        value = self.inputs[index]
-        if isinstance(value, Affine):
-            raise self.unsupported(
-                f"input {index} must be a constant, but it depends on the network input"
-            )
-        if value is None:
-            raise self.mismatch(f"input {index} is missing")
-        if not np.issubdtype(np.asarray(value).dtype, np.floating):
-            raise self.mismatch(
-                f"constant input '{self.proto.input[index]}' has element type "
-                f"{np.asarray(value).dtype}; it must be a float tensor like the data"
-            )
-        array = np.asarray(value, dtype=np.float64)
-        if not np.all(np.isfinite(array)):
-            raise InvalidNetworkError(
-                f"node '{self.label}' ({self.proto.op_type}): constant input "
-                f"'{self.proto.input[index]}' contains NaN or infinite values"
-            )
-        return array
-
-    def ints(self, index: int, attr: str) -> list[int] | None:
-        """An integer list given as attribute (older opsets) or as constant input (newer)."""
-        if len(self.inputs) > index and self.inputs[index] is not None:
-            if isinstance(self.inputs[index], Affine):
-                raise self.unsupported(f"input {index} must be a constant")
-            return [int(v) for v in np.asarray(self.inputs[index]).reshape(-1)]
-        value = self.attr(attr)
-        return None if value is None else [int(v) for v in value]
-
-
-@dataclass
-class ReadState:
-    """Layers closed so far while reading a graph."""
-
-    layers: list[Layer]
-    fixed_batch: int | None
-
-
-# ---------------------------------------------------------------------- op handlers
-def _sample_const(
-    node: Node, k: np.ndarray, shape: tuple[int, ...]
-) -> tuple[np.ndarray, tuple[int, ...]]:
-    """Align a constant with a data tensor of sample shape ``shape`` (numpy broadcasting).
-
-    Returns the constant broadcast to the result's sample shape, and that shape.  Constants
-    that vary along (or add dimensions in front of) the batch axis are rejected.
-    """
-    if k.ndim > len(shape) + 1 or (k.ndim == len(shape) + 1 and k.shape[0] != 1):
-        raise node.unsupported(f"constant of shape {k.shape} broadcasts across the batch dimension")
-    if k.ndim == len(shape) + 1:
-        k = k[0]
-    try:
-        out = np.broadcast_shapes(shape, k.shape)
-    except ValueError:
-        raise node.mismatch(
-            f"cannot broadcast data of shape {shape} with constant of shape {k.shape}"
-        ) from None
-    return np.broadcast_to(k, out), out
-
-
-def _expand(value: Affine, shape: tuple[int, ...]) -> Affine:
-    """Broadcast a data tensor to a larger sample shape by repeating rows of its map."""
-    if shape == value.shape:
-        return value
-    return Affine(np.broadcast_to(value.coef, (*shape, value.coef.shape[-1])).copy())
-
-
-def _scale_shift(value: Affine, scale: np.ndarray, shift: np.ndarray) -> Affine:
-    """``scale * value + shift`` elementwise (both already of the value's sample shape)."""
-    coef = value.coef * scale[..., None]
-    coef[..., -1] += shift
-    return Affine(coef)
-
-
+# ---------------------------------------------------------------------- elementwise
 _SCALE_SHIFT: dict[str, Callable[[np.ndarray, bool], tuple[np.ndarray, np.ndarray]]] = {
     "Add": lambda k, data_first: (np.ones_like(k), k),
     "Sub": lambda k, data_first: (np.ones_like(k), -k) if data_first else (-np.ones_like(k), k),
@@ -210,21 +99,64 @@ _SCALE_SHIFT: dict[str, Callable[[np.ndarray, bool], tuple[np.ndarray, np.ndarra
 }
 
 
+def _sum_of_data(node: Node, signs: list[float]) -> Affine:
+    """Sum of the inputs (data or constant) with the given signs, numpy broadcasting."""
+    shape, data, consts = broadcast_operands(node)
+    offset = sum((signs[i] * k for i, k in consts), np.zeros(shape))
+    return scale_shift(linear_sum([(signs[i], v) for i, v in data]), 1.0, offset)
+
+
 def _elementwise(node: Node, state: ReadState) -> list[Value]:
-    """Add, Sub, Mul, Div with one constant operand (e.g. input normalisation)."""
-    data, k, data_first = node.data_and_const()
+    """Add, Sub (any operands: a skip connection adds two data tensors), Mul, Div with one
+    constant operand (e.g. input normalisation)."""
     op = node.proto.op_type
-    if op == "Div" and not data_first:
+    if op in ("Add", "Sub") and all(isinstance(v, Affine) for v in node.inputs[:2]):
+        return [_sum_of_data(node, [1.0, 1.0 if op == "Add" else -1.0])]
+    if op == "Div" and isinstance(node.inputs[1], Affine):
         raise node.unsupported("dividing by a data-dependent tensor is not affine")
+    data, k, data_first = node.data_and_const()
     if op == "Div" and np.any(k == 0):
         raise InvalidNetworkError(f"node '{node.label}' (Div): division by zero")
-    k, shape = _sample_const(node, k, data.shape)
+    k, shape = sample_const(node, k, data.shape)
     scale, shift = _SCALE_SHIFT[op](k, data_first)
-    return [_scale_shift(_expand(data, shape), scale, shift)]
+    return [scale_shift(expand(data, shape), scale, shift)]
+
+
+def _sum(node: Node, state: ReadState) -> list[Value]:
+    """Sum (and Mean) of any number of data and constant tensors."""
+    n = len(node.inputs)
+    factor = 1.0 / n if node.proto.op_type == "Mean" else 1.0
+    return [_sum_of_data(node, [factor] * n)]
+
+
+def _concat(node: Node, state: ReadState) -> list[Value]:
+    """Concat of data (and constant) tensors along a non-batch axis, e.g. DenseNet blocks."""
+    data = [v for v in node.inputs if isinstance(v, Affine)]
+    rank = len(data[0].shape) + 1
+    axis = node.attr("axis")
+    if axis is None or not -rank <= axis < rank:
+        raise node.mismatch(f"axis {axis} is missing or out of range for rank {rank}")
+    axis = axis + rank if axis < 0 else axis
+    if axis == 0:
+        raise node.unsupported("concatenating along the batch axis mixes samples")
+    parts = []
+    for i, value in enumerate(node.inputs):
+        if not isinstance(value, Affine):
+            k = node.const(i)
+            batch_ok = k.ndim == rank and (k.shape[0] == 1 or np.all(k == k[:1]))
+            if not batch_ok:
+                raise node.unsupported(f"constant of shape {k.shape} does not fit the batch")
+            value = constant_value(k[0], data[0].n_in)
+        parts.append(value)
+    shapes = [p.shape for p in parts]
+    others = {s[: axis - 1] + s[axis:] for s in shapes}
+    if len(others) > 1 or any(len(s) != rank - 1 for s in shapes):
+        raise node.mismatch(f"cannot concatenate sample shapes {shapes} along axis {axis}")
+    return [concatenate(parts, axis - 1)]
 
 
 def _neg(node: Node, state: ReadState) -> list[Value]:
-    return [Affine(-node.inputs[0].coef)]
+    return [scale_shift(node.inputs[0], -1.0, 0.0)]
 
 
 def _passthrough(node: Node, state: ReadState) -> list[Value]:
@@ -242,14 +174,7 @@ def _cast(node: Node, state: ReadState) -> list[Value]:
     return [node.inputs[0]]
 
 
-def _relu(node: Node, state: ReadState) -> list[Value]:
-    """Close the pending affine map as a ReLU layer; its output starts a fresh one."""
-    value = node.inputs[0]
-    weight, bias = value.flat()
-    state.layers.append(Layer(weight, bias, "relu"))
-    return [identity_value(value.shape)]
-
-
+# ---------------------------------------------------------------------- matrix products
 def _gemm(node: Node, state: ReadState) -> list[Value]:
     """``alpha * X @ B' + beta * C`` with X the data (batch, k) and B, C constant."""
     data = node.inputs[0]
@@ -262,25 +187,30 @@ def _gemm(node: Node, state: ReadState) -> list[Value]:
     if len(data.shape) != 1:
         raise node.mismatch(f"input A must be 2-D (batch, k), got sample shape {data.shape}")
     b = node.const(1)
-    b = b.T if node.attr("transB", 0) else b
-    if b.ndim != 2 or b.shape[0] != data.shape[0]:
+    if b.ndim != 2:
+        raise node.mismatch(f"input B must be 2-D, got shape {b.shape}")
+    ids = state.param_ids(node, 1, b.shape)
+    if node.attr("transB", 0):
+        b, ids = b.T, None if ids is None else ids.T
+    if b.shape[0] != data.shape[0]:
         raise node.mismatch(
             f"input B of shape {b.shape} does not match data of width {data.shape[0]}"
         )
-    coef = node.attr("alpha", 1.0) * np.einsum("kn,kj->nj", b, data.coef)
+    alpha = node.attr("alpha", 1.0)
+    out = apply_matrix(data, alpha * b.T, None if ids is None else ids.T, np.full(b.T.shape, alpha))
     if len(node.inputs) > 2 and node.inputs[2] is not None:
         c = node.const(2)
         if c.ndim == 2 and c.shape[0] != 1:
             raise node.unsupported(f"bias C of shape {c.shape} varies along the batch dimension")
         try:
-            coef[:, -1] += node.attr("beta", 1.0) * np.broadcast_to(
+            out.coef[:, -1] += node.attr("beta", 1.0) * np.broadcast_to(
                 c.reshape(-1) if c.ndim else c, (b.shape[1],)
             )
         except ValueError:
             raise node.mismatch(
                 f"bias C of shape {c.shape} does not match {b.shape[1]} outputs"
             ) from None
-    return [Affine(coef)]
+    return [out]
 
 
 def _matmul(node: Node, state: ReadState) -> list[Value]:
@@ -288,20 +218,26 @@ def _matmul(node: Node, state: ReadState) -> list[Value]:
     data, k, data_first = node.data_and_const()
     if k.ndim not in (1, 2):
         raise node.unsupported(f"constant operand of shape {k.shape} is a batched matrix product")
+    ids = state.param_ids(node, 1 if data_first else 0, k.shape)
     if data_first:
         if data.shape[-1:] != k.shape[:1]:
             raise node.mismatch(
                 f"data of sample shape {data.shape} cannot multiply a {k.shape} matrix"
             )
-        coef = np.einsum("...mj,m->...j" if k.ndim == 1 else "...mj,mk->...kj", data.coef, k)
-        return [Affine(coef)]
+        k2, ids2 = (k[:, None], None if ids is None else ids[:, None]) if k.ndim == 1 else (k, ids)
+        moved = _moved(data, -2, 0)
+        out = apply_matrix(moved, k2.T, None if ids2 is None else ids2.T, np.ones(k2.T.shape))
+        out = _moved(out, 0, -2)
+        return [out.reshaped(out.shape[:-1]) if k.ndim == 1 else out]
     if len(data.shape) < 2 or k.ndim == 1:
         raise node.unsupported("constant @ data multiplies across the batch dimension for 2-D data")
     if data.shape[-2] != k.shape[-1]:
         raise node.mismatch(f"a {k.shape} matrix cannot multiply data of sample shape {data.shape}")
-    return [Affine(np.einsum("pm,...mnj->...pnj", k, data.coef))]
+    out = apply_matrix(_moved(data, -3, 0), k, ids, np.ones(k.shape))
+    return [_moved(out, 0, -3)]
 
 
+# ---------------------------------------------------------------------- normalisation, shapes
 def _batchnorm(node: Node, state: ReadState) -> list[Value]:
     """Inference-mode BatchNormalization as a per-channel scale and shift (channel = axis 1)."""
     if node.attr("training_mode", 0) or any(node.proto.output[1:]):
@@ -318,7 +254,7 @@ def _batchnorm(node: Node, state: ReadState) -> list[Value]:
     trailing = (1,) * (len(data.shape) - 1)
     factor_full = np.broadcast_to(factor.reshape(-1, *trailing), data.shape)
     shift_full = np.broadcast_to((bias - mean * factor).reshape(-1, *trailing), data.shape)
-    return [_scale_shift(data, factor_full, shift_full)]
+    return [scale_shift(data, factor_full, shift_full)]
 
 
 def _flatten(node: Node, state: ReadState) -> list[Value]:
@@ -382,6 +318,8 @@ def _reshape(node: Node, state: ReadState) -> list[Value]:
 def _sample_axes(node: Node, axes: list[int], rank: int) -> list[int]:
     """Axes of the full tensor (rank includes batch) as sample axes; the batch axis is refused."""
     normal = sorted(a + rank if a < 0 else a for a in axes)
+    if any(not 0 <= a < rank for a in normal):
+        raise node.mismatch(f"axes {axes} are out of range for rank {rank}")
     if 0 in normal:
         raise node.unsupported("operating on the batch axis is not supported")
     return [a - 1 for a in normal]
@@ -412,11 +350,37 @@ def _transpose(node: Node, state: ReadState) -> list[Value]:
     perm = node.attr("perm") or list(range(rank))[::-1]
     if perm[0] != 0:
         raise node.unsupported(f"perm {list(perm)} moves the batch axis")
-    return [
-        Affine(
-            np.ascontiguousarray(np.transpose(data.coef, [p - 1 for p in perm[1:]] + [rank - 1]))
-        )
-    ]
+    axes = [p - 1 for p in perm[1:]] + [rank - 1]
+    return [data.apply(lambda a: np.ascontiguousarray(np.transpose(a, axes)))]
+
+
+def _reduce(node: Node, state: ReadState) -> list[Value]:
+    """ReduceSum, ReduceMean (one row of the map per output, e.g. a global average pool) and
+    ReduceMax, ReduceMin (a max tree per output, :mod:`.maxima`) over non-batch axes."""
+    data = node.data(0)
+    rank = len(data.shape) + 1
+    axes = node.ints(1, "axes")
+    if not axes:
+        if node.attr("noop_with_empty_axes", 0):
+            return [data]
+        raise node.unsupported("reducing over all axes includes the batch axis")
+    axes = sorted(set(_sample_axes(node, axes, rank)))
+    size = prod(data.shape[a] for a in axes)
+    kept = [a for a in range(rank - 1) if a not in axes]
+    shape = [1 if a in axes else d for a, d in enumerate(data.shape)]
+    if not node.attr("keepdims", 1):
+        shape = [d for a, d in enumerate(data.shape) if a not in axes]
+    op = node.proto.op_type
+    if op in ("ReduceMax", "ReduceMin"):
+        moved = data.apply(lambda a: np.transpose(a, [*kept, *axes, rank - 1]))
+        rows = moved.reshaped((prod(data.shape) // size, size))
+        return [maxima.row_extreme(state, rows, op == "ReduceMin").reshaped(tuple(shape))]
+    factor = 1.0 / size if op == "ReduceMean" else 1.0
+    moved = data.apply(lambda a: np.transpose(a, [*axes, *kept, rank - 1]))
+    out = apply_matrix(
+        moved.reshaped((size, *(data.shape[a] for a in kept))), np.full((1, size), factor)
+    )
+    return [out.reshaped(tuple(shape))]
 
 
 def _shape(node: Node, state: ReadState) -> list[Value]:
@@ -432,11 +396,13 @@ _HANDLERS: dict[str, _Handler] = {
     "Sub": _elementwise,
     "Mul": _elementwise,
     "Div": _elementwise,
+    "Sum": _sum,
+    "Mean": _sum,
+    "Concat": _concat,
     "Neg": _neg,
     "Identity": _passthrough,
     "Dropout": _passthrough,
     "Cast": _cast,
-    "Relu": _relu,
     "Gemm": _gemm,
     "MatMul": _matmul,
     "BatchNormalization": _batchnorm,
@@ -445,9 +411,15 @@ _HANDLERS: dict[str, _Handler] = {
     "Squeeze": _squeeze,
     "Unsqueeze": _unsqueeze,
     "Transpose": _transpose,
+    "ReduceSum": _reduce,
+    "ReduceMean": _reduce,
+    "ReduceMax": _reduce,
+    "ReduceMin": _reduce,
     "Shape": _shape,
+    **activations.HANDLERS,
+    **maxima.HANDLERS,
 }
-#: Ops that read only the shape of a data tensor, so using it there is not a second data path.
+#: Ops that read only the shape of a data tensor, so using it there is not a data path.
 SHAPE_ONLY = {"Shape"}
 
 

@@ -1,19 +1,35 @@
 """Read an ONNX graph into a :class:`~pyomo_nnrelax.network.Network` of folded affine layers.
 
 The graph is walked in topological order over the nodes the output depends on; every op is
-handled by :mod:`.ops`.  Supported on data-dependent tensors: Gemm (data as input A, transA=0),
-MatMul with a constant (data @ W per row of N-D data; W @ data for data of rank >= 3),
-Add/Sub/Mul/Div with a broadcast constant on either side (no division by data), Neg, Relu,
-inference-mode BatchNormalization, Dropout (inference), Identity, Cast to a float type (treated
-as exact), Flatten(axis=1), Reshape/Squeeze/Unsqueeze/Transpose that keep the batch axis first,
-and Shape.  One float graph input of shape (batch, d1, ..., dk) with a dynamic or fixed batch,
-one output.  Everything else, branching data paths (skip connections) included, raises
-:class:`UnsupportedOperationError` naming the node.  Reading never builds a Pyomo component.
+handled by :mod:`.ops`, :mod:`.activations` and :mod:`.maxima`.  Supported on data-dependent
+tensors:
+
+* affine maps, folded into the pending layer: Gemm (data as input A, transA=0), MatMul with a
+  constant (data @ W per row of N-D data; W @ data for data of rank >= 3), Add/Sub/Mul/Div
+  with a broadcast constant on either side (no division by data), Neg, inference-mode
+  BatchNormalization, Dropout (inference), Identity, Cast to a float type (treated as exact),
+  Flatten(axis=1), Reshape/Squeeze/Unsqueeze/Transpose that keep the batch axis first, Conv
+  and ConvTranspose with constant weights (any rank, strides, pads, auto_pad, dilations,
+  groups, bias; output_padding and output_shape), AveragePool (count_include_pad, ceil_mode,
+  dilations), GlobalAveragePool, ReduceSum/ReduceMean over non-batch axes;
+* skip connections: Add/Sub/Sum/Mean of several data tensors, Concat of data (and constant)
+  tensors along a non-batch axis; a data tensor may feed any number of nodes;
+* piecewise linear ops, which close layers: Relu, LeakyRelu, PRelu (constant slope), Clip
+  (constant bounds; ReLU6, Hardtanh), HardSigmoid (alpha, beta), Abs, and as trees of
+  pairwise maxima MaxPool (no Indices output), GlobalMaxPool, ReduceMax/ReduceMin over
+  non-batch axes (axes attribute or input, keepdims, noop_with_empty_axes) and elementwise
+  Max/Min of data tensors and constants (numpy broadcasting);
+* Shape, and constant subgraphs (evaluated with ONNX's reference implementation).
+
+One float graph input of shape (batch, d1, ..., dk) with a dynamic or fixed batch, one
+output.  When a layer is closed, every other data value that a later node (or the output)
+still needs is carried through it as linear neurons.  Weight sharing (a convolution's kernel,
+fixed skip paths and slopes) is kept as each layer's :class:`~pyomo_nnrelax.ties.WeightTie`
+(:mod:`.graph`).  Everything else raises :class:`UnsupportedOperationError` naming the node
+and its op.  Reading never builds a Pyomo component.
 """
 
 from __future__ import annotations
-
-from collections import Counter
 
 import numpy as np
 import onnx
@@ -28,9 +44,10 @@ from ..errors import (
     UnsupportedOperationError,
 )
 from ..network import Layer, Network
+from .graph import Affine, Node, ReadState, identity_value, make_layer
 from .load import FLOAT_TYPES, Source, load_model
 from .metadata import INPUT_BOUNDS_KEY, has_stored_bounds, stored_input_box, stored_network_bounds
-from .ops import SHAPE_ONLY, Affine, Node, ReadState, Value, identity_value, read_node
+from .ops import SHAPE_ONLY, read_node
 
 
 def _live_nodes(graph: onnx.GraphProto, output: str) -> list[onnx.NodeProto]:
@@ -56,9 +73,18 @@ def _graph_input(graph: onnx.GraphProto) -> tuple[onnx.ValueInfoProto, tuple[int
     initialized = {t.name for t in graph.initializer}
     inputs = [i for i in graph.input if i.name not in initialized]
     if len(inputs) != 1:
+        extra = {i.name for i in inputs[1:]}
+        users = [n for n in graph.node if extra.intersection(n.input)]
+        user = (
+            f"; node '{users[0].name or users[0].output[0]}' ({users[0].op_type}) reads "
+            f"{sorted(extra.intersection(users[0].input))} as data (its weights must be "
+            "initializers or constants)"
+            if users
+            else ""
+        )
         raise UnsupportedOperationError(
             f"the graph has {len(inputs)} data inputs {[i.name for i in inputs]}; "
-            "exactly one is supported"
+            f"exactly one is supported{user}"
         )
     info = inputs[0]
     tensor_type = info.type.tensor_type
@@ -98,6 +124,17 @@ def _default_opset(model: onnx.ModelProto) -> int:
     return next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 1)
 
 
+def _last_uses(live: list[onnx.NodeProto], output: str) -> dict[str, int]:
+    """Index of the last node that reads each tensor as data (Shape reads only its shape);
+    the graph output is read after every node."""
+    last = {}
+    for i, proto in enumerate(live):
+        if proto.op_type not in SHAPE_ONLY:
+            last.update((name, i) for name in proto.input if name)
+    last[output] = len(live)
+    return last
+
+
 def _walk(
     model: onnx.ModelProto,
 ) -> tuple[list[Layer], Affine, onnx.ValueInfoProto, tuple[int, ...]]:
@@ -108,16 +145,17 @@ def _walk(
             f"the graph has {len(graph.output)} outputs; exactly one is supported"
         )
     info, input_shape, fixed_batch = _graph_input(graph)
-    values: dict[str, Value] = {t.name: _initializer_array(t) for t in graph.initializer}
+    state = ReadState([], fixed_batch, initializers=frozenset(t.name for t in graph.initializer))
+    values = state.values
+    values.update({t.name: _initializer_array(t) for t in graph.initializer})
     values[info.name] = identity_value(input_shape)
     output = graph.output[0].name
     live = _live_nodes(graph, output)
-    uses = Counter(
-        name for proto in live if proto.op_type not in SHAPE_ONLY for name in proto.input
-    )
-    uses[output] += 1
-    state, opset = ReadState([], fixed_batch), _default_opset(model)
-    for proto in live:
+    last_use = _last_uses(live, output)
+    if last_use.get(info.name, -1) >= 0:
+        state.live[info.name] = None
+    opset = _default_opset(model)
+    for i, proto in enumerate(live):
         node = Node(proto, [], opset)
         for name in proto.input:
             if name and name not in values:
@@ -125,14 +163,14 @@ def _walk(
                     f"node '{node.label}' ({proto.op_type}) uses tensor '{name}', which no earlier "
                     f"node produces (or which this reader does not compute, e.g. a Dropout mask)"
                 )
-            value = values.get(name) if name else None
-            if isinstance(value, Affine) and uses[name] > 1 and proto.op_type not in SHAPE_ONLY:
-                raise node.unsupported(
-                    f"its input '{name}' is used {uses[name]} times; branching data paths "
-                    f"(skip connections) are not supported"
-                )
-            node.inputs.append(value)
-        values.update(zip(proto.output, read_node(node, state)))
+            node.inputs.append(values.get(name) if name else None)
+        for name in [n for n in state.live if last_use.get(n, -1) <= i]:
+            del state.live[name]
+        outputs = read_node(node, state)
+        for name, value in zip(proto.output, outputs):
+            values[name] = value
+            if isinstance(value, Affine) and last_use.get(name, -1) > i:
+                state.live[name] = None
     result = values.get(output)
     if not isinstance(result, Affine):
         raise UnsupportedOperationError(
@@ -141,12 +179,23 @@ def _walk(
     return state.layers, result, info, input_shape
 
 
+def _is_identity(value: Affine) -> bool:
+    """Whether the value is the whole layer input, in order (nothing left to compute)."""
+    weight, bias = value.flat()
+    return (
+        value.fresh
+        and weight.shape[0] == weight.shape[1]
+        and np.array_equal(weight, np.eye(weight.shape[0]))
+        and not bias.any()
+    )
+
+
 def _close(layers: list[Layer], pending: Affine) -> tuple[Layer, ...]:
-    """Append the pending affine map as a linear layer unless it is the identity after a ReLU."""
-    if pending.fresh and layers:
+    """Append the pending affine map as a linear layer (with its tie) unless it is the
+    identity after a closed layer."""
+    if layers and _is_identity(pending):
         return tuple(layers)
-    weight, bias = pending.flat()
-    return (*layers, Layer(weight, bias, "linear"))
+    return (*layers, make_layer(pending, "linear"))
 
 
 def read_onnx(source: Source, *, name_for_errors: str | None = None) -> Network:

@@ -1,4 +1,10 @@
-"""Write a :class:`~pyomo_nnrelax.network.Network` as an ONNX graph of Gemm (+ Relu) nodes."""
+"""Write a :class:`~pyomo_nnrelax.network.Network` as an ONNX graph of Gemm (+ Relu) nodes.
+
+A layer with ReLU and linear neurons (what skip connections, LeakyReLU, clips and max pools
+are read into) is written as Gemm + PRelu with slope 0 at its ReLUs and 1 at its linear
+neurons, so a network always reads back as the same layers.  Convolutions are written as
+the dense Gemm they were folded into, and a tie's sharing is not stored.
+"""
 
 from __future__ import annotations
 
@@ -22,7 +28,8 @@ _WRITE_DTYPES = {"float32": TensorProto.FLOAT, "float64": TensorProto.DOUBLE}
 def _layer_nodes(
     network: Network, elem_type: int, first: str, final: str
 ) -> tuple[list, list, str]:
-    """Gemm (transB=1) and Relu nodes for every layer; returns nodes, initializers, last tensor.
+    """Gemm (transB=1) and Relu (or PRelu for mixed layers) nodes for every layer; returns
+    nodes, initializers, last tensor.
 
     The last node writes the tensor ``final``, so a flat output needs no Identity node.
     Gemm's default attributes (alpha, beta, transA) are written out because some readers
@@ -37,7 +44,7 @@ def _layer_nodes(
             numpy_helper.from_array(layer.bias.astype(np_dtype), b),
         ]
         last_layer = i == len(network.layers) - 1
-        relu = layer.activation == "relu"
+        relu = layer.has_relu
         z = final if last_layer and not relu else f"nnrelax/layer{i}/z"
         nodes.append(
             helper.make_node(
@@ -54,7 +61,14 @@ def _layer_nodes(
         current = z
         if relu:
             current = final if last_layer else f"nnrelax/layer{i}/relu"
-            nodes.append(helper.make_node("Relu", [z], [current], name=f"layer{i}_relu"))
+            if layer.kind == "relu":
+                nodes.append(helper.make_node("Relu", [z], [current], name=f"layer{i}_relu"))
+            else:
+                slope = f"nnrelax/layer{i}/slope"
+                inits.append(numpy_helper.from_array((~layer.relu_mask).astype(np_dtype), slope))
+                nodes.append(
+                    helper.make_node("PRelu", [z, slope], [current], name=f"layer{i}_prelu")
+                )
     return nodes, inits, current
 
 

@@ -3,8 +3,8 @@
 
 The trainer, the losses and the LP-gap regularizer all need ``f(X)`` and the gradient of a
 scalar of ``f(X)`` with respect to every weight and bias; this module is that one computation.
-Layers are anything with ``weight`` (n_out, n_in), ``bias`` (n_out,) and ``activation``
-("relu" or "linear"), e.g. :class:`pyomo_nnrelax.Layer`.
+Layers are :class:`pyomo_nnrelax.Layer` objects: ``weight`` (n_out, n_in), ``bias`` (n_out,)
+and a ReLU or linear activation per neuron (``relu_mask``).
 """
 
 from __future__ import annotations
@@ -32,8 +32,8 @@ def backward(
     grads: Grads = []
     delta = np.asarray(d_out, dtype=np.float64)
     for layer, h, z in zip(reversed(layers), reversed(inputs), reversed(pre)):
-        if layer.activation == "relu":
-            delta = delta * (z > 0.0)
+        if layer.has_relu:
+            delta = delta * ((z > 0.0) | ~layer.relu_mask)
         grads.append((delta.T @ h, delta.sum(axis=0)))
         delta = delta @ layer.weight
     return grads[::-1]

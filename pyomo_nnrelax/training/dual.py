@@ -37,16 +37,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..bounds import is_unstable
+from ..bounds import neuron_stability
 from ..network import Layer
 from .backprop import Grads
-
-
-def neuron_kind(layer: Layer, lower: np.ndarray, upper: np.ndarray) -> np.ndarray:
-    """1 where ``h = z`` (stable-active ReLU or a linear layer), 0 unstable, -1 inactive."""
-    if layer.activation != "relu":
-        return np.ones(layer.n_out, dtype=np.int64)
-    return np.where(is_unstable(lower, upper), 0, np.where(lower >= 0.0, 1, -1))
 
 
 def heuristic_slopes(lower: np.ndarray, upper: np.ndarray) -> np.ndarray:
@@ -72,7 +65,7 @@ class SlopeLayout:
     @classmethod
     def of(cls, layers: Sequence[Layer]) -> SlopeLayout:
         """The layout of ``layers`` (one object per shape of network)."""
-        return _layout_of_shape(tuple((layer.n_out, layer.activation) for layer in layers))
+        return _layout_of_shape(tuple((layer.n_out, layer.has_relu) for layer in layers))
 
     def split(self, array: np.ndarray) -> list[np.ndarray | None]:
         """Per-layer views of the columns of ``array`` (n, width)."""
@@ -90,10 +83,10 @@ class SlopeLayout:
 
 
 @functools.lru_cache(maxsize=64)
-def _layout_of_shape(shape: tuple[tuple[int, str], ...]) -> SlopeLayout:
+def _layout_of_shape(shape: tuple[tuple[int, bool], ...]) -> SlopeLayout:
     columns, neurons, start, offset = [], [], 0, 0
-    for l, (width, activation) in enumerate(shape):
-        if l > 0 and activation == "relu":
+    for l, (width, has_relu) in enumerate(shape):
+        if l > 0 and has_relu:
             columns.append(slice(start, start + width))
             neurons.append(np.arange(offset, offset + width))
             start += width
@@ -139,20 +132,18 @@ def dual_plan(
         spans.append(slice(start, start + layer.n_out))
         start += layer.n_out
     lo, hi = np.concatenate(lower), np.concatenate(upper)
-    unstable, active = is_unstable(lo, hi), lo >= 0.0
-    for span, layer in zip(spans, layers):
-        if layer.activation != "relu":
-            unstable[span], active[span] = False, True
-    active = active.astype(np.float64)
+    kind = np.concatenate([neuron_stability(*args) for args in zip(layers, lower, upper)])
+    unstable, active = kind == 0, (kind == 1).astype(np.float64)
     s = np.where(unstable, hi / np.where(unstable, hi - lo, 1.0), 0.0)
     neg_mult, const = active + s, -s * lo
     first, lo0 = layers[0], lower[0]
     z0 = np.minimum(np.maximum(X @ first.weight.T + first.bias, lo0), upper[0])
-    if first.activation == "relu":
-        # z0 lies in [L, U]: max(z0, 0) is the low end of every kind of neuron (z0, 0, or
-        # the unstable max(z0, 0)), and mult z0 + const the high end (z0, 0, or s (z0 - L))
+    if first.has_relu:
+        # z0 lies in [L, U]: the activation of z0 is the low end of every kind of neuron (z0,
+        # 0, or the unstable max(z0, 0)), and mult z0 + const the high end (z0, 0, or
+        # s (z0 - L))
         head = spans[0]
-        low_end = np.maximum(z0, 0.0)
+        low_end = first.activate(z0)
         high_end = neg_mult[head] * z0 + const[head]
         low_dz = np.maximum(active[head], z0 > 0.0)
         high_dz = neg_mult[head]  # broadcast over the rows where it is used
@@ -236,7 +227,7 @@ def dual_forward(
     value = np.zeros(n)
     for l in range(last, 0, -1):
         layer, coef = layers[l], lam[l]
-        if layer.activation == "relu":
+        if layer.has_relu:
             alpha = slopes[l] if slopes[l] is not None else heuristic_slopes(lower[l], upper[l])
             negative = coef < 0.0
             mult[l] = np.where(
@@ -313,7 +304,7 @@ def dual_backward(
     primal[0] = g * np.where(negative, plan.high_end, plan.low_end)
     z_bar = g * coef * np.where(negative, plan.high_dz, plan.low_dz)
     params[0] = (z_bar.T @ plan.X, z_bar.sum(axis=0))
-    if bounds and layers[0].activation == "relu":
+    if bounds and layers[0].has_relu:
         lo, hi, z0 = plan.lower[0], plan.upper[0], plan.z0
         s, s_lo, s_hi = _upper_line_slope_derivatives(lo, hi, plan.unstable[0])
         weighted = np.where(negative & plan.unstable[0], g * coef, 0.0)
@@ -326,7 +317,7 @@ def dual_backward(
         mu_bar = lam_bar @ layer.weight.T + g * layer.bias
         d_bias = g * m.sum(axis=0) if g_rows is None else g_rows @ m
         params[l] = (m.T @ lam_bar, d_bias)
-        if layer.activation == "relu":
+        if layer.has_relu:
             coef, upper_line = trace.lam[l], trace.upper_line[l]
             # mu = mult lam, and value += min(lam, 0) . const
             lam_bar = mu_bar * trace.mult[l] + np.where(upper_line, g * plan.const[l], 0.0)

@@ -62,6 +62,6 @@ def ibp_backward_stacked(
         if l == 0:
             break
         g = g @ trace.w_pos[l] + (g @ trace.w_neg[l])[::-1]
-        if layers[l - 1].activation == "relu":
-            g = g * (trace.pre[l - 1] > 0.0)
+        if layers[l - 1].has_relu:
+            g = g * ((trace.pre[l - 1] > 0.0) | ~layers[l - 1].relu_mask)
     return grads[::-1]

@@ -114,8 +114,10 @@ class L2(Regularizer):
 class NeuronBoundPenalty(Regularizer):
     """Mean over hidden (ReLU) neurons of ``phi(L, U)`` of their IBP bounds.
 
-    Subclasses give ``phi`` and its partial derivatives in :meth:`neuron_terms`; the gradient
-    with respect to the weights is one IBP reverse pass seeded with them.
+    Only neurons with a ReLU count: the linear neurons a skip connection or a LeakyReLU is
+    carried by have no kink to stabilise.  Subclasses give ``phi`` and its partial
+    derivatives in :meth:`neuron_terms`; the gradient with respect to the weights is one IBP
+    reverse pass seeded with them.
     """
 
     def neuron_terms(
@@ -126,11 +128,12 @@ class NeuronBoundPenalty(Regularizer):
 
     def value_and_grad(self, ctx: RegContext) -> tuple[float, Grads]:
         trace = ctx.ibp
-        hidden = [l for l, layer in enumerate(ctx.layers) if layer.activation == "relu"]
+        hidden = [l for l, layer in enumerate(ctx.layers) if layer.has_relu]
         if not hidden:
             return 0.0, zero_grads(ctx.layers)
-        # every hidden neuron at once: [L; U] side by side, (2, |H|)
-        bounds = np.concatenate([trace.pre[l] for l in hidden], axis=1)
+        masks = [ctx.layers[l].relu_mask for l in hidden]
+        # every hidden ReLU at once: [L; U] side by side, (2, |H|)
+        bounds = np.concatenate([trace.pre[l][:, m] for l, m in zip(hidden, masks)], axis=1)
         phi, d_lo, d_hi = self.neuron_terms(bounds[0], bounds[1])
         n_hidden = phi.size
         stacked = np.empty((2, n_hidden))
@@ -138,9 +141,10 @@ class NeuronBoundPenalty(Regularizer):
         stacked /= n_hidden
         seeds: list[np.ndarray | None] = [None] * len(ctx.layers)
         start = 0
-        for l in hidden:
-            width = ctx.layers[l].n_out
-            seeds[l] = stacked[:, start : start + width]
+        for l, mask in zip(hidden, masks):
+            width = int(mask.sum())
+            seeds[l] = np.zeros((2, ctx.layers[l].n_out))
+            seeds[l][:, mask] = stacked[:, start : start + width]
             start += width
         return float(phi.sum()) / n_hidden, ibp_backward_stacked(ctx.layers, trace, seeds)
 

@@ -55,23 +55,16 @@ class TargetScaling:
     def fold(self, layers: Sequence[Layer]) -> tuple[Layer, ...]:
         """Layers whose outputs are in user units, from layers in training units."""
         *hidden, last = layers
-        return (
-            *hidden,
-            Layer(
-                last.weight * self.scale[:, None],
-                last.bias * self.scale + self.offset,
-                last.activation,
-            ),
-        )
+        return (*hidden, _scaled(last, self.scale, last.bias * self.scale + self.offset))
 
     def unfold(self, layers: Sequence[Layer]) -> tuple[Layer, ...]:
         """Layers in training units, from layers in user units (inverse of :meth:`fold`)."""
         *hidden, last = layers
-        return (
-            *hidden,
-            Layer(
-                last.weight / self.scale[:, None],
-                (last.bias - self.offset) / self.scale,
-                last.activation,
-            ),
-        )
+        return (*hidden, _scaled(last, 1.0 / self.scale, (last.bias - self.offset) / self.scale))
+
+
+def _scaled(layer: Layer, row_factor: np.ndarray, bias: np.ndarray) -> Layer:
+    """``layer`` with its weight's rows multiplied by ``row_factor`` and a new bias (a tie
+    keeps its parameters, with the rows' factors rescaled)."""
+    tie = None if layer.tie is None else layer.tie.scaled_rows(row_factor)
+    return Layer(layer.weight * row_factor[:, None], bias, layer.activation, tie)

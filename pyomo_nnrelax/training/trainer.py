@@ -24,6 +24,7 @@ from .backprop import add_grads, backward, predict
 from .context import RegContext
 from .losses import Loss, MSELoss, PinballLoss
 from .optim import Adam
+from .parameters import parameter_grads, parameters, with_parameters
 from .regularizers import Regularizer
 from .scaling import TargetScaling
 
@@ -188,7 +189,7 @@ class Trainer:
         self.lp_backend = lp_backend
         self.progress = bool(progress)
         self.input_bounds = self._check_box(input_bounds, network, regularizer)
-        if self.scale_targets and network.layers[-1].activation != "linear":
+        if self.scale_targets and network.layers[-1].kind != "linear":
             raise ValueError(
                 "scale_targets=True needs a linear last layer to fold the scaling into; "
                 "pass scale_targets=False for a network ending in a ReLU"
@@ -263,15 +264,17 @@ class Trainer:
         return self.scaling_.to_user(predict(self._layers, X))
 
     def restore(self, network: Network) -> None:
-        """Continue training from ``network``'s weights (same architecture), with fresh Adam
-        moments: how the refinement loop backs off to its last in-budget checkpoint."""
+        """Continue training from ``network``'s weights (same architecture; its activations
+        and ties are taken from the trainer's network), with fresh Adam moments: how the
+        refinement loop backs off to its last in-budget checkpoint."""
         if self._layers is None:
             self._start()
         if network.widths != self.network.widths:
             raise ValueError(
                 f"restore: network has widths {network.widths}, the trainer {self.network.widths}"
             )
-        self._layers = self.scaling_.unfold(network.layers)
+        # a checkpoint read from ONNX has no ties: they come from the trainer's network
+        self._layers = self.scaling_.unfold(network.with_structure_of(self.network).layers)
         self.optimizer_ = Adam(self.lr)
 
     def held_out_loss(self, network: Network) -> float:
@@ -309,13 +312,9 @@ class Trainer:
         grads = backward(self._layers, forward[1], forward[2], d_out)
         if reg_grads is not None:
             grads = add_grads(grads, reg_grads, self.lam)
-        params = [p for layer in self._layers for p in (layer.weight, layer.bias)]
-        flat = [g for pair in grads for g in pair]
-        new = self.optimizer_.step(params, flat)
-        self._layers = tuple(
-            Layer(new[2 * i], new[2 * i + 1], layer.activation)
-            for i, layer in enumerate(self._layers)
-        )
+        params = parameters(self._layers)
+        new = self.optimizer_.step(params, parameter_grads(self._layers, grads))
+        self._layers = with_parameters(self._layers, new)
         self.steps_ += 1
         return loss, reg_value, failures
 

@@ -1,0 +1,127 @@
+"""Weight sharing and fixed entries of a layer's matrix (convolutions, skip paths, pools).
+
+A network read from a convolutional or residual ONNX graph is folded into dense layers
+whose matrices have structure: one kernel value appears at many positions, padding and
+skip paths hold fixed zeros and ones, and a LeakyReLU or a clip repeats rows with fixed
+factors.  A :class:`WeightTie` records that structure as
+``weight[i, j] = mult[i, j] * theta[index[i, j]]`` where ``index >= 0``, and
+``weight[i, j] = fixed[i, j]`` where ``index == -1``.  The trainer updates ``theta`` (its
+gradient is the tied sum of the matrix's gradient), so a trained network keeps the
+architecture it was read with (``docs/design.md``, "Tied weights").
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from .errors import InvalidNetworkError
+
+#: ``index`` value of an entry the trainer leaves as it is.
+FIXED = -1
+
+
+def _read_only(array: np.ndarray) -> np.ndarray:
+    array.flags.writeable = False
+    return array
+
+
+@dataclass(frozen=True, eq=False)
+class WeightTie:
+    """How a layer's matrix is made of shared parameters and fixed values.
+
+    Parameters
+    ----------
+    index : int array (n_out, n_in)
+        Parameter of each entry, numbered 0, 1, ..., n-1; :data:`FIXED` (-1) where the entry
+        is fixed.
+    mult : float array (n_out, n_in)
+        Factor of each tied entry (e.g. a folded batch normalisation, or a LeakyReLU's
+        slope); nonzero where tied, ignored where fixed.
+    fixed : float array (n_out, n_in)
+        The value of each fixed entry (zeros of padding, ones of a skip path); ignored where
+        tied.
+    """
+
+    index: np.ndarray
+    mult: np.ndarray
+    fixed: np.ndarray
+
+    def __post_init__(self) -> None:
+        index = np.array(self.index, dtype=np.int64, copy=True)
+        mult = np.array(self.mult, dtype=np.float64, copy=True)
+        fixed = np.array(self.fixed, dtype=np.float64, copy=True)
+        if index.ndim != 2 or mult.shape != index.shape or fixed.shape != index.shape:
+            raise InvalidNetworkError(
+                f"a weight tie needs 2-D index, mult and fixed of one shape, got {index.shape}, "
+                f"{mult.shape} and {fixed.shape}"
+            )
+        if np.any(index < FIXED):
+            raise InvalidNetworkError("a weight tie's index holds values below -1")
+        tied = index != FIXED
+        mult[~tied], fixed[tied] = 0.0, 0.0
+        if np.any(tied & ~(np.abs(mult) > 0.0)) or not np.all(np.isfinite(mult)):
+            raise InvalidNetworkError("a tied weight entry has a zero or non-finite factor")
+        if not np.all(np.isfinite(fixed)):
+            raise InvalidNetworkError("a weight tie's fixed values are not all finite")
+        used = np.unique(index[tied])
+        if used.size and not np.array_equal(used, np.arange(used.size)):
+            raise InvalidNetworkError("a weight tie's parameters must be numbered 0, 1, ..., n-1")
+        object.__setattr__(self, "index", _read_only(index))
+        object.__setattr__(self, "mult", _read_only(mult))
+        object.__setattr__(self, "fixed", _read_only(fixed))
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return self.index.shape
+
+    @property
+    def n_params(self) -> int:
+        return int(self.index.max(initial=FIXED)) + 1
+
+    @property
+    def tied(self) -> np.ndarray:
+        """Boolean mask of the entries that depend on a parameter."""
+        return self.index != FIXED
+
+    def scaled_rows(self, factor: np.ndarray) -> WeightTie:
+        """The tie of ``factor[:, None] * weight`` (same parameters, rows rescaled)."""
+        factor = np.asarray(factor, dtype=np.float64)[:, None]
+        return WeightTie(self.index, self.mult * factor, self.fixed * factor)
+
+    def parameters(self, weight: np.ndarray) -> np.ndarray:
+        """The parameters ``theta`` of a matrix that follows the tie (see :meth:`check`)."""
+        theta = np.zeros(self.n_params)
+        tied = self.tied
+        theta[self.index[tied]] = weight[tied] / self.mult[tied]
+        return theta
+
+    def weight(self, theta: np.ndarray) -> np.ndarray:
+        """The matrix of parameters ``theta``."""
+        out = self.fixed.copy()
+        tied = self.tied
+        out[tied] = self.mult[tied] * theta[self.index[tied]]
+        return out
+
+    def gradient(self, grad_weight: np.ndarray) -> np.ndarray:
+        """d loss / d theta from d loss / d weight (the chain rule through the tie)."""
+        tied = self.tied
+        return np.bincount(
+            self.index[tied], weights=self.mult[tied] * grad_weight[tied], minlength=self.n_params
+        )
+
+    def check(self, weight: np.ndarray, where: str) -> None:
+        """Raise :class:`InvalidNetworkError` unless ``weight`` follows the tie: entries that
+        share a parameter agree and fixed entries hold their values."""
+        if weight.shape != self.shape:
+            raise InvalidNetworkError(
+                f"{where}: weight tie of shape {self.shape} does not match weight {weight.shape}"
+            )
+        rebuilt = self.weight(self.parameters(weight))
+        scale = max(1.0, float(np.max(np.abs(weight), initial=0.0)))
+        if not np.allclose(rebuilt, weight, rtol=1e-9, atol=1e-12 * scale):
+            raise InvalidNetworkError(
+                f"{where}: the weight does not follow its tie (entries that share a parameter "
+                "differ, or a fixed entry changed); build it with WeightTie.weight"
+            )
