@@ -41,7 +41,8 @@ def cnn(padded: bool) -> Callable[[Path], list[tuple[float, float]]]:
 
     def write(path: Path) -> list[tuple[float, float]]:
         rng = np.random.default_rng(0)
-        pads = {"pads": [1, 1, 1, 1]} if padded else {}
+        # every attribute written out: OMLT 1.2.2 reads no defaults
+        pads = {"pads": [1, 1, 1, 1] if padded else [0, 0, 0, 0], "dilations": [1, 1], "group": 1}
         side = 8 if padded else 6
         n_flat = 8 * (side // 2 if padded else side) ** 2
         inits = {
@@ -53,7 +54,9 @@ def cnn(padded: bool) -> Callable[[Path], list[tuple[float, float]]]:
             "b3": np.zeros(10),
         }
         nodes = [
-            helper.make_node("Conv", ["x", "w1", "b1"], ["c1"], kernel_shape=[3, 3], **pads),
+            helper.make_node(
+                "Conv", ["x", "w1", "b1"], ["c1"], kernel_shape=[3, 3], strides=[1, 1], **pads
+            ),
             helper.make_node("Relu", ["c1"], ["r1"]),
             helper.make_node(
                 "Conv", ["r1", "w2", "b2"], ["c2"], kernel_shape=[3, 3], strides=[2, 2], **pads
@@ -67,18 +70,26 @@ def cnn(padded: bool) -> Callable[[Path], list[tuple[float, float]]]:
             )
             last = "p"
         nodes += [
-            helper.make_node("Reshape", [last, "shape"], ["f"]),  # OMLT reads no Flatten
+            # OMLT reads no Flatten, and a Reshape's shape only from a Constant node
+            helper.make_node(
+                "Constant",
+                [],
+                ["shape"],
+                value=numpy_helper.from_array(np.array([-1, n_flat], dtype=np.int64)),
+            ),
+            helper.make_node("Reshape", [last, "shape"], ["f"]),
             helper.make_node(
                 "Gemm", ["f", "w3", "b3"], ["y"], alpha=1.0, beta=1.0, transA=0, transB=0
             ),
         ]
+        for i, node in enumerate(nodes):  # OMLT keys nodes by name
+            node.name = f"{node.op_type.lower()}{i}"
         graph = helper.make_graph(
             nodes,
             "cnn",
-            [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 1, 16, 16])],
-            [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 10])],
-            [numpy_helper.from_array(v.astype(np.float32), k) for k, v in inits.items()]
-            + [numpy_helper.from_array(np.array([1, n_flat], dtype=np.int64), "shape")],
+            [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 1, 16, 16])],
+            [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 10])],
+            [numpy_helper.from_array(v.astype(np.float32), k) for k, v in inits.items()],
         )
         model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
         model.ir_version = 8
@@ -108,9 +119,10 @@ def build_omlt(path: Path, box) -> pyo.ConcreteModel:
     from omlt.io import load_onnx_neural_network
     from omlt.neuralnet import ReluBigMFormulation
 
-    definition = load_onnx_neural_network(
-        onnx.load(str(path)), input_bounds={i: b for i, b in enumerate(box)}
-    )
+    model = onnx.load(str(path))
+    dims = [d.dim_value for d in model.graph.input[0].type.tensor_type.shape.dim[1:]]
+    index = list(np.ndindex(*dims)) if len(dims) > 1 else range(len(box))  # OMLT's keys
+    definition = load_onnx_neural_network(model, input_bounds=dict(zip(index, box)))
     m = pyo.ConcreteModel()
     m.nn = OmltBlock()
     m.nn.build_formulation(ReluBigMFormulation(definition))
@@ -157,9 +169,10 @@ def main() -> None:
             try:
                 t_omlt, mb_omlt, theirs = measure(build_omlt, path, box, args.repeats)
             except Exception as exc:  # OMLT cannot read this network: say why
+                why = (str(exc).strip().splitlines() or [""])[-1][:70]
                 print(
                     f"{row}{'-':>9} {'-':>9} {mb_ours:>11.1f} {'-':>8} {model_size(ours):>22}"
-                    f"   OMLT: {type(exc).__name__}: {str(exc)[:70]}"
+                    f"   OMLT: {type(exc).__name__}: {why}"
                 )
                 continue
             print(
