@@ -257,10 +257,10 @@ class Network:
     def with_structure_of(self, template: Network) -> Network:
         """A copy with ``template``'s per-neuron activations and weight ties.
 
-        An ONNX file stores no ties (:mod:`pyomo_nnrelax.onnx` writes dense layers), so a
-        network read back from a checkpoint gets its structure from the network it was
-        trained from.  Widths and ReLU masks must agree, and each weight must follow the
-        template's tie; otherwise :class:`InvalidNetworkError` names the layer.
+        A network read back from a file has the ties its metadata kept, if any (a float32
+        file cannot keep every tie); a checkpoint gets its structure from the network it
+        was trained from this way.  Widths and ReLU masks must agree, and each weight must
+        follow the template's tie; otherwise :class:`InvalidNetworkError` names the layer.
         """
         if template.widths != self.widths:
             raise InvalidNetworkError(

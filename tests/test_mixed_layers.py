@@ -283,21 +283,41 @@ def tied_network() -> Network:
     )
 
 
-def test_a_checkpoint_read_back_from_onnx_gets_its_ties_from_the_template(tmp_path):
+def test_a_network_read_back_from_onnx_keeps_its_ties_and_a_template_can_give_them(tmp_path):
     net = tied_network()
     write_onnx(net, tmp_path / "c.onnx", dtype="float64")
-    back = read_onnx(tmp_path / "c.onnx")
-    assert back.layers[0].tie is None  # files store dense layers
-    again = back.with_structure_of(net)
+    back = read_onnx(tmp_path / "c.onnx")  # dense Gemm layers, the ties from metadata
+    np.testing.assert_array_equal(back.layers[0].tie.index, net.layers[0].tie.index)
+    np.testing.assert_array_equal(back.layers[0].tie.fixed, net.layers[0].tie.fixed)
+    assert back == net and back.layers[1].tie is None
+    dense = Network(tuple(Layer(l.weight, l.bias, l.activation) for l in back.layers))
+    again = dense.with_structure_of(net)
     assert again.layers[0].tie is net.layers[0].tie and again == net
-    broken = back.with_layers(
-        [back.layers[0].with_weights(np.ones((3, 5)), np.zeros(3)), back.layers[1]]
-    )
+    broken = Network((Layer(np.ones((3, 5)), np.zeros(3), "relu"), net.layers[1]))
     with pytest.raises(InvalidNetworkError, match="layer 0: .*does not follow its tie"):
         broken.with_structure_of(net)
     other = Network((Layer(np.ones((3, 5)), np.zeros(3), "linear"), net.layers[1]))
     with pytest.raises(InvalidNetworkError, match="layer 0: its ReLU neurons differ"):
         other.with_structure_of(net)
+
+
+def test_stored_ties_that_do_not_fit_the_weights_are_dropped_with_a_warning(tmp_path):
+    import onnx
+
+    net = tied_network()
+    # a tie with factors other than 1: float32 rounds its entries apart
+    scaled = net.layers[0].tie.scaled_rows(np.array([1.0, 1.0 / 3.0, 1.0]))
+    first = Layer(scaled.weight(np.array([0.1, 0.7, -0.3])), np.zeros(3), "relu", scaled)
+    odd = net.with_layers([first, net.layers[1]])
+    write_onnx(odd, tmp_path / "f64.onnx", dtype="float64")
+    assert read_onnx(tmp_path / "f64.onnx").layers[0].tie is not None
+    write_onnx(odd, tmp_path / "f32.onnx")
+    with pytest.warns(UserWarning, match="do not follow the ties.*read without ties"):
+        assert read_onnx(tmp_path / "f32.onnx").layers[0].tie is None
+    model = onnx.load(tmp_path / "f64.onnx")
+    next(p for p in model.metadata_props if p.key == "nnrelax.ties").value = "not base64!"
+    with pytest.warns(UserWarning, match="'nnrelax.ties' cannot be read"):
+        assert read_onnx(model).layers[0].tie is None
 
 
 def test_restore_and_refine_keep_the_ties_of_the_network_they_train(tmp_path):

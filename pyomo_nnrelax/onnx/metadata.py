@@ -7,7 +7,7 @@ a fingerprint of the weights they were computed from).  Bounds are only valid fo
 they were computed from, so they are refused beside weights that the file's float type would
 round, and on reading they are refused (:class:`~pyomo_nnrelax.errors.StaleBoundsError`) when
 the fingerprint is missing or differs from the file's weights (edited or retrained weights
-under copied metadata).
+under copied metadata).  Weight ties are a third entry, kept by :mod:`.tie_metadata`.
 """
 
 from __future__ import annotations

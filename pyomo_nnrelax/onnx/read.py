@@ -48,6 +48,7 @@ from .graph import Affine, Node, ReadState, identity_value, make_layer
 from .load import FLOAT_TYPES, Source, load_model
 from .metadata import INPUT_BOUNDS_KEY, has_stored_bounds, stored_input_box, stored_network_bounds
 from .ops import SHAPE_ONLY, read_node
+from .tie_metadata import with_stored_ties
 
 
 def _live_nodes(graph: onnx.GraphProto, output: str) -> list[onnx.NodeProto]:
@@ -228,7 +229,7 @@ def read_onnx(source: Source, *, name_for_errors: str | None = None) -> Network:
     except InputBoundsError as exc:
         raise OnnxImportError(f"{label}: metadata '{INPUT_BOUNDS_KEY}': {exc}") from None
     return Network(
-        _close(layers, pending),
+        with_stored_ties(model, _close(layers, pending), label),
         input_shape=input_shape,
         output_shape=pending.shape,
         input_name=info.name,

@@ -3,7 +3,7 @@
 A layer with ReLU and linear neurons (what skip connections, LeakyReLU, clips and max pools
 are read into) is written as Gemm + PRelu with slope 0 at its ReLUs and 1 at its linear
 neurons, so a network always reads back as the same layers.  Convolutions are written as
-the dense Gemm they were folded into, and a tie's sharing is not stored.
+the dense Gemm they were folded into, with their ties in metadata (:mod:`.tie_metadata`).
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from ..files import atomic_write
 from ..network import Network
 from .load import FLOAT_TYPES
 from .metadata import metadata_entries
+from .tie_metadata import ties_entry
 
 _WRITE_DTYPES = {"float32": TensorProto.FLOAT, "float64": TensorProto.DOUBLE}
 
@@ -131,7 +132,7 @@ def build_onnx_model(
         graph, opset_imports=[helper.make_opsetid("", opset)], producer_name="pyomo_nnrelax"
     )
     model.ir_version = helper.find_min_ir_version_for(list(model.opset_import))
-    metadata = metadata_entries(network, bounds, FLOAT_TYPES[elem_type])
+    metadata = {**metadata_entries(network, bounds, FLOAT_TYPES[elem_type]), **ties_entry(network)}
     helper.set_model_props(model, metadata)
     onnx.checker.check_model(model)
     return model
