@@ -28,19 +28,23 @@ def is_unstable(lower: np.ndarray, upper: np.ndarray) -> np.ndarray:
     return (lower < 0.0) & (upper > 0.0)
 
 
-def unstable_relus(layer: Layer, lower: np.ndarray, upper: np.ndarray) -> np.ndarray:
-    """:func:`is_unstable` restricted to the neurons of ``layer`` that have a ReLU (a linear
-    neuron never needs a binary)."""
-    unstable = is_unstable(lower, upper)
-    return unstable if layer.kind == "relu" else unstable & layer.relu_mask
+def relu_stability(lower: np.ndarray, upper: np.ndarray) -> np.ndarray:
+    """Per ReLU neuron with pre-activation bounds ``[lower, upper]``: +1 stable-active
+    (``L >= 0``), -1 stable-inactive (``U <= 0``), 0 unstable."""
+    return np.where(is_unstable(lower, upper), 0, np.where(lower >= 0.0, 1, -1))
 
 
 def neuron_stability(layer: Layer, lower: np.ndarray, upper: np.ndarray) -> np.ndarray:
-    """Per neuron of ``layer`` with pre-activation bounds ``[lower, upper]``: +1 where
-    ``h = z`` (stable-active ReLUs, and linear neurons, which behave as stable-active ones
-    everywhere), -1 stable-inactive, 0 unstable.  The one place that rule is written."""
-    stab = np.where(is_unstable(lower, upper), 0, np.where(lower >= 0.0, 1, -1))
+    """:func:`relu_stability` of the neurons of ``layer``, with +1 for its linear neurons,
+    which behave as stable-active ones everywhere (``h = z``).  The one place that rule is
+    written."""
+    stab = relu_stability(lower, upper)
     return stab if layer.kind == "relu" else np.where(layer.relu_mask, stab, 1)
+
+
+def unstable_relus(layer: Layer, lower: np.ndarray, upper: np.ndarray) -> np.ndarray:
+    """Which neurons of ``layer`` need a binary: unstable ones with a ReLU."""
+    return neuron_stability(layer, lower, upper) == 0
 
 
 @dataclass(frozen=True, eq=False)
@@ -82,9 +86,9 @@ class NetworkBounds:
         """Per neuron of ``layer``: +1 stable-active (L >= 0), -1 stable-inactive (U <= 0),
         0 unstable.  With ``network``, linear neurons count as stable-active (``h = z``)."""
         lo, hi = self.lower[layer], self.upper[layer]
-        if network is not None:
-            return neuron_stability(network.layers[layer], lo, hi)
-        return np.where(is_unstable(lo, hi), 0, np.where(lo >= 0.0, 1, -1))
+        if network is None:
+            return relu_stability(lo, hi)
+        return neuron_stability(network.layers[layer], lo, hi)
 
     def unstable_count(self, network: Network) -> int:
         """Number of unstable ReLU neurons, i.e. binaries a big-M formulation needs."""

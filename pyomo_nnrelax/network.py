@@ -9,6 +9,7 @@ max pools are sums of ReLUs, and skip connections are carried through by linear 
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from math import prod
@@ -91,9 +92,32 @@ class Layer:
             return z
         return np.where(self.activation, np.maximum(z, 0.0), z)
 
+    def passes(self, z: np.ndarray) -> np.ndarray:
+        """Where the activation passes its input on (its slope, 1 or 0, at ``z``; 0 at a
+        ReLU's kink): what backpropagation multiplies by."""
+        if self.kind == "relu":
+            return z > 0.0
+        if self.kind == "linear":
+            return np.ones(np.shape(z), dtype=bool)
+        return (z > 0.0) | ~self.activation
+
     def with_weights(self, weight: np.ndarray, bias: np.ndarray) -> Layer:
         """The same layer (activations and tie) with new weights."""
         return Layer(weight, bias, self.activation, self.tie)
+
+    def with_tied_parameters(self, theta: np.ndarray, bias: np.ndarray) -> Layer:
+        """The same layer with weight ``tie.weight(theta)`` and a new bias.
+
+        The weight follows the tie by construction, so it is not checked again: the
+        trainer's step, where the check would cost as much as the update.
+        """
+        bias = _frozen(bias)
+        if bias.shape != self.bias.shape:
+            raise InvalidNetworkError(f"bias has shape {bias.shape}, expected {self.bias.shape}")
+        layer = copy.copy(self)  # a frozen dataclass: copied without __post_init__
+        object.__setattr__(layer, "weight", _frozen(self.tie.weight(theta)))
+        object.__setattr__(layer, "bias", bias)
+        return layer
 
     @property
     def n_in(self) -> int:

@@ -12,7 +12,7 @@ architecture it was read with (``docs/design.md``, "Tied weights").
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -47,6 +47,11 @@ class WeightTie:
     index: np.ndarray
     mult: np.ndarray
     fixed: np.ndarray
+    # the tied entries as flat positions, their parameters and factors: what every training
+    # step gathers and scatters, computed once
+    _entries: np.ndarray = field(init=False, repr=False)
+    _params: np.ndarray = field(init=False, repr=False)
+    _factors: np.ndarray = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
         index = np.array(self.index, dtype=np.int64, copy=True)
@@ -71,6 +76,10 @@ class WeightTie:
         object.__setattr__(self, "index", _read_only(index))
         object.__setattr__(self, "mult", _read_only(mult))
         object.__setattr__(self, "fixed", _read_only(fixed))
+        entries = np.flatnonzero(tied)
+        object.__setattr__(self, "_entries", entries)
+        object.__setattr__(self, "_params", index.reshape(-1)[entries])
+        object.__setattr__(self, "_factors", mult.reshape(-1)[entries])
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -78,7 +87,7 @@ class WeightTie:
 
     @property
     def n_params(self) -> int:
-        return int(self.index.max(initial=FIXED)) + 1
+        return int(self._params.max(initial=FIXED)) + 1
 
     @property
     def tied(self) -> np.ndarray:
@@ -93,23 +102,19 @@ class WeightTie:
     def parameters(self, weight: np.ndarray) -> np.ndarray:
         """The parameters ``theta`` of a matrix that follows the tie (see :meth:`check`)."""
         theta = np.zeros(self.n_params)
-        tied = self.tied
-        theta[self.index[tied]] = weight[tied] / self.mult[tied]
+        theta[self._params] = weight.reshape(-1)[self._entries] / self._factors
         return theta
 
     def weight(self, theta: np.ndarray) -> np.ndarray:
         """The matrix of parameters ``theta``."""
         out = self.fixed.copy()
-        tied = self.tied
-        out[tied] = self.mult[tied] * theta[self.index[tied]]
+        out.reshape(-1)[self._entries] = self._factors * theta[self._params]
         return out
 
     def gradient(self, grad_weight: np.ndarray) -> np.ndarray:
         """d loss / d theta from d loss / d weight (the chain rule through the tie)."""
-        tied = self.tied
-        return np.bincount(
-            self.index[tied], weights=self.mult[tied] * grad_weight[tied], minlength=self.n_params
-        )
+        weights = self._factors * grad_weight.reshape(-1)[self._entries]
+        return np.bincount(self._params, weights=weights, minlength=self.n_params)
 
     def check(self, weight: np.ndarray, where: str) -> None:
         """Raise :class:`InvalidNetworkError` unless ``weight`` follows the tie: entries that

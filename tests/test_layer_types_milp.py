@@ -10,13 +10,12 @@ against onnxruntime at float32 precision).
 
 from __future__ import annotations
 
-import warnings
-
 import numpy as np
 import pyomo.environ as pyo
 import pytest
 from conftest import requires_torch
 from reference import grid, grid_tolerance
+from test_onnx_layers import export
 
 from pyomo_nnrelax import InputBox, interval_bounds, tighten_bounds
 from pyomo_nnrelax.block import NNBlock
@@ -91,19 +90,6 @@ SHAPES = {"conv_pool": (1, 4, 4), "conv1d": (1, 4)}
 CONVOLUTIONAL = {"conv_pool", "conv1d"}
 
 
-def export(module, example, path, dynamo: bool) -> None:
-    """``module`` as ONNX, with a dynamic batch (opset 17, or 18 for the dynamo exporter)."""
-    kwargs: dict = {"input_names": ["x"], "output_names": ["y"], "dynamo": dynamo}
-    if dynamo:
-        kwargs.update(dynamic_shapes=({0: torch.export.Dim("batch")},), opset_version=18)
-        kwargs["verbose"] = False
-    else:
-        kwargs.update(dynamic_axes={"x": {0: "batch"}, "y": {0: "batch"}}, opset_version=17)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        torch.onnx.export(module, (example,), str(path), **kwargs)
-
-
 def exported(tmp_path, name: str, dynamo: bool):
     torch.manual_seed(7)
     module = builders()[name]().eval()
@@ -113,7 +99,7 @@ def exported(tmp_path, name: str, dynamo: bool):
                 p.mul_(2.0)
     dtype = torch.float32 if name in CONVOLUTIONAL else torch.float64
     path = tmp_path / f"{name}_{dynamo}.onnx"
-    export(module.to(dtype), torch.zeros(2, *SHAPES.get(name, (2,)), dtype=dtype), path, dynamo)
+    export(module.to(dtype), SHAPES.get(name, (2,)), path, dynamo)
     return path
 
 

@@ -110,7 +110,9 @@ def export(module, input_shape, path, dynamo: bool) -> None:
         kwargs["opset_version"] = 17
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        torch.onnx.export(module.eval(), (torch.randn(2, *input_shape),), str(path), **kwargs)
+        dtype = next((p.dtype for p in module.parameters()), torch.float32)  # the module's
+        example = torch.randn(2, *input_shape, dtype=dtype)
+        torch.onnx.export(module.eval(), (example,), str(path), **kwargs)
 
 
 def torch_check(module, input_shape, tmp_path, dynamo=False, name="m") -> Network:

@@ -5,9 +5,8 @@ and every regularizer, and training keeps the kernels shared."""
 from __future__ import annotations
 
 import numpy as np
-import onnx
 import pytest
-from onnx import TensorProto, helper, numpy_helper
+from onnx import helper
 
 from pyomo_nnrelax import InputBox, Network
 from pyomo_nnrelax.network import forward_cache
@@ -29,20 +28,7 @@ from pyomo_nnrelax.training.parameters import parameter_grads, parameters, with_
 RNG = np.random.default_rng(11)
 
 
-def graph(nodes, inits, input_shape, n_out: int = 1) -> onnx.ModelProto:
-    g = helper.make_graph(
-        nodes,
-        "g",
-        [helper.make_tensor_value_info("x", TensorProto.DOUBLE, ["batch", *input_shape])],
-        [helper.make_tensor_value_info("y", TensorProto.DOUBLE, ["batch", n_out])],
-        [numpy_helper.from_array(np.asarray(v, dtype=np.float64), k) for k, v in inits.items()],
-    )
-    model = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 8
-    return model
-
-
-def cnn() -> Network:
+def cnn(make_onnx_model) -> Network:
     """Conv(1->2, 3x3, pad 1, stride 2) - Relu - Conv(2->2, 2x2) - LeakyRelu - Flatten - Gemm."""
     nodes = [
         helper.make_node("Conv", ["x", "k1", "c1"], ["a"], pads=[1, 1, 1, 1], strides=[2, 2]),
@@ -58,12 +44,12 @@ def cnn() -> Network:
         "k2": RNG.normal(size=(2, 2, 2, 2)) / 2,
         "c2": RNG.normal(0, 0.3, 2),
         "w": RNG.normal(size=(1, 2)),
-        "c": [0.1],
+        "c": np.array([0.1]),
     }
-    return read_onnx(graph(nodes, inits, (1, 4, 4)))
+    return read_onnx(make_onnx_model(nodes, inits, input_shape=(1, 4, 4)))
 
 
-def residual() -> Network:
+def residual(make_onnx_model) -> Network:
     """relu(W0 x) -> h + relu(W1 h) -> W2 (.)."""
     nodes = [
         helper.make_node("Gemm", ["x", "w0", "b0"], ["z"], transB=1),
@@ -79,9 +65,9 @@ def residual() -> Network:
         "w1": RNG.normal(size=(4, 4)) / 2,
         "b1": RNG.normal(0, 0.3, 4),
         "w2": RNG.normal(size=(1, 4)),
-        "b2": [0.0],
+        "b2": np.zeros(1),
     }
-    return read_onnx(graph(nodes, inits, (3,)))
+    return read_onnx(make_onnx_model(nodes, inits))
 
 
 NETWORKS = {"cnn": cnn, "residual": residual}
@@ -128,8 +114,8 @@ def assert_parameter_gradient(value, layers, grads, eps=1e-6, atol=2e-5, kinks=F
 
 
 @pytest.mark.parametrize("name", NETWORKS)
-def test_the_networks_are_tied_and_have_mixed_layers(name):
-    net = NETWORKS[name]()
+def test_the_networks_are_tied_and_have_mixed_layers(make_onnx_model, name):
+    net = NETWORKS[name](make_onnx_model)
     assert any(
         layer.tie is not None and layer.tie.n_params < layer.weight.size for layer in net.layers
     )
@@ -137,8 +123,8 @@ def test_the_networks_are_tied_and_have_mixed_layers(name):
 
 
 @pytest.mark.parametrize("name", NETWORKS)
-def test_the_loss_gradient_with_respect_to_shared_parameters(name):
-    layers = NETWORKS[name]().layers
+def test_the_loss_gradient_with_respect_to_shared_parameters(make_onnx_model, name):
+    layers = NETWORKS[name](make_onnx_model).layers
     X = RNG.uniform(-1, 1, size=(9, layers[0].n_in))
 
     def value(ls):
@@ -162,8 +148,8 @@ REGULARIZERS = {
 
 @pytest.mark.parametrize("reg", REGULARIZERS)
 @pytest.mark.parametrize("name", NETWORKS)
-def test_regularizer_gradients_with_respect_to_shared_parameters(name, reg):
-    net = NETWORKS[name]()
+def test_regularizer_gradients_with_respect_to_shared_parameters(make_onnx_model, name, reg):
+    net = NETWORKS[name](make_onnx_model)
     layers, domain, regularizer = net.layers, box(net), REGULARIZERS[reg]
     X = RNG.uniform(-0.5, 0.5, size=(5, net.n_inputs))
     # the LP gap's gradient holds the bounds fixed (its default); the bound penalties' do not.
@@ -182,8 +168,8 @@ def test_regularizer_gradients_with_respect_to_shared_parameters(name, reg):
 
 
 @pytest.mark.parametrize("name", NETWORKS)
-def test_training_with_bw_lp_keeps_every_tie_and_lowers_the_loss(name):
-    net = NETWORKS[name]()
+def test_training_with_bw_lp_keeps_every_tie_and_lowers_the_loss(make_onnx_model, name):
+    net = NETWORKS[name](make_onnx_model)
     X = RNG.uniform(-1, 1, size=(200, net.n_inputs))
     y = np.sin(3 * X.sum(axis=1))
     trainer = Trainer(

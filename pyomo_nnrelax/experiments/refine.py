@@ -190,7 +190,7 @@ def refine(
         history = RefineHistory.load(output_dir / HISTORY_FILE)
         first_round = int(history.rows[-1]["round"])
         epoch_offset = int(history.rows[-1]["epochs"])
-        # a checkpoint stores no weight ties: they come from the source
+        # the source's ties, whatever the checkpoint file kept
         network = read_onnx(_checkpoint(output_dir, first_round)).with_structure_of(network)
     else:
         _check_fresh_output_dir(source, output_dir, overwrite)

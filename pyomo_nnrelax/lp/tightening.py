@@ -16,7 +16,7 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from ..bounds import NetworkBounds, interval_bounds, is_unstable, layer_interval
+from ..bounds import NetworkBounds, interval_bounds, layer_interval, unstable_relus
 from ..formulations.bigm import bigm_model
 from ..formulations.matrix_model import MatrixModel
 from ..network import Layer, Network
@@ -170,9 +170,8 @@ def _to_tighten(layer: Layer, lower: np.ndarray, upper: np.ndarray, skip: np.nda
     """The neurons of ``layer`` whose bounds matter, as (indices, has ReLU) pairs: unstable
     ReLUs (a stable one's sign is all a formulation needs) and every linear neuron, except
     the ``skip`` ones."""
-    relu = layer.relu_mask & ~skip
     todo = [
-        (np.flatnonzero(relu & is_unstable(lower, upper)), True),
+        (np.flatnonzero(unstable_relus(layer, lower, upper) & ~skip), True),
         (np.flatnonzero(~layer.relu_mask & ~skip), False),
     ]
     return [(neurons, has_relu) for neurons, has_relu in todo if neurons.size]

@@ -33,7 +33,7 @@ def backward(
     delta = np.asarray(d_out, dtype=np.float64)
     for layer, h, z in zip(reversed(layers), reversed(inputs), reversed(pre)):
         if layer.has_relu:
-            delta = delta * ((z > 0.0) | ~layer.relu_mask)
+            delta = delta * layer.passes(z)
         grads.append((delta.T @ h, delta.sum(axis=0)))
         delta = delta @ layer.weight
     return grads[::-1]

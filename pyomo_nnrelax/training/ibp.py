@@ -63,5 +63,5 @@ def ibp_backward_stacked(
             break
         g = g @ trace.w_pos[l] + (g @ trace.w_neg[l])[::-1]
         if layers[l - 1].has_relu:
-            g = g * ((trace.pre[l - 1] > 0.0) | ~layers[l - 1].relu_mask)
+            g = g * layers[l - 1].passes(trace.pre[l - 1])
     return grads[::-1]

@@ -38,6 +38,8 @@ def with_parameters(layers: Sequence[Layer], params: Sequence[np.ndarray]) -> tu
     out = []
     for i, layer in enumerate(layers):
         theta, bias = params[2 * i], params[2 * i + 1]
-        weight = theta if layer.tie is None else layer.tie.weight(theta)
-        out.append(layer.with_weights(weight, bias))
+        if layer.tie is None:
+            out.append(layer.with_weights(theta, bias))
+        else:
+            out.append(layer.with_tied_parameters(theta, bias))
     return tuple(out)

@@ -273,7 +273,8 @@ class Trainer:
             raise ValueError(
                 f"restore: network has widths {network.widths}, the trainer {self.network.widths}"
             )
-        # a checkpoint read from ONNX has no ties: they come from the trainer's network
+        # activations and ties come from the trainer's network, whatever the file kept (a
+        # float32 file, or one written before ties were stored, has none)
         self._layers = self.scaling_.unfold(network.with_structure_of(self.network).layers)
         self.optimizer_ = Adam(self.lr)
 
