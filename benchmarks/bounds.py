@@ -23,7 +23,7 @@ import numpy as np
 import onnx
 import pyomo.environ as pyo
 
-from pyomo_nnrelax import Network, NNBlock, interval_bounds, tighten_bounds
+from pyomo_nnrelax import Network, NNBlock, interval_bounds, read_onnx, tighten_bounds, write_onnx
 from pyomo_nnrelax.bounds import big_m_summary, layer_statistics
 from pyomo_nnrelax.experiments.functions import box, latin_hypercube, peaks
 from pyomo_nnrelax.training import Trainer
@@ -123,8 +123,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         for name, net in networks(args.quick).items():
             path = Path(tmp) / (name.replace(" ", "_") + ".onnx")
-            net.to_onnx(path)
-            report(name, Network.from_onnx(path), path, args.time_limit)
+            write_onnx(net, path)
+            report(name, read_onnx(path), path, args.time_limit)
 
 
 if __name__ == "__main__":

@@ -23,13 +23,13 @@ import onnx
 import pyomo.environ as pyo
 from onnx import TensorProto, helper, numpy_helper
 
-from pyomo_nnrelax import Network
+from pyomo_nnrelax import Network, write_onnx
 from pyomo_nnrelax.block import NNBlock
 
 
 def mlp(sizes: list[int]) -> Callable[[Path], list[tuple[float, float]]]:
     def write(path: Path) -> list[tuple[float, float]]:
-        Network.mlp(sizes, seed=0).to_onnx(path)
+        write_onnx(Network.mlp(sizes, seed=0), path)
         return [(-2.0, 2.0)] * sizes[0]
 
     return write

@@ -8,21 +8,23 @@ Four ways to get :class:`~pyomo_nnrelax.relaxation.RelaxationBatch` for a batch 
 * ``big-M``: the same, on the full big-M LP (``z``, ``xh`` and ``a`` columns) in highspy;
 * ``linprog``: dense ``A_eq``/``A_ub`` built for every sample and solved with
   ``scipy.optimize.linprog(method="highs")`` (what the paper's reference code did);
-* ``pyomo``: :func:`solve_relaxations` with ``backend="pyomo"`` (NNBlock + persistent appsi_highs).
+* ``pyomo``: :func:`solve_relaxations` with ``lp_backend="pyomo"`` (NNBlock + persistent
+  appsi_highs).
 
 A second table times training epochs (peaks data, batch 64) with no regularizer, BW, and
 BW+LP at 8 LPs per mini-batch (the paper's subsample size), as ratios to no regularizer; with
 torch installed, also BW+LP relative to the same unregularized loop in PyTorch.
 
-A third table (``--lp-methods``, alone with ``--only-methods``) trains BW+LP with
-``LPGap(method="lp")`` (8 LPs per mini-batch) and ``LPGap(method="dual")`` (the dual-network
+A third table (``--gap-methods``, alone with ``--only-methods``) trains BW+LP with
+``LPGap(gap_method="exact_lp")`` (8 LPs per mini-batch) and
+``LPGap(gap_method="dual_network")`` (the dual-network
 bound on the whole mini-batch) side by side: seconds per epoch as ratios to no regularizer,
 the relative slack ``(LP - bound) / |LP|`` of the dual bound at the training points (median
 and 90th percentile, with the slopes the regularizer kept for them), and the exactly measured
 mean LP gap ``f - V_min`` at the training points after training.
 
     python benchmarks/lp_gap_cost.py [--points 64] [--repeats 3] [--no-pyomo] [--epochs 3]
-                                     [--lp-methods] [--only-methods] [--lam 1e-3]
+                                     [--gap-methods] [--only-methods] [--lam 1e-3]
 """
 
 from __future__ import annotations
@@ -126,7 +128,9 @@ def main() -> None:
     parser.add_argument("--no-pyomo", action="store_true", help="skip the Pyomo backend")
     parser.add_argument("--epochs", type=int, default=3, help="epochs per training timing")
     parser.add_argument(
-        "--lp-methods", action="store_true", help="also compare LPGap method=lp and method=dual"
+        "--gap-methods",
+        action="store_true",
+        help="also compare LPGap gap_method=exact_lp and dual_network",
     )
     parser.add_argument("--only-methods", action="store_true", help="only that comparison")
     parser.add_argument("--lam", type=float, default=1e-3, help="lam of the method comparison")
@@ -142,7 +146,7 @@ def main() -> None:
     }
     if not args.no_pyomo:
         runs["pyomo"] = lambda net, X: solve_relaxations(
-            net, interval_bounds(net, BOX), X, [1.0], backend="pyomo"
+            net, interval_bounds(net, BOX), X, [1.0], lp_backend="pyomo"
         )
     names = list(runs)
     header = f"{'network':>18} {'binaries':>8} " + " ".join(f"{n + ' ms':>11}" for n in names)
@@ -171,7 +175,7 @@ def main() -> None:
         line += " " + " ".join(f"{timed[n][0] / timed['highs'][0]:>14.1f}" for n in names[1:])
         print(line + f" {diff:>13.2e}")
     training_ratios(args.epochs)
-    if args.lp_methods:
+    if args.gap_methods:
         method_comparison(args.epochs, args.lam)
 
 
@@ -209,7 +213,7 @@ def training_ratios(epochs: int) -> None:
     regularizers = {
         "none": None,
         "bw": BoundWidth(),
-        "bw+lp": BoundWidth() + LPGap(sense="min", samples=8),
+        "bw+lp": BoundWidth() + LPGap(sense="min", gap_method="exact_lp", samples=8),
     }
     try:
         import torch  # noqa: F401
@@ -274,7 +278,8 @@ def exact_gap(network: Network, domain, X: np.ndarray) -> float:
 
 
 def method_comparison(epochs: int, lam: float) -> None:
-    """BW, and BW+LP with ``LPGap(method="lp")``, ``LPGap(method="dual")`` and the dual
+    """BW, and BW+LP with ``LPGap(gap_method="exact_lp")``,
+    ``LPGap(gap_method="dual_network")`` and the dual
     bound at every other step (``every=2``), trained side by side: one epoch of each in
     turn, so that a change in machine load hits all of them; the ratios are of median epoch
     times."""
@@ -297,9 +302,9 @@ def method_comparison(epochs: int, lam: float) -> None:
         regularizers = {
             "none": None,
             "bw": BoundWidth(),
-            "lp": BoundWidth() + LPGap(sense="min", method="lp"),
-            "dual": BoundWidth() + LPGap(sense="min", method="dual"),
-            "dual/2": BoundWidth() + LPGap(sense="min", method="dual", every=2),
+            "lp": BoundWidth() + LPGap(sense="min", gap_method="exact_lp"),
+            "dual": BoundWidth() + LPGap(sense="min", gap_method="dual_network"),
+            "dual/2": BoundWidth() + LPGap(sense="min", gap_method="dual_network", every=2),
         }
         trainers = {
             name: Trainer(

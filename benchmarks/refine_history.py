@@ -31,7 +31,7 @@ from pathlib import Path
 
 import numpy as np
 
-from pyomo_nnrelax import Network
+from pyomo_nnrelax import Network, write_onnx
 from pyomo_nnrelax.experiments.functions import box, latin_hypercube, peaks
 from pyomo_nnrelax.training import Trainer
 
@@ -55,7 +55,7 @@ def write_inputs(out: Path, depth: int = 3) -> tuple[Path, Path]:
         epochs=60, seed=0,
     ).fit()  # fmt: skip
     model = out / "model.onnx"
-    fitted.network.to_onnx(model, overwrite=True, dtype="float64")
+    write_onnx(fitted.network, model, overwrite=True, dtype="float64")
     return data, model
 
 

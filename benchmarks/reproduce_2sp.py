@@ -38,6 +38,7 @@ from pathlib import Path
 import numpy as np
 
 from pyomo_nnrelax import Network
+from pyomo_nnrelax.data import save_rows
 from pyomo_nnrelax.experiments.cflp import (
     CFLPInstance,
     ExpectedCost,
@@ -45,7 +46,6 @@ from pyomo_nnrelax.experiments.cflp import (
     expected_cost,
     make_instance,
 )
-from pyomo_nnrelax.experiments.data import save_rows
 from pyomo_nnrelax.experiments.scenarios import generate_samples
 from pyomo_nnrelax.experiments.twostage import (
     objective_weights,
@@ -72,7 +72,7 @@ class Config:
     lam: float
     seed: int
     epochs: int
-    lp_method: str = "lp"
+    gap_method: str = "exact_lp"
     lp_weights: str = "random"
 
 
@@ -91,7 +91,7 @@ def train(config: Config, data: dict[str, np.ndarray]) -> dict:
         regularizer=parse_regularizer(
             REGULARIZERS[config.regularizer],
             "min",
-            config.lp_method,
+            config.gap_method,
             objective_weights(levels) if config.lp_weights == "objective" else None,
         ),
         lam=config.lam,
@@ -131,7 +131,7 @@ def run_instance(args, size: tuple[int, int], executor: Executor | None) -> list
     )
     data = split(samples)
     configs = [
-        Config(size, depth, reg, lam, seed, args.epochs, args.lp_method, args.lp_weights)
+        Config(size, depth, reg, lam, seed, args.epochs, args.gap_method, args.lp_weights)
         for seed in args.seeds
         for depth in args.archs
         for reg in args.regularizers
@@ -226,7 +226,10 @@ def main() -> None:
                         choices=list(REGULARIZERS))  # fmt: skip
     parser.add_argument("--lams", nargs="+", type=float, default=[1e-4, 1e-3, 1e-2])
     parser.add_argument(
-        "--lp-method", choices=["lp", "dual"], default="lp", help="of the LP-gap rows"
+        "--gap-method",
+        choices=["exact_lp", "dual_network"],
+        default="exact_lp",
+        help="of the LP-gap rows (LPGap's gap_method)",
     )
     parser.add_argument(
         "--lp-weights",

@@ -37,12 +37,12 @@ from pathlib import Path
 
 import numpy as np
 
-from pyomo_nnrelax import Network
+from pyomo_nnrelax import Network, write_onnx
 from pyomo_nnrelax.box import as_input_box
-from pyomo_nnrelax.experiments.data import save_rows
+from pyomo_nnrelax.data import save_rows
 from pyomo_nnrelax.experiments.functions import ackley, box, himmelblau, latin_hypercube, peaks
-from pyomo_nnrelax.experiments.measure import difficulty, milp_argmin
-from pyomo_nnrelax.experiments.refine import refine
+from pyomo_nnrelax.measure import difficulty, milp_argmin
+from pyomo_nnrelax.refinement import refine
 from pyomo_nnrelax.training import L1, BoundWidth, LPGap, StableNeuron, Trainer
 
 FUNCTIONS = {"peaks": peaks, "himmelblau": himmelblau, "ackley": ackley}
@@ -53,8 +53,8 @@ REGULARIZERS = {
     "l1": lambda method: L1(),
     "bw": lambda method: BoundWidth(),
     "sn": lambda method: StableNeuron(),
-    "lp": lambda method: LPGap(sense="min", method=method),
-    "bwlp": lambda method: BoundWidth() + LPGap(sense="min", method=method),
+    "lp": lambda method: LPGap(sense="min", gap_method=method),
+    "bwlp": lambda method: BoundWidth() + LPGap(sense="min", gap_method=method),
     "budget": lambda method: None,  # trained as "none", then refined with BW+LP in a budget
 }
 """Regularizers by name; ``method`` is the LP-gap method (``lp``: 8 exact LPs per mini-batch,
@@ -75,7 +75,7 @@ class Config:
     epochs: int
     loss_budget: float = 1.25
     budget_rounds: int = 6
-    lp_method: str = "lp"
+    gap_method: str = "exact_lp"
     decision_budget: float = 5.0
     budget_time_limit: float = 20.0
 
@@ -101,7 +101,7 @@ def train(config: Config) -> dict:
         y[: config.n_train],
         input_bounds=domain,
         validation=(X[config.n_train :], y[config.n_train :]),
-        regularizer=REGULARIZERS[config.regularizer](config.lp_method),
+        regularizer=REGULARIZERS[config.regularizer](config.gap_method),
         lam=config.lam,
         epochs=config.epochs,
         batch_size=64,
@@ -120,7 +120,7 @@ def train(config: Config) -> dict:
                 y[: config.n_train],
                 validation=(X[config.n_train :], y[config.n_train :]),
                 input_bounds=domain,
-                regularizer=REGULARIZERS["bwlp"](config.lp_method),
+                regularizer=REGULARIZERS["bwlp"](config.gap_method),
                 lam=config.lam,
                 loss_budget=config.loss_budget,
                 evaluate=lambda x: float(f(x[None])[0]),
@@ -170,11 +170,11 @@ def main() -> None:
         help="paper sizes: 70,000/30,000 points, 200 epochs, 1800 s limit",
     )
     parser.add_argument(
-        "--lp-method",
+        "--gap-method",
         nargs="+",
-        choices=["lp", "dual"],
-        default=["lp"],
-        help="LP-gap method(s); with both, every LP-gap row is run with each",
+        choices=["exact_lp", "dual_network"],
+        default=["exact_lp"],
+        help="LP-gap method(s) (LPGap's gap_method); with both, every LP-gap row is run with each",
     )
     parser.add_argument("--loss-budget", type=float, default=1.25, help="of the budget rows")
     parser.add_argument("--budget-rounds", type=int, default=6, help="of the budget rows")
@@ -213,7 +213,7 @@ def main() -> None:
         for depth in args.archs
         for reg in args.regularizers
         for lam in ([0.0] if reg == "none" else [args.budget_lam] if reg == "budget" else args.lams)
-        for method in (args.lp_method if reg in USES_LP else args.lp_method[:1])
+        for method in (args.gap_method if reg in USES_LP else args.gap_method[:1])
     ]  # fmt: skip
     spawn = multiprocessing.get_context("spawn")
     with ProcessPoolExecutor(args.workers, mp_context=spawn) as pool:
@@ -222,13 +222,16 @@ def main() -> None:
     for item in trained:
         c = item["config"]
         domain = box(c.function)
-        name = f"{c.function}_25x{c.depth}_{c.regularizer}_{c.lp_method}_{c.lam:g}_s{c.seed}"
+        name = f"{c.function}_25x{c.depth}_{c.regularizer}_{c.gap_method}_{c.lam:g}_s{c.seed}"
         if item["chosen_because"] is not None:
             choices.append(f"{name}: {item['chosen_because']}")
         if args.save_networks:
             args.save_networks.mkdir(parents=True, exist_ok=True)
-            item["network"].with_input_bounds(*as_input_box(domain, 2)).to_onnx(
-                args.save_networks / f"{name}.onnx", overwrite=True, dtype="float64"
+            write_onnx(
+                item["network"].with_input_bounds(*as_input_box(domain, 2)),
+                args.save_networks / f"{name}.onnx",
+                overwrite=True,
+                dtype="float64",
             )
             if item["history"] is not None:
                 item["history"].save(args.save_networks / f"{name}.history.csv")
@@ -241,7 +244,7 @@ def main() -> None:
                 "function": c.function,
                 "arch": f"2-25x{c.depth}-1",
                 "regularizer": c.regularizer,
-                "lp_method": c.lp_method if c.regularizer in USES_LP else "",
+                "gap_method": c.gap_method if c.regularizer in USES_LP else "",
                 "lam": c.lam,
                 "unstable": measured.unstable,
                 "lp_gap": measured.lp_gap,
@@ -266,7 +269,7 @@ def print_table(rows: list[dict]) -> None:
     """The paper's columns, with ratios to the unregularized network of the same setting."""
     base = {(r["function"], r["arch"]): r for r in rows if r["regularizer"] == "none"}
     header = (
-        f"{'function':<11}{'arch':<11}{'reg':<7}{'lp by':<6}{'lambda':>8}{'unstable':>9}"
+        f"{'function':<11}{'arch':<11}{'reg':<7}{'gap_method':<13}{'lambda':>8}{'unstable':>9}"
         f"{'LP gap':>10}"
         f"{'nodes':>9}{'MILP s':>10}{'MILP speed-up':>14}{'MSE ratio':>10}{'train ratio':>12}"
         f"{'MILP opt':>10}{'f(argmin)':>10}{'regret %':>9}"
@@ -283,7 +286,7 @@ def print_table(rows: list[dict]) -> None:
             train_ratio = r["train_seconds"] / ref["train_seconds"]
         ref_mark = ">" if ref is not None and not ref["milp_optimal"] else ""
         print(
-            f"{r['function']:<11}{r['arch']:<11}{r['regularizer']:<7}{r['lp_method']:<6}"
+            f"{r['function']:<11}{r['arch']:<11}{r['regularizer']:<7}{r['gap_method']:<13}"
             f"{r['lam']:>8.2g}{r['unstable']:>9}"
             f"{r['lp_gap']:>10.3g}{r['nodes']:>9}{mark + format(r['milp_seconds'], '.2f'):>10}"
             f"{ref_mark + format(speedup, '.1f') + 'x':>14}{mse_ratio:>10.2f}{train_ratio:>12.2f}"

@@ -3,8 +3,10 @@
     python docs/make_api.py           # rewrite docs/api.md
     python docs/make_api.py --check   # exit 1 if docs/api.md is out of date (the tests run this)
 
-The names and their grouping are listed below (``GROUPS``); the signatures and first docstring
-paragraphs are read from the code, so the page cannot drift from it.
+The page lists exactly the names of ``pyomo_nnrelax`` (its ``__all__``) and the regularizers of
+``pyomo_nnrelax.training``, grouped below (``GROUPS``; a name missing from the groups, or a
+group naming something the root does not export, stops the script).  Signatures and first
+docstring paragraphs are read from the code, so the page cannot drift from it.
 """
 
 from __future__ import annotations
@@ -18,83 +20,43 @@ from pathlib import Path
 API_PAGE = Path(__file__).resolve().parent / "api.md"
 
 GROUPS: dict[str, list[str]] = {
-    "Embedding a network": [
-        "pyomo_nnrelax.NNBlock",
-        "pyomo_nnrelax.Network",
-        "pyomo_nnrelax.Layer",
-        "pyomo_nnrelax.WeightTie",
-        "pyomo_nnrelax.InputBox",
-    ],
-    "Bounds": [
-        "pyomo_nnrelax.NetworkBounds",
-        "pyomo_nnrelax.interval_bounds",
-        "pyomo_nnrelax.tighten_bounds",
-    ],
-    "ONNX": [
-        "pyomo_nnrelax.onnx.read_onnx",
-        "pyomo_nnrelax.onnx.write_onnx",
-        "pyomo_nnrelax.onnx.read_stored_bounds",
-        "pyomo_nnrelax.onnx.run_onnxruntime",
-    ],
-    "Formulations": [
-        "pyomo_nnrelax.formulations.bigm.bigm_model",
-        "pyomo_nnrelax.formulations.partition.partition_formulation",
-    ],
-    "LP relaxation at fixed inputs": [
-        "pyomo_nnrelax.relaxation.solve_relaxations",
-    ],
-    "Training": [
-        "pyomo_nnrelax.training.Trainer",
-        "pyomo_nnrelax.training.LPGap",
-        "pyomo_nnrelax.training.BoundWidth",
-        "pyomo_nnrelax.training.StableNeuron",
-        "pyomo_nnrelax.training.ReLUStability",
-        "pyomo_nnrelax.training.L1",
-        "pyomo_nnrelax.training.L2",
-        "pyomo_nnrelax.training.regularizers.parse_regularizer",
-    ],
-    "Experiments: solving, measuring, refining, sweeping": [
-        "pyomo_nnrelax.experiments.solvers.solve_model",
-        "pyomo_nnrelax.experiments.measure.difficulty",
-        "pyomo_nnrelax.experiments.measure.solve_block",
-        "pyomo_nnrelax.experiments.refine.refine",
-        "pyomo_nnrelax.experiments.sweep.run_sweep",
-        "pyomo_nnrelax.experiments.sweep.run_config",
-        "pyomo_nnrelax.experiments.data.read_data",
-    ],
-    "Two-stage stochastic programming (facility location)": [
-        "pyomo_nnrelax.experiments.cflp.make_instance",
-        "pyomo_nnrelax.experiments.cflp.CFLPInstance",
-        "pyomo_nnrelax.experiments.cflp.recourse_cost",
-        "pyomo_nnrelax.experiments.cflp.expected_cost",
-        "pyomo_nnrelax.experiments.cflp.evaluation_scenarios",
-        "pyomo_nnrelax.experiments.scenarios.generate_samples",
-        "pyomo_nnrelax.experiments.twostage.quantile_levels",
-        "pyomo_nnrelax.experiments.twostage.objective_weights",
-        "pyomo_nnrelax.experiments.twostage.first_stage_model",
-        "pyomo_nnrelax.experiments.twostage.solve_first_stage",
-    ],
-    "Benchmark functions": [
-        "pyomo_nnrelax.experiments.functions.peaks",
-        "pyomo_nnrelax.experiments.functions.himmelblau",
-        "pyomo_nnrelax.experiments.functions.ackley",
-        "pyomo_nnrelax.experiments.functions.box",
-        "pyomo_nnrelax.experiments.functions.latin_hypercube",
+    "Embedding a network": ["NNBlock", "Network", "Layer", "WeightTie", "InputBox"],
+    "ONNX in and out": ["read_onnx", "write_onnx", "run_onnxruntime"],
+    "Bounds": ["NetworkBounds", "interval_bounds", "tighten_bounds"],
+    "Solving and measuring": ["solve_model", "SolveStats", "difficulty"],
+    "Training and refinement": ["Trainer", "refine", "RefineResult", "RefineHistory"],
+    "Errors": [
+        "NNRelaxError",
+        "OnnxImportError",
+        "UnsupportedOperationError",
+        "StaleBoundsError",
+        "InvalidNetworkError",
+        "InputBoundsError",
+        "SolverError",
+        "ParallelError",
     ],
 }
+"""The root's names, each once."""
+
+REGULARIZERS = [
+    "BoundWidth",
+    "StableNeuron",
+    "ReLUStability",
+    "LPGap",
+    "L1",
+    "L2",
+    "PinballLoss",
+]
+"""What ``pyomo_nnrelax.training`` adds for a user: the regularizers (composed with ``+`` and
+``*``) and the quantile loss."""
 
 HEADER = """# API reference
 
-The public names, grouped by what they are for, with the module they live in. Every class and
-function has a numpy-style docstring with the details (`help(name)`); errors are listed in
-`troubleshooting.md`. This page is written by `python docs/make_api.py` (the tests check that
-it is up to date).
-
-0.1's module paths still import, with a `DeprecationWarning`: `pyomo_nnrelax.onnx_io` (now
-`pyomo_nnrelax.onnx`), `pyomo_nnrelax.tightening` (`pyomo_nnrelax.lp.tightening`, also
-`pyomo_nnrelax.tighten_bounds`), `pyomo_nnrelax.measure`, `pyomo_nnrelax.sweep`,
-`pyomo_nnrelax.training.refine` and `pyomo_nnrelax.benchmarks.functions` (all now in
-`pyomo_nnrelax.experiments`).
+Everything a user needs is a name of `pyomo_nnrelax`, plus the regularizers of
+`pyomo_nnrelax.training`; this page lists exactly those, grouped by what they are for. Every
+class and function has a numpy-style docstring with the details (`help(name)`); errors are
+listed in `troubleshooting.md`. This page is written by `python docs/make_api.py` (the tests
+check that it is up to date and that it lists exactly the root's names).
 """
 
 FOOTER = """## NNBlock members
@@ -105,7 +67,6 @@ FOOTER = """## NNBlock members
 | `layer[l].z`, `layer[l].xh` | pre-activations and ReLU outputs of layer `l` (0-based) |
 | `layer[l].is_active` | binaries of the unstable neurons, 1 = active (both formulations) |
 | `layer[l].partition_p` | partition formulation: the partial sums of the active case |
-| `layer[l].inactive` | partition formulation: `1 - is_active`, an expression kept from 0.1 |
 | `layer[l].affine`, `relu_*`, `partition_*` | constraints, indexed by neuron |
 | `network`, `bounds`, `matrix_model` | the embedded Network, its NetworkBounds, the matrix form |
 | `summary()`, `layer_stats()` | binaries, stability counts and big-M statistics per layer |
@@ -158,13 +119,31 @@ def signature(obj) -> str:
 
 def entry(dotted: str) -> str:
     obj = resolve(dotted)
-    return f"```python\n{dotted}{signature(obj)}\n```\n{summary(obj)}\n"
+    head = f"### `{dotted}`\n\n"
+    if inspect.isclass(obj) and issubclass(obj, Exception):
+        return f"{head}{summary(obj)}\n"
+    return f"{head}```python\n{dotted}{signature(obj)}\n```\n{summary(obj)}\n"
+
+
+def check_groups() -> None:
+    """Every root name in exactly one group, and nothing else."""
+    import pyomo_nnrelax
+
+    grouped = [name for names in GROUPS.values() for name in names]
+    missing = set(pyomo_nnrelax.__all__) - set(grouped)
+    extra = set(grouped) - set(pyomo_nnrelax.__all__)
+    if missing or extra or len(grouped) != len(set(grouped)):
+        raise SystemExit(f"GROUPS is out of date: missing {sorted(missing)}, extra {sorted(extra)}")
 
 
 def render() -> str:
+    check_groups()
     sections = [HEADER]
     for title, names in GROUPS.items():
-        sections.append(f"## {title}\n\n" + "\n".join(entry(n) for n in names))
+        entries = [entry(f"pyomo_nnrelax.{n}") for n in names]
+        sections.append(f"## {title}\n\n" + "\n".join(entries))
+    entries = [entry(f"pyomo_nnrelax.training.{n}") for n in REGULARIZERS]
+    sections.append("## Regularizers (`pyomo_nnrelax.training`)\n\n" + "\n".join(entries))
     sections.append(FOOTER)
     return "\n".join(sections)
 

@@ -31,11 +31,16 @@ from pathlib import Path
 import numpy as np
 import pyomo.environ as pyo
 
-from pyomo_nnrelax import Network, NetworkBounds, NNBlock, interval_bounds, tighten_bounds
-from pyomo_nnrelax.bounds import big_m_summary, layer_statistics
-from pyomo_nnrelax.experiments.functions import box, latin_hypercube, peaks
-from pyomo_nnrelax.onnx import write_onnx
-from pyomo_nnrelax.training import Trainer
+from pyomo_nnrelax import (
+    InputBox,
+    Network,
+    NetworkBounds,
+    NNBlock,
+    Trainer,
+    interval_bounds,
+    tighten_bounds,
+    write_onnx,
+)
 
 CHECKS: list[float] = []  # max |network - onnxruntime| at every optimum found
 FORMULATIONS = (
@@ -44,9 +49,19 @@ FORMULATIONS = (
 )
 
 
-def fit(sizes: list[int], n: int, epochs: int, domain: np.ndarray) -> Network:
+def peaks(X: np.ndarray) -> np.ndarray:
+    """MATLAB's ``peaks`` function, the function the network is fitted to."""
+    x, y = X[:, 0], X[:, 1]
+    return (
+        3 * (1 - x) ** 2 * np.exp(-(x**2) - (y + 1) ** 2)
+        - 10 * (x / 5 - x**3 - y**5) * np.exp(-(x**2) - y**2)
+        - np.exp(-((x + 1) ** 2) - y**2) / 3
+    )
+
+
+def fit(sizes: list[int], n: int, epochs: int, domain: InputBox) -> Network:
     """A short, unregularized fit of ``peaks``: a typical deep surrogate with loose bounds."""
-    X = latin_hypercube(n, domain, seed=0)
+    X = domain.sample(n, np.random.default_rng(0))
     return (
         Trainer(
             Network.mlp(sizes, seed=0),
@@ -63,7 +78,7 @@ def fit(sizes: list[int], n: int, epochs: int, domain: np.ndarray) -> Network:
 
 
 def all_bounds(
-    network: Network, domain: np.ndarray, time_limit: float
+    network: Network, domain: InputBox, time_limit: float
 ) -> dict[str, tuple[NetworkBounds, float]]:
     """Interval, LP- and MILP-tightened bounds over ``domain``, each with its time (s)."""
     results = {}
@@ -80,7 +95,7 @@ def all_bounds(
 
 def solve(
     network: Network,
-    domain: np.ndarray,
+    domain: InputBox,
     bounds: NetworkBounds,
     options: dict,
     warm: bool,
@@ -109,11 +124,11 @@ def solve(
 
 
 def store_and_reload(
-    network: Network, domain: np.ndarray, bounds: NetworkBounds, path: Path
+    network: Network, domain: InputBox, bounds: NetworkBounds, path: Path
 ) -> None:
     """Write the bounds into the ONNX metadata and show which bounds NNBlock then uses."""
     write_onnx(
-        network.with_input_bounds(domain[:, 0], domain[:, 1]),
+        network.with_input_bounds(domain.lower, domain.upper),
         path,
         bounds=bounds,
         dtype="float64",
@@ -124,7 +139,7 @@ def store_and_reload(
         f"NNBlock({path.name!r}) over the stored box: bounds.method = {same.bounds.method!r}, "
         f"{same.bounds.unstable_count(same.network)} binaries"
     )
-    other = NNBlock(str(path), input_bounds=domain / 2)
+    other = NNBlock(str(path), input_bounds=InputBox(domain.lower / 2, domain.upper / 2))
     print(
         f"NNBlock({path.name!r}, input_bounds=[-1, 1]^2): bounds.method = "
         f"{other.bounds.method!r} (stored bounds are for another box), "
@@ -142,7 +157,7 @@ def main() -> None:
         if args.quick
         else (3000, 40, [2, 16, 16, 16, 1], 1.0, 30.0)
     )
-    domain = box("peaks")
+    domain = InputBox(lower=[-2, -2], upper=[2, 2])
     print(f"1. fitting a {'-'.join(map(str, sizes))} network to peaks ({epochs} epochs)")
     network = fit(sizes, n, epochs, domain)
     print(f"2. bounds over [-2, 2]^2 (MILP tightening: {bound_limit:g} s per solve)")
@@ -153,7 +168,7 @@ def main() -> None:
     )
     computed = all_bounds(network, domain, bound_limit)
     for method, (bounds, seconds) in computed.items():
-        unstable, mean_m = big_m_summary(layer_statistics(network, bounds))
+        unstable, mean_m = bounds.unstable_count(network), bounds.mean_big_m(network)
         times = [
             solve(network, domain, bounds, options, warm, limit)
             for _, options in FORMULATIONS

@@ -22,14 +22,32 @@ from pathlib import Path
 import numpy as np
 import pyomo.environ as pyo
 
-from pyomo_nnrelax import Network, NNBlock
-from pyomo_nnrelax.experiments.functions import box, latin_hypercube, peaks
-from pyomo_nnrelax.experiments.measure import SolveStats, difficulty, solve_model
-from pyomo_nnrelax.experiments.refine import refine
-from pyomo_nnrelax.training import BoundWidth, LPGap, Trainer
+from pyomo_nnrelax import (
+    InputBox,
+    Network,
+    NNBlock,
+    SolveStats,
+    Trainer,
+    difficulty,
+    read_onnx,
+    refine,
+    solve_model,
+    write_onnx,
+)
+from pyomo_nnrelax.training import BoundWidth, LPGap
 
 
-def minimise(path: Path, domain: np.ndarray, time_limit: float) -> SolveStats:
+def peaks(X: np.ndarray) -> np.ndarray:
+    """MATLAB's ``peaks`` function: the "expensive simulation" the surrogate replaces."""
+    x, y = X[:, 0], X[:, 1]
+    return (
+        3 * (1 - x) ** 2 * np.exp(-(x**2) - (y + 1) ** 2)
+        - 10 * (x / 5 - x**3 - y**5) * np.exp(-(x**2) - y**2)
+        - np.exp(-((x + 1) ** 2) - y**2) / 3
+    )
+
+
+def minimise(path: Path, domain: InputBox, time_limit: float) -> SolveStats:
     """Embed the ONNX network, minimise its output on HiGHS, print the optimum and check.
 
     Returns the solve's time, nodes and bound, which the comparison table reuses.
@@ -55,10 +73,11 @@ def main() -> None:
     n, epochs, rounds, sizes, limit = (
         (400, 3, 1, [2, 8, 8, 1], 10.0) if args.quick else (4000, 60, 6, [2, 25, 25, 1], 60.0)
     )
-    domain = box("peaks")
-    X = latin_hypercube(n, domain, seed=0)
+    domain = InputBox(lower=[-2, -2], upper=[2, 2])
+    rng = np.random.default_rng(0)
+    X = domain.sample(n, rng)
     y = peaks(X)
-    X_test = latin_hypercube(2000, domain, seed=1)
+    X_test = domain.sample(2000, rng)
     split = int(0.8 * n)
     validation = (X[split:], y[split:])
 
@@ -80,7 +99,7 @@ def main() -> None:
             .network
         )
         surrogate = out / "surrogate.onnx"
-        fitted.to_onnx(surrogate, overwrite=True, dtype="float64")
+        write_onnx(fitted, surrogate, overwrite=True, dtype="float64")
 
         print("\n2. embedding it and minimising on HiGHS")
         solved = {"before": (surrogate, minimise(surrogate, domain, limit))}
@@ -95,7 +114,7 @@ def main() -> None:
             y[:split],
             input_bounds=domain,
             validation=validation,
-            regularizer=BoundWidth() + LPGap(sense="min", method="dual"),
+            regularizer=BoundWidth() + LPGap(sense="min"),  # the dual-network LP gap
             lam=5e-4,
             loss_budget=1.25,
             rounds=rounds,
@@ -105,13 +124,14 @@ def main() -> None:
             milp_time_limit=None,
             progress=not args.quick,
         )
-        refined_path = out / "refine" / f"round_{refined.chosen_round:03d}.onnx"
+        refined_path = out / "refined.onnx"
+        write_onnx(refined.network, refined_path, overwrite=True, dtype="float64")
         print(f"   chose {refined.chosen_because}")
         solved["after"] = (refined_path, minimise(refined_path, domain, limit))
 
         print(f"{'':<10}{'unstable':>9}{'LP gap':>10}{'MILP s':>9}{'nodes':>7}{'test MSE':>10}")
         for name, (path, milp) in solved.items():
-            net = Network.from_onnx(path)  # the network minimised above, as written to ONNX
+            net = read_onnx(path)  # the network minimised above, as written to ONNX
             d = difficulty(net, domain, "min", milp=milp)
             mark = "" if d.milp.optimal else ">"
             mse = np.mean((net.forward(X_test)[:, 0] - peaks(X_test)) ** 2)

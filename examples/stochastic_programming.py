@@ -34,9 +34,8 @@ from pathlib import Path
 import numpy as np
 import pyomo.environ as pyo
 
-from pyomo_nnrelax import Network, NNBlock
-from pyomo_nnrelax.experiments.functions import latin_hypercube
-from pyomo_nnrelax.training import BoundWidth, PinballLoss, Trainer
+from pyomo_nnrelax import InputBox, Network, NNBlock, Trainer, write_onnx
+from pyomo_nnrelax.training import BoundWidth, PinballLoss
 
 QUANTILES = (0.1, 0.5, 0.9)
 RISK = 0.25
@@ -156,10 +155,11 @@ def main() -> None:
         else (6000, 300, [3, 20, 20, 20, 3], 10000, 21, 120.0)
     )
     rng = np.random.default_rng(0)
-    X = latin_hypercube(n, BOX, seed=0)
+    box = InputBox.from_pairs(BOX)
+    X = box.sample(n, rng)
     y = recourse(X, sample_demand(n, rng))
     split = int(0.8 * n)
-    X_test = latin_hypercube(1000, BOX, seed=1)
+    X_test = box.sample(1000, rng)
     y_test = recourse(X_test, sample_demand(1000, rng))
     xi_mc = sample_demand(mc, rng)
     print(
@@ -176,7 +176,7 @@ def main() -> None:
             net = train(sizes, (X[:split], y[:split]), (X[split:], y[split:]), epochs, lam)
             seconds = time.perf_counter() - start
             path = out / f"quantiles_{name.split()[0].lower()}.onnx"
-            net.to_onnx(path, overwrite=True, dtype="float64")
+            write_onnx(net, path, overwrite=True, dtype="float64")
             pinball = PinballLoss(QUANTILES)(net.forward(X_test), y_test[:, None])[0]
             rows.append((name, seconds, pinball, first_stage(path, limit)))
 

@@ -31,11 +31,8 @@ from pathlib import Path
 import numpy as np
 import pyomo.environ as pyo
 
-from pyomo_nnrelax import Network, NNBlock
-from pyomo_nnrelax.experiments.functions import box, himmelblau, latin_hypercube
-from pyomo_nnrelax.experiments.measure import difficulty
-from pyomo_nnrelax.experiments.refine import refine
-from pyomo_nnrelax.training import BoundWidth, LPGap, Trainer
+from pyomo_nnrelax import Network, NNBlock, Trainer, difficulty, refine, write_onnx
+from pyomo_nnrelax.training import BoundWidth, LPGap
 
 
 @dataclass(frozen=True)
@@ -48,6 +45,12 @@ class Optimum:
     seconds: float
     optimal: bool
     check: float  # max |network output - onnxruntime| at x*
+
+
+def himmelblau(X: np.ndarray) -> np.ndarray:
+    """Himmelblau's function, the "expensive simulation" the surrogate replaces."""
+    x, y = np.atleast_2d(X).T
+    return (x**2 + y - 11) ** 2 + (x + y**2 - 7) ** 2
 
 
 def user_model(surrogate: Path, domain: np.ndarray) -> pyo.ConcreteModel:
@@ -149,10 +152,11 @@ def main() -> None:
         if args.quick
         else (4000, 150, 3, 10, [2, 25, 25, 25, 1], 60.0)
     )
-    domain = box("himmelblau")
-    X = latin_hypercube(n, domain, seed=0)
+    domain = np.array([[-5.0, 5.0], [-5.0, 5.0]])
+    rng = np.random.default_rng(0)
+    X = rng.uniform(domain[:, 0], domain[:, 1], size=(n, 2))
     y = himmelblau(X)
-    X_test = latin_hypercube(2000, domain, seed=1)
+    X_test = rng.uniform(domain[:, 0], domain[:, 1], size=(2000, 2))
     split = int(0.8 * n)
     validation = (X[split:], y[split:])
 
@@ -162,7 +166,7 @@ def main() -> None:
         print(f"1. fitting a {'-'.join(map(str, sizes))} surrogate of himmelblau ({epochs} epochs)")
         fitted = fit(sizes, X[:split], y[:split], validation, domain, epochs)
         surrogate = out / "himmelblau.onnx"
-        fitted.to_onnx(surrogate, overwrite=True, dtype="float64")
+        write_onnx(fitted, surrogate, overwrite=True, dtype="float64")
 
         print(
             f"2. refining {surrogate.name} with BW+LP (lambda 1e-3, {rounds} rounds of "
@@ -175,7 +179,7 @@ def main() -> None:
             y[:split],
             input_bounds=domain,
             validation=validation,
-            regularizer=BoundWidth() + LPGap(sense="min"),
+            regularizer=BoundWidth() + LPGap(sense="min", gap_method="exact_lp"),
             lam=1e-3,
             rounds=rounds,
             epochs_per_round=round_epochs,

@@ -31,10 +31,16 @@ import pyomo.environ as pyo
 from onnx import TensorProto, helper, numpy_helper
 from sklearn.datasets import load_digits
 
-from pyomo_nnrelax import InputBox, NNBlock, interval_bounds
-from pyomo_nnrelax.experiments.measure import solve_model
-from pyomo_nnrelax.onnx import read_onnx, write_onnx
-from pyomo_nnrelax.training import BoundWidth, LPGap, ReLUStability, Trainer
+from pyomo_nnrelax import (
+    InputBox,
+    NNBlock,
+    Trainer,
+    interval_bounds,
+    read_onnx,
+    solve_model,
+    write_onnx,
+)
+from pyomo_nnrelax.training import BoundWidth, LPGap, ReLUStability
 
 PIXELS = InputBox(lower=np.zeros(64), upper=np.ones(64))
 
@@ -78,7 +84,7 @@ def regularizers(lp_samples: int) -> dict[str, tuple[object, float]]:
         "none": (None, 0.0),
         "RS": (ReLUStability(), 0.1),
         "BW": (BoundWidth(), 0.05),
-        "BW+LP": (BoundWidth() + LPGap(samples=lp_samples, method="dual"), 0.05),
+        "BW+LP": (BoundWidth() + LPGap(samples=lp_samples, gap_method="dual_network"), 0.05),
     }
 
 

@@ -1,7 +1,8 @@
 """pyomo-nnrelax: embed trained ReLU networks in Pyomo MILPs, and train them to be easy to solve.
 
-The names below are imported on first use, so that ``import pyomo_nnrelax.training`` (numpy
-and highspy) does not load Pyomo.
+Everything a user needs is a name of this module (``docs/api.md`` lists them), plus the
+regularizers of :mod:`pyomo_nnrelax.training`.  The names are imported on first use, so that
+``import pyomo_nnrelax.training`` (numpy and highspy) does not load Pyomo.
 """
 
 from importlib import import_module
@@ -20,14 +21,29 @@ from .errors import (
 __version__ = "0.1.0"
 
 _LAZY = {
+    # embedding a network
     "NNBlock": ".block",
+    "Network": ".network",
+    "Layer": ".network",
+    "WeightTie": ".ties",
     "InputBox": ".box",
+    # ONNX in and out
+    "read_onnx": ".onnx",
+    "write_onnx": ".onnx",
+    "run_onnxruntime": ".onnx",
+    # bounds
     "NetworkBounds": ".bounds",
     "interval_bounds": ".bounds",
-    "Layer": ".network",
-    "Network": ".network",
     "tighten_bounds": ".lp.tightening",
-    "WeightTie": ".ties",
+    # solving and measuring
+    "solve_model": ".solve",
+    "SolveStats": ".solve",
+    "difficulty": ".measure",
+    # training and refinement
+    "Trainer": ".training",
+    "refine": ".refinement",
+    "RefineResult": ".refinement",
+    "RefineHistory": ".refinement",
 }
 
 __all__ = [
@@ -41,12 +57,22 @@ __all__ = [
     "NetworkBounds",
     "OnnxImportError",
     "ParallelError",
+    "RefineHistory",
+    "RefineResult",
+    "SolveStats",
     "SolverError",
     "StaleBoundsError",
+    "Trainer",
     "UnsupportedOperationError",
     "WeightTie",
+    "difficulty",
     "interval_bounds",
+    "read_onnx",
+    "refine",
+    "run_onnxruntime",
+    "solve_model",
     "tighten_bounds",
+    "write_onnx",
 ]
 
 

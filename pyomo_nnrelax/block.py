@@ -47,7 +47,7 @@ from .formulations.matrix_model import MatrixModel
 from .formulations.partition import partition_formulation
 from .lp.tightening import tighten_bounds
 from .network import Network
-from .onnx import read_onnx, read_stored_bounds, run_onnxruntime
+from .onnx import read_onnx, read_stored_bounds, run_onnxruntime, write_onnx
 from .options import BOUND_METHODS, FORMULATIONS, BoundMethod, FormulationName, check_option
 
 
@@ -252,7 +252,7 @@ class NNBlock(ScalarBlock):
         x = self.input_values()
         source = self._onnx_source
         if source is None:
-            source = self._network.to_onnx(dtype="float64")
+            source = write_onnx(self._network, dtype="float64")
         reference = run_onnxruntime(source, x.reshape(1, -1))[0]
         return CheckResult(x, self.output_values(), reference)
 

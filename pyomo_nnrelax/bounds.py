@@ -96,6 +96,10 @@ class NetworkBounds:
             sum(np.count_nonzero(self.stability(l, network) == 0) for l in range(len(self.lower)))
         )
 
+    def mean_big_m(self, network: Network) -> float:
+        """Mean big-M constant ``max(-L, U)`` of the unstable ReLU neurons (0 without any)."""
+        return big_m_summary(layer_statistics(network, self))[1]
+
     def intersect(self, other: NetworkBounds, method: str | None = None) -> NetworkBounds:
         """Elementwise tightest of two valid bound sets over the same box."""
         return NetworkBounds(

@@ -252,21 +252,6 @@ class Network:
             )
         return cls(tuple(layers), input_bounds=input_bounds)
 
-    @classmethod
-    def from_onnx(cls, source, **kwargs) -> Network:
-        """Read a network from an ONNX path or ``onnx.ModelProto``; see
-        :func:`pyomo_nnrelax.onnx.read_onnx`."""
-        from .onnx import read_onnx
-
-        return read_onnx(source, **kwargs)
-
-    def to_onnx(self, path=None, **kwargs):
-        """Write the network as ONNX and return the ModelProto; see
-        :func:`pyomo_nnrelax.onnx.write_onnx`."""
-        from .onnx import write_onnx
-
-        return write_onnx(self, path, **kwargs)
-
     def with_layers(self, layers: Sequence[Layer]) -> Network:
         """A copy with new layers (e.g. trained weights) and the same names, shapes and bounds."""
         return Network(

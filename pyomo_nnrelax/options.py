@@ -19,9 +19,9 @@ GapSense = Literal["min", "max", "both"]
 LPBackend = Literal["highs", "pyomo"]
 """How LP relaxations at fixed inputs are solved: the projected LP in highspy, or the block's
 big-M LP through a Pyomo solver."""
-LPMethod = Literal["lp", "dual"]
-"""How the LP-gap regularizer gets the LP relaxation's value: solving the LP, or the
-dual-network bound (no LP solver)."""
+GapMethod = Literal["dual_network", "exact_lp"]
+"""How the LP-gap regularizer gets the LP relaxation's value: the dual-network bound (no LP
+solver; the default everywhere), or solving the LP exactly."""
 BoundMethod = Literal["interval", "lp", "milp", "stored"]
 """How pre-activation bounds are obtained."""
 TighteningMethod = Literal["lp", "milp"]
@@ -39,7 +39,7 @@ training of it."""
 SENSES: tuple[str, ...] = get_args(Sense)
 GAP_SENSES: tuple[str, ...] = get_args(GapSense)
 LP_BACKENDS: tuple[str, ...] = get_args(LPBackend)
-LP_METHODS: tuple[str, ...] = get_args(LPMethod)
+GAP_METHODS: tuple[str, ...] = get_args(GapMethod)
 BOUND_METHODS: tuple[str, ...] = get_args(BoundMethod)
 TIGHTENING_METHODS: tuple[str, ...] = get_args(TighteningMethod)
 FORMULATIONS: tuple[str, ...] = get_args(FormulationName)

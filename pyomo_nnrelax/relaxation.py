@@ -141,7 +141,7 @@ def solve_relaxations(
     X,
     objective_weights,
     sense: Sense = "min",
-    backend: LPBackend = "highs",
+    lp_backend: LPBackend = "highs",
     solver: str | None = None,
     executor: Executor | None = None,
 ) -> RelaxationBatch:
@@ -156,7 +156,7 @@ def solve_relaxations(
     objective_weights : array (n_outputs,) or (n, n_outputs)
         The LP optimises ``w' outputs``.
     sense : {"min", "max"}
-    backend : {"highs", "pyomo"}
+    lp_backend : {"highs", "pyomo"}
         ``"highs"``: the projected LP in one highspy model, re-solved from the previous basis
         from sample to sample (:func:`pyomo_nnrelax.lp.projected.solve_batch`).  ``"pyomo"``: an
         :class:`NNBlock` and the Pyomo solver ``solver`` (default ``"appsi_highs"``).
@@ -171,11 +171,11 @@ def solve_relaxations(
         Failed LPs (``ok`` False) have NaN value and zero gradients; the caller counts them.
     """
     check_option("sense", sense, SENSES)
-    check_option("backend", backend, LP_BACKENDS)
+    check_option("lp_backend", lp_backend, LP_BACKENDS)
     X = np.asarray(X, dtype=np.float64).reshape(-1, network.n_inputs)
     weights = sample_weights(objective_weights, len(X), network.n_outputs)
-    if backend == "highs":
+    if lp_backend == "highs":
         return solve_batch(network, bounds, X, weights, sense, executor=executor)
-    if backend == "pyomo":
+    if lp_backend == "pyomo":
         model, sol = solve_pyomo(network, bounds, X, weights, sense, solver)
         return assemble(network, bounds, model, sol, X)

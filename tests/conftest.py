@@ -1,24 +1,38 @@
-"""Shared pytest fixtures."""
+"""Shared pytest fixtures, and the rule of the ``slow`` marker."""
 
 from __future__ import annotations
 
-import importlib.util
+import multiprocessing.process
 import os
+import subprocess
 from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
 import onnx
 import pytest
-from onnx import TensorProto, helper, numpy_helper
+from onnx import TensorProto
 
-TORCH_INSTALLED = importlib.util.find_spec("torch") is not None
-if os.environ.get("NNRELAX_REQUIRE_TORCH") == "1" and not TORCH_INSTALLED:
-    raise RuntimeError("NNRELAX_REQUIRE_TORCH=1 but torch is not installed: its tests would skip")
-requires_torch = pytest.mark.skipif(
-    not TORCH_INSTALLED, reason="torch is not installed (pip install -e '.[torch]')"
-)
-"""Tests of torch's exporters: torch is an optional extra; CI sets NNRELAX_REQUIRE_TORCH=1 so
-that a failed torch install fails the run instead of skipping them."""
+from tests.support.onnx_graphs import model
+from tests.support.torch_export import TORCH_INSTALLED  # noqa: F401  (checks NNRELAX_REQUIRE_TORCH)
+
+
+@pytest.fixture(autouse=True)
+def slow_means_subprocesses_pools_and_signals(request, monkeypatch):
+    """The ``slow`` marker means what the README says: the test starts a subprocess, a process
+    pool or a dask cluster, or sends a signal.  A test without the marker that does any of
+    these fails, naming the marker; ``-m "not slow"`` so leaves exactly the in-process tests."""
+    if request.node.get_closest_marker("slow") is not None:
+        return
+
+    def refuse(*args, **kwargs):
+        raise AssertionError(
+            "this test starts a subprocess or process pool, or sends a signal: mark it "
+            "@pytest.mark.slow (see the README's Testing section)"
+        )
+
+    monkeypatch.setattr(subprocess.Popen, "__init__", refuse)
+    monkeypatch.setattr(multiprocessing.process.BaseProcess, "start", refuse)
+    monkeypatch.setattr(os, "kill", refuse)
 
 
 @pytest.fixture
@@ -41,16 +55,17 @@ def make_onnx_model() -> Callable[..., onnx.ModelProto]:
         output_name: str = "y",
         output_rank: int = 2,
     ) -> onnx.ModelProto:
-        graph = helper.make_graph(
-            list(nodes),
-            "test_graph",
-            [helper.make_tensor_value_info(input_name, elem_type, ["batch", *input_shape])],
-            [helper.make_tensor_value_info(output_name, elem_type, [None] * output_rank)],
-            initializer=[
-                numpy_helper.from_array(np.asarray(v), k) for k, v in (initializers or {}).items()
-            ],
+        return model(
+            nodes,
+            initializers,
+            input_shape,
+            elem_type,
+            opset,
+            output_rank,
+            input_name=input_name,
+            output_name=output_name,
+            cast=False,
         )
-        return helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
 
     return make
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import numpy as np
 import pyomo.environ as pyo
 import pytest
-from conftest import requires_torch
 
 from pyomo_nnrelax import (
     InputBoundsError,
@@ -14,16 +13,15 @@ from pyomo_nnrelax import (
     Network,
     NNRelaxError,
     UnsupportedOperationError,
+    read_onnx,
+    write_onnx,
 )
 from pyomo_nnrelax.block import NNBlock
 from pyomo_nnrelax.onnx import run_onnxruntime
+from tests.support.solving import solve_optimal
+from tests.support.torch_export import requires_torch
 
 SOLVER = "highs"
-
-
-def solve(model: pyo.ConcreteModel) -> None:
-    result = pyo.SolverFactory(SOLVER).solve(model)
-    assert result.solver.termination_condition == pyo.TerminationCondition.optimal
 
 
 def box(n: int, lo: float = -2.0, hi: float = 2.0) -> list[tuple[float, float]]:
@@ -37,7 +35,7 @@ def fixed_input_outputs(source, input_box, x, **options) -> np.ndarray:
     for i, v in enumerate(x):
         m.nn.inputs[i].fix(float(v))
     m.obj = pyo.Objective(expr=sum(m.nn.outputs.values()))
-    solve(m)
+    solve_optimal(m)
     return m.nn.output_values()
 
 
@@ -49,7 +47,7 @@ RANDOM_SHAPES = [[2, 8, 1], [3, 10, 10, 2], [4, 6, 6, 6, 3], [5, 12, 9, 7, 5, 1]
 def test_fixed_inputs_reproduce_onnxruntime(tmp_path, sizes, seed):
     net = Network.mlp(sizes, seed=seed)
     path = tmp_path / "net.onnx"
-    net.to_onnx(path, dtype="float64")
+    write_onnx(net, path, dtype="float64")
     rng = np.random.default_rng(seed)
     for x in rng.uniform(-2, 2, size=(3, sizes[0])):
         got = fixed_input_outputs(str(path), box(sizes[0]), x)
@@ -80,7 +78,7 @@ def test_torch_export_with_matrix_input_and_two_outputs_reproduces_onnxruntime(t
         output_names=["y"],
         dynamic_axes={"x": {0: "batch"}},
     )
-    net = Network.from_onnx(path)
+    net = read_onnx(path)
     assert net.input_shape == (2, 3)
     rng = np.random.default_rng(3)
     for x in rng.uniform(-1, 1, size=(3, 6)):
@@ -120,7 +118,7 @@ def test_milp_minimum_is_below_sampling_and_exact_at_its_argmin():
     m = pyo.ConcreteModel()
     m.nn = NNBlock(net, input_bounds=box(2))
     m.obj = pyo.Objective(expr=m.nn.outputs[0], sense=pyo.minimize)
-    solve(m)
+    solve_optimal(m)
     grid = np.stack(np.meshgrid(np.linspace(-2, 2, 401), np.linspace(-2, 2, 401)), -1).reshape(
         -1, 2
     )
@@ -137,7 +135,7 @@ def test_lp_relaxation_is_no_tighter_than_the_milp(sense):
         m = pyo.ConcreteModel()
         m.nn = NNBlock(net, input_bounds=box(3), relax=relax)
         m.obj = pyo.Objective(expr=m.nn.outputs[0], sense=sense)
-        solve(m)
+        solve_optimal(m)
         values[relax] = pyo.value(m.obj)
     if sense == pyo.minimize:
         assert values[True] <= values[False] + 1e-9
@@ -161,7 +159,7 @@ def test_stable_neurons_get_no_binary():
 def test_block_accepts_a_model_proto_and_a_positional_path(tmp_path):
     net = Network.mlp([2, 5, 1], seed=0)
     path = tmp_path / "m.onnx"
-    proto = net.to_onnx(path, dtype="float64")
+    proto = write_onnx(net, path, dtype="float64")
     m = pyo.ConcreteModel()
     m.a = NNBlock(str(path), input_bounds=box(2))
     m.b = NNBlock(proto, input_bounds=InputBox(lower=np.full(2, -2.0), upper=np.full(2, 2.0)))
@@ -172,7 +170,7 @@ def test_block_accepts_a_model_proto_and_a_positional_path(tmp_path):
 def test_bounds_stored_in_onnx_metadata_are_used(tmp_path):
     net = Network.mlp([2, 5, 1], seed=0).with_input_bounds([-1, -3], [1, 3])
     path = tmp_path / "m.onnx"
-    net.to_onnx(path)
+    write_onnx(net, path)
     m = pyo.ConcreteModel()
     m.nn = NNBlock(path)
     assert m.nn.inputs[1].bounds == (-3.0, 3.0)
@@ -188,7 +186,7 @@ def test_clone_and_nesting_inside_other_blocks_work():
     m.obj = pyo.Objective(expr=m.sub.nn.outputs[0], sense=pyo.maximize)
     start = m.sub.nn.output_values()
     c = m.clone()
-    solve(c)
+    solve_optimal(c)
     assert np.all(np.abs(c.sub.nn.input_values()) <= 1 + 1e-9)
     assert c.sub.nn.check().max_abs_error < 1e-6
     np.testing.assert_array_equal(m.sub.nn.output_values(), start)  # the original is untouched
@@ -286,7 +284,7 @@ COMBINATIONS = [
 def test_every_formulation_and_bounds_combination_is_exact(tmp_path, formulation, bounds):
     net = Network.mlp([3, 8, 8, 2], seed=11)
     path = tmp_path / "net.onnx"
-    net.to_onnx(path, dtype="float64")
+    write_onnx(net, path, dtype="float64")
     options = dict(formulation=formulation, bounds=bounds, partitions=2, executor="serial")
     for x in np.random.default_rng(2).uniform(-2, 2, size=(2, 3)):
         got = fixed_input_outputs(path, box(3), x, **options)
@@ -302,11 +300,11 @@ def test_every_formulation_and_bounds_combination_finds_the_same_optimum(formula
     )
     m.obj = pyo.Objective(expr=m.nn.outputs[0], sense=pyo.maximize)
     m.nn.warm_start()
-    solve(m)
+    solve_optimal(m)
     reference = pyo.ConcreteModel()
     reference.nn = NNBlock(net, input_bounds=box(2))
     reference.obj = pyo.Objective(expr=reference.nn.outputs[0], sense=pyo.maximize)
-    solve(reference)
+    solve_optimal(reference)
     assert pyo.value(m.obj) == pytest.approx(pyo.value(reference.obj), abs=1e-6)
     assert m.nn.check().max_abs_error < 1e-6
     assert m.nn.bounds.method == bounds

@@ -10,11 +10,7 @@ import pyomo.environ as pyo
 import pytest
 
 from pyomo_nnrelax import InputBoundsError, InputBox, Network, NNBlock
-
-
-def _solve(m: pyo.ConcreteModel) -> None:
-    result = pyo.SolverFactory("highs").solve(m)
-    assert pyo.check_optimal_termination(result)
+from tests.support.solving import solve_optimal
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
@@ -28,7 +24,7 @@ def test_binary_decisions_as_inputs_give_the_enumerated_optimum(seed):
     m.q = pyo.Var(range(3))
     m.nn = NNBlock(net, inputs=m.y, outputs=m.q)
     m.obj = pyo.Objective(expr=sum(c[i] * m.y[i] for i in m.y) + sum(m.q.values()) / 3)
-    _solve(m)
+    solve_optimal(m)
     points = np.array(list(itertools.product([0.0, 1.0], repeat=4)))
     values = points @ c + net.forward(points).mean(axis=1)
     assert pyo.value(m.obj) == pytest.approx(values.min(), abs=1e-6)
@@ -68,7 +64,7 @@ def test_the_box_is_the_given_one_within_the_variables_bounds():
     assert (m.x[0].lb, m.x[0].ub) == (-5, 5)
     for sense in (pyo.minimize, pyo.maximize):
         m.obj = pyo.Objective(expr=m.x[0], sense=sense)
-        _solve(m)
+        solve_optimal(m)
         assert pyo.value(m.x[0]) == pytest.approx(-1.0 if sense == pyo.minimize else 0.5)
         m.del_component(m.obj)
 
@@ -104,7 +100,7 @@ def test_the_model_clones_with_the_links():
     c = m.clone()
     assert c.nn.inputs[0] is c.x[0]
     c.obj = pyo.Objective(expr=c.nn.outputs[0])
-    _solve(c)
+    solve_optimal(c)
     assert c.nn.check().max_abs_error < 1e-6
 
 

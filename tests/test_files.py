@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from pyomo_nnrelax import Network
+from pyomo_nnrelax import Network, write_onnx
 from pyomo_nnrelax.files import (
     atomic_write,
     atomic_write_text,
@@ -41,7 +41,7 @@ def test_an_interrupted_onnx_write_keeps_the_old_model(tmp_path, monkeypatch):
 
     path = tmp_path / "net.onnx"
     old = Network.mlp([2, 3, 1], seed=0)
-    old.to_onnx(path, dtype="float64")
+    write_onnx(old, path, dtype="float64")
 
     def interrupted_save(model, target):
         with open(target, "wb") as handle:
@@ -50,7 +50,7 @@ def test_an_interrupted_onnx_write_keeps_the_old_model(tmp_path, monkeypatch):
 
     monkeypatch.setattr(onnx, "save", interrupted_save)
     with pytest.raises(KeyboardInterrupt):
-        Network.mlp([2, 3, 1], seed=1).to_onnx(path, overwrite=True)
+        write_onnx(Network.mlp([2, 3, 1], seed=1), path, overwrite=True)
     monkeypatch.undo()
     assert read_onnx(path) == old
     assert [p.name for p in tmp_path.iterdir()] == ["net.onnx"]
@@ -70,7 +70,7 @@ def test_external_data_files_of_a_model_are_found(tmp_path):
     import onnx
 
     path = tmp_path / "model.onnx"
-    model = Network.mlp([2, 30, 1], seed=0).to_onnx()
+    model = write_onnx(Network.mlp([2, 30, 1], seed=0))
     onnx.save(
         model, path, save_as_external_data=True, location="model.onnx.data", size_threshold=16
     )
@@ -78,6 +78,7 @@ def test_external_data_files_of_a_model_are_found(tmp_path):
     assert external_data_files(tmp_path / "missing.onnx") == []
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(os.name != "posix", reason="stale temporary files are removed on POSIX only")
 def test_a_write_removes_the_temporary_files_of_killed_writers_of_the_same_output(tmp_path):
     ended = subprocess.run(

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from pyomo_nnrelax import Layer, Network
-from pyomo_nnrelax.experiments.measure import difficulty, solve_block
+from pyomo_nnrelax.measure import difficulty, solve_block
 
 BOX = [(-2.0, 2.0), (-2.0, 2.0)]
 
@@ -106,7 +106,7 @@ def test_a_milp_solved_by_the_caller_is_reused_with_its_solution_loaded():
     import pyomo.environ as pyo
 
     from pyomo_nnrelax import NNBlock
-    from pyomo_nnrelax.experiments.measure import solve_model
+    from pyomo_nnrelax.measure import solve_model
 
     net = Network.mlp([2, 8, 8, 1], seed=2)
     m = pyo.ConcreteModel()

@@ -11,7 +11,6 @@ from __future__ import annotations
 import numpy as np
 import pyomo.environ as pyo
 import pytest
-from test_regularizers import _ctx, assert_gradient
 
 from pyomo_nnrelax import (
     InputBox,
@@ -28,6 +27,8 @@ from pyomo_nnrelax.ties import WeightTie
 from pyomo_nnrelax.training import BoundWidth, LPGap, ReLUStability, Trainer, ibp_forward
 from pyomo_nnrelax.training.backprop import backward
 from pyomo_nnrelax.training.dual import dual_forward
+from tests.support.gradients import assert_gradient, reg_context
+from tests.support.solving import solve_optimal
 
 BOX = InputBox(lower=[-1.0, -0.5], upper=[1.0, 1.5])
 
@@ -45,11 +46,6 @@ def mixed_network(seed: int, widths=(2, 8, 8, 6, 1)) -> Network:
             Layer(rng.normal(size=(n_out, n_in)) / np.sqrt(n_in), rng.normal(0, 0.3, n_out), mask)
         )
     return Network(tuple(layers))
-
-
-def solve(model: pyo.ConcreteModel) -> None:
-    result = pyo.SolverFactory("highs").solve(model)
-    assert result.solver.termination_condition == pyo.TerminationCondition.optimal
 
 
 def grid(n: int = 121) -> np.ndarray:
@@ -88,7 +84,7 @@ def test_fixed_inputs_reproduce_onnxruntime(tmp_path, formulation, seed):
         for i, v in enumerate(x):
             m.nn.inputs[i].fix(float(v))
         m.obj = pyo.Objective(expr=m.nn.outputs[0])
-        solve(m)
+        solve_optimal(m)
         np.testing.assert_allclose(
             m.nn.output_values(), run_onnxruntime(path, x[None])[0], atol=1e-6, rtol=0
         )
@@ -127,7 +123,7 @@ def test_milp_minimum_is_below_sampling_and_exact_at_its_argmin(formulation):
         m = pyo.ConcreteModel()
         m.nn = NNBlock(net, input_bounds=BOX, formulation=formulation, relax=relax)
         m.obj = pyo.Objective(expr=m.nn.outputs[0], sense=pyo.minimize)
-        solve(m)
+        solve_optimal(m)
         values[relax] = pyo.value(m.obj)
         if not relax:
             assert abs(net.forward(m.nn.input_values())[0, 0] - values[relax]) < 1e-6
@@ -140,8 +136,8 @@ def test_relaxation_backends_and_the_dual_bound_agree_on_mixed_layers():
     net = mixed_network(5)
     bounds = interval_bounds(net, BOX)
     X = np.random.default_rng(0).uniform(-0.5, 0.5, size=(5, 2))
-    highs = solve_relaxations(net, bounds, X, [1.0], "min", backend="highs")
-    pyomo = solve_relaxations(net, bounds, X, [1.0], "min", backend="pyomo")
+    highs = solve_relaxations(net, bounds, X, [1.0], "min", lp_backend="highs")
+    pyomo = solve_relaxations(net, bounds, X, [1.0], "min", lp_backend="pyomo")
     np.testing.assert_allclose(highs.value, pyomo.value, atol=1e-7)
     assert np.all(highs.value <= net.forward(X)[:, 0] + 1e-9)
     dual = dual_forward(net.layers, bounds.lower, bounds.upper, X, np.ones(1), [None] * 4)
@@ -165,7 +161,12 @@ def test_backprop_through_mixed_layers_matches_finite_differences():
 
 @pytest.mark.parametrize(
     "regularizer",
-    [BoundWidth(), ReLUStability(), LPGap(samples=4), LPGap(samples=4, method="dual")],
+    [
+        BoundWidth(),
+        ReLUStability(),
+        LPGap(samples=4, gap_method="exact_lp"),
+        LPGap(samples=4, gap_method="dual_network"),
+    ],
     ids=["bw", "rs", "lp", "dual"],
 )
 def test_regularizer_gradients_on_mixed_layers_match_finite_differences(regularizer):
@@ -175,9 +176,9 @@ def test_regularizer_gradients_on_mixed_layers_match_finite_differences(regulari
     fixed = {"_ibp": ibp_forward(layers, *BOX)} if isinstance(regularizer, LPGap) else {}
 
     def value(ls):
-        return regularizer.value_and_grad(_ctx(ls, X, **fixed))[0]
+        return regularizer.value_and_grad(reg_context(ls, BOX, X, **fixed))[0]
 
-    grads = regularizer.value_and_grad(_ctx(layers, X, **fixed))[1]
+    grads = regularizer.value_and_grad(reg_context(layers, BOX, X, **fixed))[1]
     assert_gradient(value, layers, grads, rtol=2e-5)
 
 
@@ -187,7 +188,7 @@ def test_bound_penalties_count_only_relu_neurons():
     widths = np.concatenate(
         [(hi - lo)[layer.relu_mask] for layer, lo, hi in zip(net.layers, trace.lower, trace.upper)]
     )
-    value = BoundWidth().value_and_grad(_ctx(net.layers, np.zeros((1, 2))))[0]
+    value = BoundWidth().value_and_grad(reg_context(net.layers, BOX, np.zeros((1, 2))))[0]
     assert value == pytest.approx(widths.mean())
 
 
@@ -321,7 +322,7 @@ def test_stored_ties_that_do_not_fit_the_weights_are_dropped_with_a_warning(tmp_
 
 
 def test_restore_and_refine_keep_the_ties_of_the_network_they_train(tmp_path):
-    from pyomo_nnrelax.experiments.refine import refine
+    from pyomo_nnrelax.refinement import refine
 
     net = tied_network()
     rng = np.random.default_rng(1)

@@ -44,12 +44,14 @@ def run_script(tmp_path, options: str = "") -> subprocess.CompletedProcess:
     )
 
 
+@pytest.mark.slow
 def test_milp_tightening_by_default_runs_in_a_plain_script_once(tmp_path):
     result = run_script(tmp_path)
     assert result.returncode == 0, result.stderr
     assert result.stdout.count("RAN") == 1  # the script ran once, not again in workers
 
 
+@pytest.mark.slow
 def test_the_same_code_runs_under_python_c():
     code = SCRIPT.format(options="")
     result = subprocess.run(

@@ -36,7 +36,6 @@ from dataclasses import dataclass
 
 import numpy as np
 import pyomo.environ as pyo
-import reference
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -48,8 +47,11 @@ from pyomo_nnrelax import (
     NNBlock,
     interval_bounds,
     tighten_bounds,
+    write_onnx,
 )
 from pyomo_nnrelax.onnx import run_onnxruntime
+from tests.support import reference
+from tests.support.solving import solve_optimal
 
 EXAMPLES = int(os.environ.get("NNRELAX_PROPERTY_EXAMPLES", "10"))
 RANDOM = os.environ.get("NNRELAX_PROPERTY_RANDOM", "0") == "1"
@@ -186,17 +188,11 @@ def all_bounds(case: Case) -> dict[str, NetworkBounds]:
     }
 
 
-def solve(m: pyo.ConcreteModel) -> None:
-    result = pyo.SolverFactory("highs").solve(m, options=HIGHS_OPTIONS)
-    condition = result.solver.termination_condition
-    assert condition == pyo.TerminationCondition.optimal, condition
-
-
 def block_model(case: Case, formulation: str, bounds: NetworkBounds) -> pyo.ConcreteModel:
     """A model holding the network (read back from float64 ONNX) with its output as objective."""
     m = pyo.ConcreteModel()
     m.nn = NNBlock(
-        case.network.to_onnx(dtype="float64"),
+        write_onnx(case.network, dtype="float64"),
         input_bounds=case.box,
         formulation=formulation,
         bounds=bounds,
@@ -248,7 +244,7 @@ def test_fixed_inputs_reproduce_onnxruntime(case: Case, data):
         )
     )
     x_inner = case.lower + (case.upper - case.lower) * t / 8.0
-    source = case.network.to_onnx(dtype="float64")
+    source = write_onnx(case.network, dtype="float64")
     points = (x_vertex, x_inner)
     for x in points:
         onnx_out = run_onnxruntime(source, x[None])[0]
@@ -261,7 +257,7 @@ def test_fixed_inputs_reproduce_onnxruntime(case: Case, data):
             for x in points:
                 for i, v in enumerate(x):
                     m.nn.inputs[i].fix(float(v))
-                solve(m)
+                solve_optimal(m, **HIGHS_OPTIONS)
                 check = m.nn.check()
                 np.testing.assert_array_equal(check.inputs, x)
                 assert close(float(check.block_outputs[0]), float(check.onnx_outputs[0])), (
@@ -292,7 +288,7 @@ def test_every_formulation_and_bound_method_finds_the_reference_optimum(case: Ca
             for sense, sign in ((pyo.minimize, 1.0), (pyo.maximize, -1.0)):
                 best_sampled = float(np.min(sign * y)) * sign
                 m.obj.sense = sense
-                solve(m)
+                solve_optimal(m, **HIGHS_OPTIONS)
                 optimum = pyo.value(m.obj)
                 optima[formulation, method, sense] = optimum
                 slack = REL_TOL * max(1.0, abs(best_sampled))
@@ -314,7 +310,7 @@ def test_every_formulation_and_bound_method_finds_the_reference_optimum(case: Ca
 @PROPERTY_SETTINGS
 @given(cases(), st.integers(0, 2**16))
 def test_the_dual_network_bound_never_passes_the_lp_relaxation(case: Case, seed: int):
-    """(d) ``LPGap(method="dual")``'s bound at fixed inputs, with any slopes in [0, 1] (random,
+    """(d) The dual-network bound of ``LPGap`` at fixed inputs, with any slopes in [0, 1] (random,
     all 0, all 1, the heuristic), is at most the exact LP relaxation's minimum (projected LP,
     HiGHS) and at least its maximum, at points of the box including its vertices."""
     from pyomo_nnrelax.lp.projected import solve_batch

@@ -12,7 +12,7 @@ import pyomo.environ as pyo
 import pytest
 from onnx import numpy_helper
 
-from pyomo_nnrelax import Network, NNBlock, StaleBoundsError, tighten_bounds
+from pyomo_nnrelax import Network, NNBlock, StaleBoundsError, tighten_bounds, write_onnx
 from pyomo_nnrelax.onnx import read_onnx, read_stored_bounds
 
 
@@ -49,7 +49,7 @@ def _file_with_lp_bounds(tmp_path):
     net = Network.mlp([2, 6, 6, 1], seed=3).with_input_bounds([-1, -1], [1, 1])
     bounds = tighten_bounds(net, input_bounds=net.input_bounds, method="lp", executor="serial")
     path = tmp_path / "tight.onnx"
-    net.to_onnx(path, dtype="float64", bounds=bounds)
+    write_onnx(net, path, dtype="float64", bounds=bounds)
     return net, bounds, path
 
 

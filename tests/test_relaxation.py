@@ -149,7 +149,7 @@ def test_pyomo_backend_agrees_with_highs(net, points):
     bounds = interval_bounds(net, BOX)
     for sense in ("min", "max"):
         fast = solve_relaxations(net, bounds, points, [1.0], sense)
-        slow = solve_relaxations(net, bounds, points, [1.0], sense, backend="pyomo")
+        slow = solve_relaxations(net, bounds, points, [1.0], sense, lp_backend="pyomo")
         assert slow.ok.all()
         np.testing.assert_allclose(slow.value, fast.value, atol=1e-6)
         for field in ("affine_duals", "activations", "lower_grad", "upper_grad"):
@@ -193,7 +193,7 @@ def test_per_sample_weights_and_errors(points):
     with pytest.raises(ValueError, match="sense"):
         solve_relaxations(net, bounds, points, [1.0, 0.0], "minimise")
     with pytest.raises(ValueError, match="backend"):
-        solve_relaxations(net, bounds, points, [1.0, 0.0], backend="gurobi")
+        solve_relaxations(net, bounds, points, [1.0, 0.0], lp_backend="gurobi")
 
 
 def test_failed_lps_are_marked_with_nan_values_and_zero_gradients(net, points):

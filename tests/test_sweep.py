@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 
 from pyomo_nnrelax import InputBox, Network, interval_bounds
-from pyomo_nnrelax.experiments.data import read_data, split_data
-from pyomo_nnrelax.experiments.plots import pareto_mask
-from pyomo_nnrelax.experiments.sweep import RunConfig, grid, run_config, run_sweep
+from pyomo_nnrelax.data import read_data, split_data
+from pyomo_nnrelax.plots import pareto_mask
+from pyomo_nnrelax.sweep import RunConfig, grid, run_config, run_sweep
 from pyomo_nnrelax.training import LPGap
 from pyomo_nnrelax.training.regularizers import parse_regularizer
 
@@ -121,22 +121,22 @@ def test_run_config_reports_accuracy_and_difficulty(data_file):
     assert row["milp_optimal"] and values.min() - 1e-2 <= row["milp_objective"] <= values.min()
 
 
-def test_lp_method_reaches_the_trainer_and_is_checked_before_any_run(data_file):
-    """``lp_method`` picks the LP-gap path of the run: the exact LPs and the dual bound give
+def test_gap_method_reaches_the_trainer_and_is_checked_before_any_run(data_file):
+    """``gap_method`` picks the LP-gap path of the run: the exact LPs and the dual bound give
     different gradients, hence different networks, and the row records which was used."""
     rows = {
         method: run_config(
-            RunConfig(regularizer="bw+lp", lam=1e-1, seed=0, lp_method=method, **base(data_file))
+            RunConfig(regularizer="bw+lp", lam=1e-1, seed=0, gap_method=method, **base(data_file))
         )
-        for method in ("lp", "dual")
+        for method in ("exact_lp", "dual_network")
     }
-    assert {method: row["lp_method"] for method, row in rows.items()} == {
-        "lp": "lp",
-        "dual": "dual",
+    assert {method: row["gap_method"] for method, row in rows.items()} == {
+        "exact_lp": "exact_lp",
+        "dual_network": "dual_network",
     }
-    assert rows["lp"]["test_mse"] != rows["dual"]["test_mse"]
-    with pytest.raises(ValueError, match="lp_method must be one of"):
-        RunConfig(regularizer="bw+lp", lam=1e-3, seed=0, lp_method="simplex", **base(data_file))
+    assert rows["exact_lp"]["test_mse"] != rows["dual_network"]["test_mse"]
+    with pytest.raises(ValueError, match="gap_method must be one of"):
+        RunConfig(regularizer="bw+lp", lam=1e-3, seed=0, gap_method="simplex", **base(data_file))
 
 
 def test_one_input_bounds_pair_stands_for_every_input_as_in_the_other_commands(data_file):
@@ -147,6 +147,7 @@ def test_one_input_bounds_pair_stands_for_every_input_as_in_the_other_commands(d
     assert row["milp_optimal"] and np.isfinite(row["test_mse"])
 
 
+@pytest.mark.slow
 def test_run_sweep_on_a_process_pool_keeps_config_order(data_file):
     configs = grid(base(data_file), ["none", "bw"], [1e-2], [0, 1])
     seen = []

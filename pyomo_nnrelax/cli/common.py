@@ -18,7 +18,7 @@ from .. import files
 from ..box import InputBox, expand_pairs, resolve_box
 from ..errors import InputBoundsError, NNRelaxError
 from ..onnx.load import external_data_files
-from ..options import LP_METHODS, SENSES
+from ..options import GAP_METHODS, SENSES
 
 USER_ERRORS = (NNRelaxError, FileNotFoundError, FileExistsError, ValueError)
 
@@ -128,14 +128,15 @@ def sense_option(help_text: str | None = None):
     return choice_option("--sense", SENSES, "min", help_text)
 
 
-def lp_method_option():
-    """``--lp-method dual|lp``: how an ``lp`` term of the regularizer bounds the LP relaxation."""
+def gap_method_option():
+    """``--gap-method dual_network|exact_lp``: how an ``lp`` term of the regularizer bounds
+    the LP relaxation."""
     return choice_option(
-        "--lp-method",
-        LP_METHODS,
-        "dual",
-        "How the lp term bounds the LP relaxation: the dual network (dual: no LP solver, several "
-        "times cheaper) or solving the LP (lp: exact, the paper's).",
+        "--gap-method",
+        GAP_METHODS,
+        "dual_network",
+        "How the lp term bounds the LP relaxation: the dual network (no LP solver, several "
+        "times cheaper) or the exact LP (solved at 8 points per mini-batch, as in the paper).",
     )
 
 

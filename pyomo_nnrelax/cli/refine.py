@@ -8,11 +8,10 @@ from pathlib import Path
 
 import click
 
-from ..experiments.data import read_data, split_data
-from ..experiments.functions import load_function
-from ..experiments.refine import HISTORY_FILE, RefineHistory
+from ..data import read_data, split_data
 from ..files import atomic_write
 from ..options import LOSS_REFERENCES
+from ..refinement.history import HISTORY_FILE, RefineHistory, checkpoint_path
 from ..training.regularizers import parse_regularizer
 from .common import (
     BATCH_SIZE,
@@ -26,8 +25,8 @@ from .common import (
     check_outputs,
     choice_option,
     cli_box,
+    gap_method_option,
     input_files,
-    lp_method_option,
     milp_time_limit_option,
     output_option,
     sense_option,
@@ -35,6 +34,7 @@ from .common import (
     warnings_as_lines,
     was_interrupted,
 )
+from .user_code import load_true_function
 
 
 def _number(value) -> str:
@@ -51,8 +51,8 @@ def _what_was_kept(output_dir: Path, rounds: int) -> str:
         )
     last = RefineHistory.load(history).rows[-1]["round"]
     return (
-        f"interrupted; rounds 0..{last} of {rounds} are kept in {output_dir} (history.json, "
-        f"round_{last:03d}.onnx); continue with the same command and --resume"
+        f"interrupted; rounds 0..{last} of {rounds} are kept in {output_dir} ({HISTORY_FILE}, "
+        f"{checkpoint_path(output_dir, last).name}); continue with the same command and --resume"
     )
 
 
@@ -103,7 +103,7 @@ def history_paths(output: Path) -> tuple[Path, Path, Path]:
     show_default=True,
     help="E.g. bw, bw+lp, 0.5*bw+lp, sn, rs, l1, l2, lp or none.",
 )
-@lp_method_option()
+@gap_method_option()
 @click.option(
     "--lam",
     type=click.FloatRange(min=0),
@@ -174,7 +174,7 @@ def refine(
     output: Path,
     targets: int,
     spec: str,
-    lp_method: str,
+    gap_method: str,
     lam: float,
     rounds: int,
     epochs: int,
@@ -196,12 +196,12 @@ def refine(
     quiet: bool,
 ) -> None:
     """Train MODEL toward an easier MILP; write checkpoints and a history."""
-    from ..experiments.plots import plot_history
-    from ..experiments.refine import refine as run_refine
     from ..onnx import read_onnx
+    from ..plots import plot_history
+    from ..refinement import refine as run_refine
 
     try:
-        regularizer = parse_regularizer(spec, sense, lp_method)
+        regularizer = parse_regularizer(spec, sense, gap_method)
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="'--regularizer'") from None
     output_dir = _rounds_dir(output, output_dir)
@@ -212,7 +212,7 @@ def refine(
     if decision_budget is not None and evaluate is None:
         raise click.UsageError("--decision-budget needs --evaluate")
     try:
-        true_function = load_function(evaluate) if evaluate is not None else None
+        true_function = load_true_function(evaluate) if evaluate is not None else None
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="'--evaluate'") from None
     X, y = read_data(data, targets)
@@ -252,7 +252,7 @@ def refine(
         raise Interrupted(_what_was_kept(output_dir, rounds)) from None
     chosen = result.checkpoints[-1]
     if result.chosen_round is not None:
-        chosen = output_dir / f"round_{result.chosen_round:03d}.onnx"
+        chosen = checkpoint_path(output_dir, result.chosen_round)
     atomic_write(output, lambda tmp: shutil.copyfile(chosen, tmp))
     json_path, csv_path, png_path = history_paths(output)
     result.history.save(json_path)

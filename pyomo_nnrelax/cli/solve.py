@@ -63,9 +63,9 @@ def solve(
     import pyomo.environ as pyo
 
     from ..block import NNBlock
-    from ..experiments.measure import objective_expression
-    from ..experiments.solvers import check_solver, solve_model
+    from ..measure import objective_expression
     from ..onnx import read_onnx
+    from ..solve import check_solver, solve_model
 
     try:
         checked = check_solver(solver)

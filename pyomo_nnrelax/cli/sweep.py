@@ -18,8 +18,8 @@ from .common import (
     Interrupted,
     callback,
     check_outputs,
+    gap_method_option,
     input_files,
-    lp_method_option,
     milp_time_limit_option,
     number_list_option,
     one_line,
@@ -78,7 +78,7 @@ def _executor(scheduler: str | None, workers: int | None, n_runs: int):
     show_default=True,
     help="Comma-separated regularizer specs.",
 )
-@lp_method_option()
+@gap_method_option()
 @number_list_option("--lams", "1e-4,1e-3", float)
 @number_list_option("--seeds", "0", int)
 @click.option("--epochs", type=click.IntRange(min=1), default=50, show_default=True)
@@ -102,7 +102,7 @@ def sweep(
     arch,
     output: Path,
     regularizers: str,
-    lp_method: str,
+    gap_method: str,
     lams,
     seeds,
     epochs: int,
@@ -118,9 +118,9 @@ def sweep(
     quiet: bool,
 ) -> None:
     """Train a grid of networks; table and plot test error against MILP time."""
-    from ..experiments.data import save_rows
-    from ..experiments.plots import plot_pareto
-    from ..experiments.sweep import grid, run_sweep
+    from ..data import save_rows
+    from ..plots import plot_pareto
+    from ..sweep import grid, run_sweep
 
     if (model is None) == (arch is None):
         raise click.UsageError("give exactly one of --model and --arch")
@@ -136,7 +136,7 @@ def sweep(
         "batch_size": batch_size,
         "lr": lr,
         "sense": sense,
-        "lp_method": lp_method,
+        "gap_method": gap_method,
         "milp_time_limit": milp_time_limit,
     }
     try:

@@ -6,11 +6,6 @@ standard domain of docs/method.md, section 5, as an (d, 2) array of ``(lo, hi)``
 
 from __future__ import annotations
 
-import importlib
-import importlib.util
-from collections.abc import Callable
-from pathlib import Path
-
 import numpy as np
 
 from ..checks import positive_int
@@ -86,39 +81,3 @@ def latin_hypercube(n: int, bounds, seed: int | None = 0) -> np.ndarray:
     strata = np.stack([rng.permutation(n) for _ in range(d)], axis=1)
     unit = (strata + rng.random((n, d))) / n
     return bounds[:, 0] + unit * (bounds[:, 1] - bounds[:, 0])
-
-
-def load_function(spec: str) -> Callable[[np.ndarray], float]:
-    """The user's true function named ``module:function`` or ``path/to/file.py:function``,
-    as a callable that returns one float at one input point (e.g. ``nnrelax refine
-    --evaluate``).
-
-    >>> f = load_function("pyomo_nnrelax.experiments.functions:himmelblau")
-    >>> f(np.array([3.0, 2.0]))
-    0.0
-    """
-    module_name, sep, name = spec.rpartition(":")
-    if not sep or not module_name or not name:
-        raise ValueError(f"{spec!r}: expected MODULE:FUNCTION or FILE.py:FUNCTION")
-    try:
-        if module_name.endswith(".py"):
-            loader = importlib.util.spec_from_file_location(Path(module_name).stem, module_name)
-            if loader is None or not Path(module_name).is_file():
-                raise ImportError(f"no file {module_name}")
-            module = importlib.util.module_from_spec(loader)
-            loader.loader.exec_module(module)
-        else:
-            module = importlib.import_module(module_name)
-    except ImportError as exc:
-        raise ValueError(f"{spec!r}: cannot import {module_name} ({exc})") from None
-    function = getattr(module, name, None)
-    if not callable(function):
-        raise ValueError(f"{spec!r}: {module_name} has no function {name!r}")
-
-    def at_point(x: np.ndarray) -> float:
-        value = np.asarray(function(np.asarray(x, dtype=np.float64)), dtype=np.float64)
-        if value.size != 1:
-            raise ValueError(f"{spec} returned {value.size} values at one point, not one number")
-        return float(value.reshape(-1)[0])
-
-    return at_point

@@ -30,7 +30,7 @@ import pyomo.environ as pyo
 from ..block import NNBlock
 from ..bounds import interval_bounds
 from ..network import Network
-from .solvers import SolveStats, solve_model
+from ..solve import SolveStats, solve_model
 
 RISK = 0.1
 """``lambda_2SP``: weight of the tail mean (the paper's value)."""

@@ -8,7 +8,7 @@ do not mix them (their sharing is kept); otherwise the first level reads their m
 
 * ``MaxPool`` (kernel_shape, strides, pads, dilations, auto_pad, ceil_mode; padding is ignored
   as ONNX does; the optional Indices output is refused) and ``GlobalMaxPool``: one tree per
-  window (``ReduceMax``/``ReduceMin`` over non-batch axes are read by :mod:`.ops` with
+  window (``ReduceMax``/``ReduceMin`` over non-batch axes are read by :mod:`.arithmetic` with
   :func:`row_extreme`).
 * ``Max`` and ``Min`` of any number of data tensors and constants, broadcast as numpy does
   (e.g. ``torch.maximum(x, y)``, ``torch.clamp(x, min=t)`` with a tensor ``t``): one tree per
@@ -22,19 +22,11 @@ from math import prod
 
 import numpy as np
 
-from . import conv
-from .activations import spatial_attrs
-from .graph import (
-    Affine,
-    Node,
-    ReadState,
-    Value,
-    broadcast_operands,
-    close_layer,
-    concatenate,
-    constant_value,
-    scale_shift,
-)
+from . import index_maps
+from .closing import close_layer
+from .convolution import spatial_attrs
+from .nodes import Node, ReadState, broadcast_operands
+from .values import Affine, Value, concatenate, constant_value, scale_shift
 
 
 def window_max(
@@ -75,7 +67,7 @@ def row_extreme(state: ReadState, value: Affine, minimum: bool = False) -> Affin
     return scale_shift(window_max(state, scale_shift(value, -1.0, 0.0), windows, (n,)), -1.0, 0.0)
 
 
-def _max_pool(node: Node, state: ReadState) -> list[Value]:
+def read_max_pool(node: Node, state: ReadState) -> list[Value]:
     if any(node.proto.output[1:]):
         raise node.unsupported("the Indices output (positions of the maxima) is not affine")
     data = node.data(0)
@@ -90,7 +82,7 @@ def _max_pool(node: Node, state: ReadState) -> list[Value]:
         raise node.mismatch("attribute kernel_shape is missing")
     strides, dilations, pads = spatial_attrs(node, data, kernel)
     try:
-        windows, out_shape = conv.pool_windows(
+        windows, out_shape = index_maps.pool_windows(
             data.shape, kernel, strides, pads, dilations, bool(node.attr("ceil_mode", 0))
         )
     except ValueError as exc:
@@ -100,7 +92,7 @@ def _max_pool(node: Node, state: ReadState) -> list[Value]:
     return [window_max(state, data, windows, out_shape)]
 
 
-def _max_min(node: Node, state: ReadState) -> list[Value]:
+def read_max_min(node: Node, state: ReadState) -> list[Value]:
     """Max and Min of data tensors and constants (numpy broadcasting), entry by entry."""
     minimum = node.proto.op_type == "Min"
     shape, data, consts = broadcast_operands(node)
@@ -114,11 +106,3 @@ def _max_min(node: Node, state: ReadState) -> list[Value]:
     stacked = concatenate([v.reshaped((1, n)) for v in candidates])
     columns = stacked.apply(lambda a: np.ascontiguousarray(np.swapaxes(a, 0, 1)))
     return [row_extreme(state, columns, minimum).reshaped(shape)]
-
-
-HANDLERS = {
-    "MaxPool": _max_pool,
-    "GlobalMaxPool": _max_pool,
-    "Max": _max_min,
-    "Min": _max_min,
-}

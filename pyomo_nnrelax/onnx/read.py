@@ -1,7 +1,7 @@
 """Read an ONNX graph into a :class:`~pyomo_nnrelax.network.Network` of folded affine layers.
 
 The graph is walked in topological order over the nodes the output depends on; every op is
-handled by :mod:`.ops`, :mod:`.activations` and :mod:`.maxima`.  Supported on data-dependent
+handled by the handler :mod:`.registry` names for it.  Supported on data-dependent
 tensors:
 
 * affine maps, folded into the pending layer: Gemm (data as input A, transA=0), MatMul with a
@@ -23,10 +23,11 @@ tensors:
 
 One float graph input of shape (batch, d1, ..., dk) with a dynamic or fixed batch, one
 output.  When a layer is closed, every other data value that a later node (or the output)
-still needs is carried through it as linear neurons.  Weight sharing (a convolution's kernel,
-fixed skip paths and slopes) is kept as each layer's :class:`~pyomo_nnrelax.ties.WeightTie`
-(:mod:`.graph`).  Everything else raises :class:`UnsupportedOperationError` naming the node
-and its op.  Reading never builds a Pyomo component.
+still needs is carried through it as linear neurons.  Weight sharing (a convolution's
+kernel, fixed skip paths and slopes) is kept as each layer's
+:class:`~pyomo_nnrelax.ties.WeightTie` (:mod:`.values`, :mod:`.closing`).  Everything else
+raises :class:`UnsupportedOperationError` naming the node and its op.  Reading never builds
+a Pyomo component.
 """
 
 from __future__ import annotations
@@ -44,11 +45,13 @@ from ..errors import (
     UnsupportedOperationError,
 )
 from ..network import Layer, Network
-from .graph import Affine, Node, ReadState, identity_value, make_layer
+from .closing import make_layer
 from .load import FLOAT_TYPES, Source, load_model
 from .metadata import INPUT_BOUNDS_KEY, has_stored_bounds, stored_input_box, stored_network_bounds
-from .ops import SHAPE_ONLY, read_node
+from .nodes import Node, ReadState
+from .registry import SHAPE_ONLY, read_node
 from .tie_metadata import with_stored_ties
+from .values import Affine, identity_value
 
 
 def _live_nodes(graph: onnx.GraphProto, output: str) -> list[onnx.NodeProto]:

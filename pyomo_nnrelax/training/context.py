@@ -35,7 +35,7 @@ class RegContext:
         LP solves that failed in this step (regularizers add to it).
     rows : ndarray of int or None
         Row of each mini-batch sample in the training set (the trainer passes it; per-sample
-        state such as the slopes of ``LPGap(method="dual")`` is keyed by it).
+        state such as the slopes of ``LPGap(gap_method="dual_network")`` is keyed by it).
     forward : (out, inputs, pre) or None
         :func:`~pyomo_nnrelax.network.forward_cache` of ``layers`` at ``X``, when the caller
         has it already (the trainer does); computed on first use otherwise.

@@ -19,7 +19,7 @@ from ..checks import positive_float, positive_int
 from ..lp.projected import ProjectedLPSolver, solve_batch
 from ..lp.solutions import RelaxationBatch
 from ..network import Network
-from ..options import GAP_SENSES, LP_METHODS, GapSense, LPMethod, check_option
+from ..options import GAP_METHODS, GAP_SENSES, GapMethod, GapSense, check_option
 from .backprop import Grads, add_grads, scale_grads, zero_grads
 from .context import RegContext
 from .dual import (
@@ -188,16 +188,16 @@ class LPGap(Regularizer):
     ``gap_max = V_max(x_i) - w'f(x_i)``, with ``w`` a random non-negative objective summing
     to 1 (drawn per step; ``w = 1`` for one output).
 
-    ``method="lp"`` solves the LP at a random subsample of the mini-batch and differentiates
-    its value with the LP duals (envelope theorem; docs/method.md, sections 3-4).  Failed LPs
-    are skipped and counted in ``ctx.lp_failures``.
+    ``gap_method="dual_network"`` (the default) solves no LP: it replaces ``V`` by the
+    dual-network bound (:mod:`pyomo_nnrelax.training.dual`), a valid bound for any lower
+    slopes in ``[0, 1]`` and equal to ``V`` at the best ones, so its gap is an upper bound on
+    the LP gap.  The slopes are kept per training sample (``ctx.rows``), start at the
+    heuristic ``1 if U > -L else 0`` and take ``slope_steps + 1`` projected Adam steps per
+    call (the last one from the same reverse pass that gives the weights their gradient).
 
-    ``method="dual"`` solves no LP: it replaces ``V`` by the dual-network bound
-    (:mod:`pyomo_nnrelax.training.dual`), a valid bound for any lower slopes in ``[0, 1]``
-    and equal to ``V`` at the best ones, so its gap is an upper bound on the LP gap.  The
-    slopes are kept per training sample (``ctx.rows``), start at the heuristic
-    ``1 if U > -L else 0`` and take ``slope_steps + 1`` projected Adam steps per call (the
-    last one from the same reverse pass that gives the weights their gradient).
+    ``gap_method="exact_lp"`` solves the LP at a random subsample of the mini-batch and
+    differentiates its value with the LP duals (envelope theorem; docs/method.md, sections
+    3-4).  Failed LPs are skipped and counted in ``ctx.lp_failures``.
 
     The gradient holds L and U fixed; ``exact_bounds=True`` adds the derivative through L
     and U with one IBP reverse pass.
@@ -210,19 +210,21 @@ class LPGap(Regularizer):
     ----------
     sense : {"min", "max", "both"}
         The downstream optimisation sense; "both" adds the two gaps.
+    gap_method : {"dual_network", "exact_lp"}
+        Bound the LP relaxation with the dual network, or solve it.
     samples : int, None or "default"
         Points per mini-batch (at most the batch size); None: the whole mini-batch.
-        "default": 8 for ``method="lp"``, the whole mini-batch for ``method="dual"``.
+        "default": the whole mini-batch for "dual_network", 8 for "exact_lp".
     exact_bounds : bool
         Include ``dV/dL dL/dtheta + dV/dU dU/dtheta``.
     solver : optional
-        The Pyomo solver of ``lp_backend="pyomo"`` (default ``"appsi_highs"``; "lp" only).
-    method : {"lp", "dual"}
-        Solve the LP relaxation, or bound it with the dual network.
+        The Pyomo solver of ``lp_backend="pyomo"`` (default ``"appsi_highs"``; "exact_lp"
+        only).
     slope_steps : int
-        Extra projected slope steps per call before the one of the gradient pass ("dual").
+        Extra projected slope steps per call before the one of the gradient pass
+        ("dual_network").
     slope_lr : float
-        Adam step size of the slopes ("dual").
+        Adam step size of the slopes ("dual_network").
     every : int
         Compute the gap at every ``every``-th training step only (``RegContext.step``; calls
         where the context has none), with its gradient scaled by ``every``; the value
@@ -238,19 +240,19 @@ class LPGap(Regularizer):
     def __init__(
         self,
         sense: GapSense = "min",
+        gap_method: GapMethod = "dual_network",
         samples: int | None | Literal["default"] = "default",
         exact_bounds: bool = False,
         solver=None,
-        method: LPMethod = "lp",
         slope_steps: int = 0,
         slope_lr: float = 0.5,
         every: int = 1,
         weights=None,
     ) -> None:
         self.sense = check_option("sense", sense, GAP_SENSES)
-        self.method = check_option("method", method, LP_METHODS)
+        self.gap_method = check_option("gap_method", gap_method, GAP_METHODS)
         if samples == "default":
-            samples = DEFAULT_LP_SAMPLES if method == "lp" else None
+            samples = DEFAULT_LP_SAMPLES if gap_method == "exact_lp" else None
         self.samples = None if samples is None else positive_int("samples", samples)
         self.exact_bounds, self.solver = bool(exact_bounds), solver
         self.slope_steps = positive_int("slope_steps", slope_steps, allow_zero=True)
@@ -278,7 +280,7 @@ class LPGap(Regularizer):
             from ..relaxation import solve_relaxations  # Pyomo loads only when asked for
 
             return solve_relaxations(
-                network, bounds, X, omega, sense, backend="pyomo", solver=self.solver
+                network, bounds, X, omega, sense, lp_backend="pyomo", solver=self.solver
             )
         if self._lp is None:
             self._lp = ProjectedLPSolver(network, bounds)
@@ -317,7 +319,7 @@ class LPGap(Regularizer):
         X, out = ctx.X, ctx.forward_pass()[0]
         if pick is not None:
             X, out = X[pick], out[pick]
-        gap = self._dual if self.method == "dual" else self._exact
+        gap = self._dual if self.gap_method == "dual_network" else self._exact
         total, grads, seed = 0.0, None, None  # seed: on f(X) of the rows used
         for sense in self._senses():
             value, weights, g = gap(ctx, X, pick, out, omega, sense)
@@ -391,17 +393,17 @@ class LPGap(Regularizer):
         return float((sign * (out @ omega) - bound.value).mean()), np.full(n, 1.0 / n), grads
 
     def __repr__(self) -> str:
-        text = f"LPGap(sense={self.sense!r}, samples={self.samples}"
-        text += f", exact_bounds={self.exact_bounds}"
-        if self.method != "lp":
-            text += f", method={self.method!r}, slope_steps={self.slope_steps}"
+        text = f"LPGap(sense={self.sense!r}, gap_method={self.gap_method!r}"
+        text += f", samples={self.samples}, exact_bounds={self.exact_bounds}"
+        if self.gap_method == "dual_network":
+            text += f", slope_steps={self.slope_steps}"
         if self.every != 1:
             text += f", every={self.every}"
         return text + ")"
 
 
 DEFAULT_LP_SAMPLES = 8
-"""LPs per mini-batch of ``LPGap(method="lp")`` (the paper's subsample size)."""
+"""LPs per mini-batch of ``LPGap(gap_method="exact_lp")`` (the paper's subsample size)."""
 
 
 # ---------------------------------------------------------------------- text specs
@@ -413,29 +415,30 @@ REGULARIZERS: dict[str, Callable[..., Regularizer]] = {
     "l1": lambda **lp_options: L1(),
     "l2": lambda **lp_options: L2(),
 }
-"""Spec names and their regularizers; each takes :class:`LPGap`'s ``sense``, ``method`` and
-``weights`` (only the LP gap uses them)."""
+"""Spec names and their regularizers; each takes :class:`LPGap`'s ``sense``, ``gap_method``
+and ``weights`` (only the LP gap uses them)."""
 NO_REGULARIZER = "none"
 
 
 def parse_regularizer(
-    spec: str, sense: str = "min", lp_method: LPMethod = "lp", lp_weights=None
+    spec: str, sense: str = "min", gap_method: GapMethod = "dual_network", lp_weights=None
 ) -> Regularizer | None:
     """A regularizer from a spec such as ``"bw"``, ``"bw+lp"`` or ``"0.5*bw+lp"``.
 
     ``"none"`` gives None.  Names: bw (bound width), lp (LP gap, optimisation ``sense``,
-    ``LPGap(method=lp_method, weights=lp_weights)``), sn (stable neuron), rs (ReLU
+    ``LPGap(gap_method=gap_method, weights=lp_weights)``), sn (stable neuron), rs (ReLU
     stability), l1, l2.  Raises ValueError naming the allowed names on anything else.
 
     >>> parse_regularizer("0.5*bw + lp")
-    0.5 * BoundWidth() + 1 * LPGap(sense='min', samples=8, exact_bounds=False)
-    >>> parse_regularizer("bw+lp", lp_method="dual")
-    1 * BoundWidth() + 1 * LPGap(sense='min', samples=None, exact_bounds=False, \
-method='dual', slope_steps=0)
+    0.5 * BoundWidth() + 1 * LPGap(sense='min', gap_method='dual_network', samples=None, \
+exact_bounds=False, slope_steps=0)
+    >>> parse_regularizer("bw+lp", gap_method="exact_lp")
+    1 * BoundWidth() + 1 * LPGap(sense='min', gap_method='exact_lp', samples=8, \
+exact_bounds=False)
     >>> parse_regularizer("none") is None
     True
     """
-    check_option("lp_method", lp_method, LP_METHODS)
+    check_option("gap_method", gap_method, GAP_METHODS)
     text = spec.strip().lower()
     if text == NO_REGULARIZER:
         return None
@@ -456,6 +459,6 @@ method='dual', slope_steps=0)
             raise ValueError(
                 f"regularizer weights must be positive numbers, got {weight} in {spec!r}"
             )
-        part = weight * REGULARIZERS[name](sense=sense, method=lp_method, weights=lp_weights)
+        part = weight * REGULARIZERS[name](sense=sense, gap_method=gap_method, weights=lp_weights)
         total = part if total is None else total + part
     return total
