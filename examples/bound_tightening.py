@@ -123,9 +123,7 @@ def solve(
     return f">{seconds:.0f} gap {best - bound:.3g}"
 
 
-def store_and_reload(
-    network: Network, domain: InputBox, bounds: NetworkBounds, path: Path
-) -> None:
+def store_and_reload(network: Network, domain: InputBox, bounds: NetworkBounds, path: Path) -> None:
     """Write the bounds into the ONNX metadata and show which bounds NNBlock then uses."""
     write_onnx(
         network.with_input_bounds(domain.lower, domain.upper),
