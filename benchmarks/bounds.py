@@ -63,7 +63,8 @@ def solve_seconds(m: pyo.ConcreteModel, time_limit: float, warm: bool) -> str:
 
 def ours(net: Network, bounds, formulation: str, time_limit: float, warm: bool) -> str:
     m = pyo.ConcreteModel()
-    m.nn = NNBlock(net, input_bounds=BOX, bounds=bounds, formulation=formulation, partitions=2)
+    options = {"partitions": 2} if formulation == "partition" else {}
+    m.nn = NNBlock(net, input_bounds=BOX, bounds=bounds, formulation=formulation, **options)
     m.obj = pyo.Objective(expr=m.nn.outputs[0])
     if warm:
         m.nn.warm_start()

@@ -54,8 +54,7 @@ from pyomo_nnrelax.experiments.twostage import (
 )
 from pyomo_nnrelax.files import atomic_write_text
 from pyomo_nnrelax.parallel import gather, resolve_executor
-from pyomo_nnrelax.training import PinballLoss, Trainer
-from pyomo_nnrelax.training.regularizers import parse_regularizer
+from pyomo_nnrelax.training import PinballLoss, Trainer, parse_regularizer
 
 REGULARIZERS = {"none": "none", "l1": "l1", "l2": "l2", "bw": "bw", "sn": "sn", "lp": "lp",
                 "bwlp": "bw+lp"}  # fmt: skip

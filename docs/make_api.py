@@ -25,6 +25,7 @@ GROUPS: dict[str, list[str]] = {
     "Bounds": ["NetworkBounds", "interval_bounds", "tighten_bounds"],
     "Solving and measuring": ["solve_model", "SolveStats", "difficulty"],
     "Training and refinement": ["Trainer", "refine", "RefineResult", "RefineHistory"],
+    "Verification": ["verify", "clipped_ball"],
     "Errors": [
         "NNRelaxError",
         "OnnxImportError",
@@ -46,9 +47,13 @@ REGULARIZERS = [
     "L1",
     "L2",
     "PinballLoss",
+    "CrossEntropyLoss",
+    "PGD",
+    "parse_regularizer",
 ]
 """What ``pyomo_nnrelax.training`` adds for a user: the regularizers (composed with ``+`` and
-``*``) and the quantile loss."""
+``*``), the quantile and cross-entropy losses, PGD adversarial training, and regularizers
+written as text."""
 
 HEADER = """# API reference
 
@@ -143,7 +148,9 @@ def render() -> str:
         entries = [entry(f"pyomo_nnrelax.{n}") for n in names]
         sections.append(f"## {title}\n\n" + "\n".join(entries))
     entries = [entry(f"pyomo_nnrelax.training.{n}") for n in REGULARIZERS]
-    sections.append("## Regularizers (`pyomo_nnrelax.training`)\n\n" + "\n".join(entries))
+    sections.append(
+        "## Regularizers and losses (`pyomo_nnrelax.training`)\n\n" + "\n".join(entries)
+    )
     sections.append(FOOTER)
     return "\n".join(sections)
 

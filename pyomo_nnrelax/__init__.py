@@ -39,6 +39,9 @@ _LAZY = {
     "solve_model": ".solve",
     "SolveStats": ".solve",
     "difficulty": ".measure",
+    # verification
+    "verify": ".verification",
+    "clipped_ball": ".verification",
     # training and refinement
     "Trainer": ".training",
     "refine": ".refinement",
@@ -65,6 +68,7 @@ __all__ = [
     "Trainer",
     "UnsupportedOperationError",
     "WeightTie",
+    "clipped_ball",
     "difficulty",
     "interval_bounds",
     "read_onnx",
@@ -72,6 +76,7 @@ __all__ = [
     "run_onnxruntime",
     "solve_model",
     "tighten_bounds",
+    "verify",
     "write_onnx",
 ]
 

@@ -3,11 +3,12 @@
     m.nn = NNBlock("model.onnx", input_bounds=[(-2, 2), (-2, 2)])
     m.obj = pyo.Objective(expr=m.nn.outputs[0])
 
-The network is read once into a :class:`Network`, its bounds are computed in numpy, the chosen
-formulation is written as a :class:`MatrixModel`, and only then are Pyomo components created,
-in one pass over the matrix rows.  Components are named after what they are:
-``inputs[i]``, ``outputs[j]``, ``layer[l].z[j]``, ``layer[l].xh[j]``, ``layer[l].is_active[j]``,
-``layer[l].affine[j]``, ``layer[l].relu_upper[j]`` ...
+The network is read once into a :class:`Network`, its bounds are computed in numpy (for every
+copy at once when the block holds many, :mod:`.copies`), the chosen formulation is written as
+one :class:`MatrixModel` per copy, and only then are Pyomo components created, in one pass
+over the matrix rows (:mod:`.components`).  Components are named after what they are:
+``inputs[i]``, ``outputs[j]``, ``layer[l].z[j]``, ``layer[l].xh[j]``,
+``layer[l].is_active[j]``, ``layer[l].affine[j]``, ``layer[l].relu_upper[j]`` ...
 
 >>> import pyomo.environ as pyo
 >>> from pyomo_nnrelax import NNBlock, Network
@@ -26,101 +27,60 @@ layer neurons unstable active inactive     mean M      max M
 
 from __future__ import annotations
 
-import os
+import inspect
+import sys
 import warnings
+from collections.abc import Hashable
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-import onnx
 import pyomo.environ as pyo
-from pyomo.core.base.block import ScalarBlock
-from pyomo.core.base.var import VarData
-from pyomo.core.expr.numeric_expr import LinearExpression
+from pyomo.core.base.block import BlockData, ScalarBlock
 
-from .bounds import NetworkBounds, interval_bounds, layer_statistics
+from .block_arguments import (
+    check_arguments,
+    copy_bounds,
+    load_network,
+    resolve_formulation,
+)
+from .bounds import NetworkBounds, big_m_summary, layer_statistics
 from .box import InputBox, resolve_box, within_variable_bounds
-from .errors import InputBoundsError, NNRelaxError, StaleBoundsError
+from .components import add_components, index_of
+from .copies import matching_outputs, read_variables
+from .errors import InputBoundsError, NNRelaxError
 from .formulations import Formulation, network_model, start_values
-from .formulations.bigm import BIGM
 from .formulations.matrix_model import MatrixModel
-from .formulations.partition import partition_formulation
-from .lp.tightening import tighten_bounds
 from .network import Network
-from .onnx import read_onnx, read_stored_bounds, run_onnxruntime, write_onnx
-from .options import BOUND_METHODS, FORMULATIONS, BoundMethod, FormulationName, check_option
+from .onnx import run_onnxruntime, write_onnx
+from .options import BoundMethod, FormulationName
+from .solve import MODERATE, CheckResult, output_tolerance, rescaled, scale_warning
+from .starts import FEASIBILITY, best_sample, evaluable_constraints, relaxation_inputs
 
 
-def load_network(source: Any) -> tuple[Network, onnx.ModelProto | str | None]:
-    """A :class:`Network` from a path, ``onnx.ModelProto`` or Network, plus the ONNX source."""
-    if isinstance(source, Network):
-        return source, None
-    if isinstance(source, (str, os.PathLike, onnx.ModelProto)):
-        return read_onnx(source), source
-    raise TypeError(
-        f"NNBlock needs an ONNX path, an onnx.ModelProto or a Network, got {type(source).__name__}"
-    )
+@dataclass(frozen=True)
+class CopyModel:
+    """One copy of the network in a block: its box and bounds, and the formulation built
+    over them (``network`` and ``model_bounds`` rescaled by ``scale``, :func:`~.solve.rescaled`)."""
 
+    box: InputBox
+    bounds: NetworkBounds
+    network: Network
+    model_bounds: NetworkBounds
+    scale: tuple[np.ndarray, ...]
+    matrix: MatrixModel
 
-def resolve_formulation(name: FormulationName, partitions: int, split: str) -> Formulation:
-    """The :class:`Formulation` called ``name`` with its options."""
-    check_option("formulation", name, FORMULATIONS)
-    return BIGM if name == "bigm" else partition_formulation(partitions, split)
+    @classmethod
+    def build(
+        cls, network: Network, bounds: NetworkBounds, form: Formulation, relax: bool, band: float
+    ) -> CopyModel:
+        model_network, model_bounds, scale = rescaled(network, bounds, band)
+        matrix = network_model(model_network, model_bounds, form, relax=relax)
+        return cls(bounds.input_box, bounds, model_network, model_bounds, scale, matrix)
 
-
-def resolve_bounds(
-    network: Network,
-    box: InputBox,
-    bounds: BoundMethod | NetworkBounds | None,
-    onnx_source,
-    time_limit: float | None,
-    executor,
-    workers: int | None = None,
-) -> NetworkBounds:
-    """The pre-activation bounds over ``box`` that ``NNBlock(bounds=...)`` asks for.
-
-    A method name computes them (``"stored"`` reads them from the ONNX metadata); ``None``
-    uses the stored bounds when they were computed over the same box, else interval bounds;
-    a :class:`NetworkBounds` is used as given, after checking its box.  Stored bounds whose
-    weight fingerprint is missing or differs from the file's weights are never used:
-    ``"stored"`` raises :class:`StaleBoundsError`, ``None`` warns and uses interval bounds.
-    """
-    if isinstance(bounds, NetworkBounds):
-        if bounds.input_box != box:
-            raise InputBoundsError(
-                "the NetworkBounds given were computed over a different input box"
-            )
-        return bounds
-    if bounds not in (None, *BOUND_METHODS):
-        raise ValueError(
-            f"bounds must be one of {BOUND_METHODS} or a NetworkBounds, got {bounds!r}"
-        )
-    if bounds in (None, "stored"):
-        try:
-            stored = read_stored_bounds(onnx_source, network) if onnx_source is not None else None
-        except StaleBoundsError as exc:
-            if bounds == "stored":
-                raise StaleBoundsError(f"bounds='stored' cannot be used: {exc}") from None
-            warnings.warn(f"{exc}; using interval bounds instead", UserWarning, stacklevel=3)
-            return interval_bounds(network, box)
-        if stored is not None and stored.input_box == box:
-            return stored
-        if bounds == "stored":
-            raise InputBoundsError(
-                "bounds='stored' but the ONNX model has no stored bounds over this input box"
-            )
-        return interval_bounds(network, box)
-    if bounds == "interval":
-        return interval_bounds(network, box)
-    return tighten_bounds(
-        network,
-        None,
-        bounds,
-        input_bounds=box,
-        time_limit=time_limit,
-        executor=executor,
-        workers=workers,
-    )
+    @property
+    def largest_constant(self) -> float:
+        return float(np.max(np.abs(self.matrix.data), initial=0.0))
 
 
 class NNBlock(ScalarBlock):
@@ -142,16 +102,18 @@ class NNBlock(ScalarBlock):
         bounds stored in the ONNX metadata.  Default: stored ones if they match the box,
         else interval.  Stored bounds are only used beside the weights they were computed
         from (a fingerprint stored with them must match the file's weights).
-    partitions, split : int, str
-        Options of the partition formulation (number of partitions, splitting strategy).
+    partitions, split : int, str, optional
+        Options of the partition formulation only (number of partitions, default 2;
+        splitting strategy, default ``"equal_size"``).
     bound_time_limit : float, optional
-        Time limit per bound-tightening solve, seconds.
+        Time limit per bound-tightening solve, seconds (``bounds="lp"`` or ``"milp"`` only,
+        as are ``executor`` and ``workers``).
     executor : concurrent.futures.Executor, optional
         Where bound-tightening solves run (default: in this process).
     workers : int, optional
         Instead of ``executor``: bound-tightening MILPs on a pool of this many spawned
         processes (-1: one per CPU); see :func:`~pyomo_nnrelax.lp.tightening.tighten_bounds`.
-    inputs, outputs : Pyomo Var, VarData or sequence of VarData, optional
+    inputs, outputs : Pyomo Var, VarData, sequence of VarData, or rows of them, optional
         Variables the model already has, used as the network's inputs (outputs) with no copy
         variables and no linking rows: an indexed Var in the order of its index set, a scalar
         Var, or a list; binaries included.  ``m.nn.inputs[i]`` (``outputs[j]``) then refers
@@ -160,9 +122,27 @@ class NNBlock(ScalarBlock):
         a variable's bounds, a row ``input_box[i]`` keeps the variable inside it.  The
         variables' bounds and domains are never changed.
 
-    Every variable of the block starts with the value of a forward pass at the centre of the
-    input box (as ``warm_start(center)`` sets them), so no variable is None before a solve;
-    the model's own ``inputs=``/``outputs=`` variables keep the values they had.
+        Many copies of the network in one block (a plan's periods, a program's scenarios):
+        a Var indexed by two sets, copies first and inputs last (``m.x[t, i]``), a list of
+        rows of variables, a 2-D array of them or a DataFrame (:mod:`~pyomo_nnrelax.copies`).
+        Every component is then indexed by the copy first: ``m.nn.outputs[t, j]``,
+        ``m.nn.layer[l].z[t, j]``.  Each copy has its own box (its variables' bounds within
+        ``input_bounds``) and bounds, computed for all copies at once; the network is read
+        once.
+    rescale : bool
+        Divide each hidden neuron whose bounds reach beyond [2^-10, 2^10] by a power of two
+        near their size, and multiply its outgoing weights by it: the same function (ReLU is
+        positively homogeneous) with moderate big-M constants (:func:`~.solve.rescaled`);
+        ``layer[l].z[j]`` and ``xh[j]`` then hold the neuron's value over ``scale[l][j]``.
+
+    Unknown keywords, and options the formulation or bounds would ignore, raise before anything
+    is built; constants too large for the solver's tolerances warn.  The block is built when
+    it is made, so it can be attached anywhere (``m.nn = ...``, ``add_component``, inside a
+    Block rule as ``b.nn = NNBlock(...)``); a Block rule that *returns* an NNBlock raises, as
+    Pyomo would copy its components into a plain block and lose the network.  Every variable
+    starts at a forward pass at the box's centre (``warm_start(center)``), so none is None
+    before a solve; the model's own ``inputs=``/``outputs=`` variables keep the values they
+    had.
     """
 
     def __init__(
@@ -172,67 +152,156 @@ class NNBlock(ScalarBlock):
         formulation: FormulationName = "bigm",
         relax: bool = False,
         bounds: BoundMethod | NetworkBounds | None = None,
-        partitions: int = 2,
-        split: str = "equal_size",
+        partitions: int | None = None,
+        split: str | None = None,
         bound_time_limit: float | None = None,
         executor=None,
         workers: int | None = None,
         inputs=None,
         outputs=None,
+        rescale: bool = True,
         **kwargs,
     ) -> None:
+        tightening = dict(bound_time_limit=bound_time_limit, executor=executor, workers=workers)
+        check_arguments(
+            kwargs, _KEYWORDS, formulation, bounds, dict(partitions=partitions, split=split),
+            tightening,
+        )  # fmt: skip
         network, onnx_source = load_network(source)
-        self._input_vars = _variables(inputs, network.n_inputs, "inputs")
-        self._output_vars = _variables(outputs, network.n_outputs, "outputs")
-        box = _block_box(input_bounds, network, self._input_vars)
+        self._inputs = read_variables(inputs, network.n_inputs, "inputs")
+        self._outputs = read_variables(outputs, network.n_outputs, "outputs")
+        matching_outputs(self._inputs, self._outputs)
+        self._labels = self._inputs.labels if self._inputs is not None else None
+        rows = self._inputs.rows if self._inputs is not None else [None]
+        boxes = [_block_box(input_bounds, network, row) for row in rows]
         form = resolve_formulation(formulation, partitions, split)
-        net_bounds = resolve_bounds(
-            network, box, bounds, onnx_source, bound_time_limit, executor, workers
-        )
-        self._network = network.with_input_bounds(*box)
+        band = MODERATE if rescale else np.inf
+        self._copies = [
+            CopyModel.build(network, b, form, relax, band)
+            for b in copy_bounds(
+                network, boxes, bounds, onnx_source, bound_time_limit, executor, workers
+            )
+        ]
+        hull = (np.min([b.lower for b in boxes], axis=0), np.max([b.upper for b in boxes], axis=0))
+        self._network = network.with_input_bounds(*hull)
         self._onnx_source = onnx_source
-        self._bounds = net_bounds
         self._formulation = form
         self._relax = bool(relax)
-        self._matrix = network_model(network, net_bounds, form, relax=relax)
-        kwargs.setdefault("rule", _build_components)
+        samples = self._network.forward(InputBox(*hull).sample(64, np.random.default_rng(0)))
+        if note := scale_warning(self.largest_constant, samples):
+            warnings.warn(note, UserWarning, stacklevel=2)
         super().__init__(**kwargs)
+        self.construct()  # built now: attached anywhere, it is complete (see the class doc)
+        user = {"inputs": self._inputs, "outputs": self._outputs}
+        n_layers = len(network.layers)
+        add_components(self, [c.matrix for c in self._copies], self._labels, n_layers, user, boxes)
+        if form.name.startswith("partition"):
+            _add_inactive_alias(self)
+        # every variable has a value from the start (a forward pass at each box's centre), so
+        # that value() before a solve and solvers that read warm starts never meet None
+        mine = [
+            v for c in (self._inputs, self._outputs) if c is not None for r in c.rows for v in r
+        ]
+        kept = [(v, v.value) for v in mine]
+        self.warm_start(np.array([c.box.center for c in self._copies]).reshape(self._shape))
+        for var, value in kept:  # the user's own variables keep their values
+            var.set_value(value, skip_validation=True)
+
+    def del_component(self, name_or_object) -> None:
+        """Pyomo's ``del_component``; raises when a Block rule returned this block, as Pyomo
+        would move its components into a plain block and lose the network's methods."""
+        caller = sys._getframe(1)
+        if caller.f_code is BlockData.transfer_attributes_from.__code__:
+            target = caller.f_locals.get("self")
+            where = getattr(target, "name", "a Block")
+            raise TypeError(
+                f"a Block rule returned an NNBlock for {where}: Pyomo would copy its components "
+                "into a plain block and lose the network (no check(), no summary()). Assign it "
+                "inside the rule instead, def rule(b, t): b.nn = NNBlock(...), or make one block "
+                "of all the copies: NNBlock(network, inputs=m.x) with m.x indexed by (copy, input)"
+            )
+        super().del_component(name_or_object)
 
     # ------------------------------------------------------------------ inspection
     @property
     def network(self) -> Network:
-        """The embedded network (with the block's input box)."""
+        """The embedded network (with the block's input box; with many copies, the hull of
+        their boxes)."""
         return self._network
 
     @property
+    def copies(self) -> int:
+        """How many copies of the network the block holds (1 unless ``inputs=`` held rows)."""
+        return len(self._copies)
+
+    @property
     def bounds(self) -> NetworkBounds:
-        """The pre-activation bounds the formulation uses."""
-        return self._bounds
+        """The network's pre-activation bounds (the MILP's are these divided by ``scale``);
+        a block of many copies has one set per copy: :meth:`copy_bounds`."""
+        return self._one().bounds
+
+    @property
+    def scale(self) -> tuple[np.ndarray, ...]:
+        """Per layer, what each neuron's variables are divided by in the MILP (``rescale``)."""
+        return self._one().scale
 
     @property
     def matrix_model(self) -> MatrixModel:
         """The formulation in matrix form (what the Pyomo components were built from)."""
-        return self._matrix
+        return self._one().matrix
 
-    def layer_stats(self) -> list[dict[str, float]]:
-        """Per layer: neurons, unstable / stable-active / stable-inactive counts, big-M stats."""
-        return layer_statistics(self._network, self._bounds)
+    @property
+    def largest_constant(self) -> float:
+        """The largest coefficient of the MILP's rows: its big-M constants and weights."""
+        return max(c.largest_constant for c in self._copies)
 
-    def summary(self) -> str:
-        """A table of binaries, neuron stability and big-M constants per layer."""
-        rows = self.layer_stats()
+    def copy_names(self) -> list[str]:
+        """Each copy's name in messages: the block's name, or ``name[label]`` per copy."""
+        if self._labels is None:
+            return [self.name]
+        return [f"{self.name}[{_text(label)}]" for label in self._labels]
+
+    def copy_boxes(self) -> list[InputBox]:
+        """Each copy's input box."""
+        return [c.box for c in self._copies]
+
+    def copy_bounds(self) -> list[NetworkBounds]:
+        """Each copy's pre-activation bounds (unscaled)."""
+        return [c.bounds for c in self._copies]
+
+    def layer_stats(self, copy: int | None = None) -> list[dict[str, float]]:
+        """Per layer: neurons, unstable / stable counts, the MILP's big-M constants; of one
+        copy, or summed over all copies (``copy=None``)."""
+        chosen = self._copies if copy is None else [self._copies[copy]]
+        per_copy = [layer_statistics(c.network, c.model_bounds) for c in chosen]
+        return [_summed(rows) for rows in zip(*per_copy)]
+
+    def summary(self, copy: int | None = None) -> str:
+        """A table of binaries, neuron stability and big-M constants per layer, of one copy
+        or of all (with the spread of unstable neurons over the copies)."""
+        chosen = self._copies if copy is None else [self._copies[copy]]
+        moved = sum(int(np.count_nonzero(s != 1.0)) for c in chosen for s in c.scale)
+        what = "" if len(chosen) == 1 else f"{len(chosen)} copies, "
         head = (
             f"NNBlock: {self._formulation.name}{' (LP relaxation)' if self._relax else ''}, "
-            f"bounds: {self._bounds.method}, widths {self._network.widths}, "
-            f"{int(self._matrix.integer.sum())} binaries, {self._matrix.n_cols} variables, "
-            f"{self._matrix.n_rows} constraints"
+            f"bounds: {chosen[0].bounds.method}, widths {self._network.widths}, {what}"
+            f"{sum(int(c.matrix.integer.sum()) for c in chosen)} binaries, "
+            f"{sum(c.matrix.n_cols for c in chosen)} variables, "
+            f"{sum(c.matrix.n_rows for c in chosen)} constraints"
+            f"{f', {moved} neurons rescaled' if moved else ''}"
         )
-        lines = [
-            head,
+        lines = [head]
+        if len(chosen) > 1:
+            unstable = [sum(r["unstable"] for r in self.layer_stats(i)) for i in range(len(chosen))]
+            lines.append(
+                f"unstable neurons per copy: min {min(unstable)}, median "
+                f"{float(np.median(unstable)):g}, max {max(unstable)}"
+            )
+        lines.append(
             f"{'layer':>5} {'neurons':>7} {'unstable':>8} {'active':>6} {'inactive':>8} "
-            f"{'mean M':>10} {'max M':>10}",
-        ]
-        for r in rows:
+            f"{'mean M':>10} {'max M':>10}"
+        )
+        for r in self.layer_stats(copy):
             lines.append(
                 f"{r['layer']:>5} {r['neurons']:>7} {r['unstable']:>8} {r['stable_active']:>6} "
                 f"{r['stable_inactive']:>8} {r['mean_big_m']:>10.4g} {r['max_big_m']:>10.4g}"
@@ -240,141 +309,154 @@ class NNBlock(ScalarBlock):
         return "\n".join(lines)
 
     def input_values(self) -> np.ndarray:
-        """Current values of the input variables (e.g. after a solve)."""
-        return _values(self.inputs, self._network.n_inputs, "inputs")
+        """Current values of the input variables (e.g. after a solve): (n_inputs,), or
+        (copies, n_inputs) for a block of many copies."""
+        return self._values(self.inputs, self._network.n_inputs, "inputs")
 
     def output_values(self) -> np.ndarray:
-        """Current values of the output variables."""
-        return _values(self.outputs, self._network.n_outputs, "outputs")
+        """Current values of the output variables: (n_outputs,), or (copies, n_outputs)."""
+        return self._values(self.outputs, self._network.n_outputs, "outputs")
 
-    def check(self) -> CheckResult:
-        """Compare the block's output values with onnxruntime at the block's input values."""
-        x = self.input_values()
-        source = self._onnx_source
-        if source is None:
-            source = write_onnx(self._network, dtype="float64")
-        reference = run_onnxruntime(source, x.reshape(1, -1))[0]
-        return CheckResult(x, self.output_values(), reference)
+    def check(self, copy: int | None = None) -> CheckResult:
+        """The block's output values against onnxruntime at its input values, and whether they
+        agree within the solver's tolerances (:func:`~.solve.output_tolerance`): ``passed``.
+        With many copies, all of them at once (arrays of one row per copy), or one."""
+        X = np.atleast_2d(self.input_values())
+        Y = np.atleast_2d(self.output_values())
+        chosen = range(len(self._copies)) if copy is None else [copy]
+        X, Y = X[list(chosen)], Y[list(chosen)]
+        source = self._onnx_source or write_onnx(self._network, dtype="float64", graph="dense")
+        reference = run_onnxruntime(source, X.reshape(len(X), *self._network.input_shape))
+        reference = np.asarray(reference).reshape(len(X), -1)
+        tolerance = np.array(
+            [output_tolerance(self._copies[c].network, self._copies[c].model_bounds, x)
+             for c, x in zip(chosen, X)]
+        )  # fmt: skip
+        if self._labels is None or copy is not None:
+            X, Y, reference, tolerance = X[0], Y[0], reference[0], tolerance[0]
+        return CheckResult(X, Y, reference, tolerance, self.largest_constant)
+
+    def check_solution(self) -> CheckResult | None:
+        """What ``solve_model`` checks after a solve: :meth:`check` (None if relaxed)."""
+        return None if self._relax else self.check()
 
     # ------------------------------------------------------------------ starts
     def warm_start(self, x=None, samples: int = 256, seed: int = 0) -> np.ndarray:
-        """Set every variable of the block from one forward pass, and return the point used.
+        """Set every variable of the block from one forward pass per copy, and return the
+        inputs used ((n_inputs,), or (copies, n_inputs)).
 
-        With ``x`` given, the forward pass is at ``x``.  Without it, ``samples`` points of the
-        input box (plus its centre) are tried and the one with the best value of the model's
-        single active objective is used; if that objective cannot be evaluated from the
-        block's inputs and outputs alone, the centre of the box is used.  Inputs that are
-        integer variables of the model (``inputs=m.y`` with ``y`` binary) are sampled at
-        integer points, the centre rounded.
+        With ``x`` given, the forward pass is at ``x``, which must lie in each copy's box.
+        Without it, a start that respects the model: for one copy, of ``samples`` points of
+        its box (plus its centre) the one with the best value of the model's objective among
+        those that satisfy the model's constraints on the block's inputs and outputs; for many
+        copies (or when no sample satisfies them), the inputs of the model's LP relaxation;
+        the box's centre when neither exists.  Inputs that are integer variables of the
+        model (``inputs=m.y`` with ``y`` binary) are sampled at integer points.
         """
-        if x is None:
-            x = self._best_sample(samples, seed)
-        x = np.asarray(x, dtype=np.float64).reshape(-1)
-        if x.size != self._network.n_inputs:
+        X = self._start(samples, seed) if x is None else self._given(x)
+        for c, (copy, row) in enumerate(zip(self._copies, X)):
+            values = start_values(copy.network, copy.model_bounds, self._formulation, row)
+            for (name, layer), vals in values.items():
+                component = getattr(self if layer is None else self.layer[layer], name)
+                group = copy.matrix.var_groups[(name, layer)]
+                for j, v in zip(group.index.tolist(), vals.tolist()):
+                    component[index_of(self._labels, c, j)].set_value(v, skip_validation=True)
+        return X.reshape(self._shape)
+
+    def _given(self, x) -> np.ndarray:
+        """``x`` as one row per copy, after checking its size and that each row lies in its
+        copy's box (within the solver's feasibility tolerance)."""
+        X = np.asarray(x, dtype=np.float64)
+        if X.size != len(self._copies) * self._network.n_inputs:
             raise InputBoundsError(
-                f"warm_start: x has {x.size} entries, the network takes {self._network.n_inputs}"
+                f"warm_start: x has {X.size} entries, the network takes {self._network.n_inputs}"
+                + ("" if self._labels is None else f" per copy, for {len(self._copies)} copies")
             )
-        values = start_values(self._network, self._bounds, self._formulation, x)
-        for (name, layer), vals in values.items():
-            component = _group_component(self, name, layer)
-            group = self._matrix.var_groups[(name, layer)]
-            for label, v in zip(group.index.tolist(), vals.tolist()):
-                component[label].set_value(v, skip_validation=True)
-        return x
-
-    def _best_sample(self, samples: int, seed: int) -> np.ndarray:
-        lo, hi = self._bounds.input_lower, self._bounds.input_upper
-        rng = np.random.default_rng(seed)
-        X = np.vstack([(lo + hi) / 2, lo + (hi - lo) * rng.random((samples, lo.size))])
-        X = self._integral(X, lo, hi)
-        objectives = list(self.model().component_data_objects(pyo.Objective, active=True))
-        if len(objectives) != 1:
-            return X[0]
-        objective = objectives[0]
-        Y = self._network.forward(X)
-        saved = [(v, v.value) for v in (*self.inputs.values(), *self.outputs.values())]
-        scores = []
-        try:
-            for x, y in zip(X, Y):
-                for i, v in enumerate(x):
-                    self.inputs[i].set_value(float(v), skip_validation=True)
-                for j, v in enumerate(y):
-                    self.outputs[j].set_value(float(v), skip_validation=True)
-                scores.append(pyo.value(objective.expr, exception=False))
-        finally:
-            for var, value in saved:
-                var.set_value(value, skip_validation=True)
-        if any(s is None for s in scores):
-            return X[0]
-        scores = np.asarray(scores, dtype=float)
-        best = np.argmin(scores) if objective.sense == pyo.minimize else np.argmax(scores)
-        return X[best]
-
-    def _integral(self, X: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
-        """``X`` with the columns of integer input variables (``inputs=`` binaries, say)
-        rounded into their box, so that sampled starts satisfy their domains."""
-        if self._input_vars is None:
-            return X
-        integer = [i for i, v in enumerate(self._input_vars) if v.is_integer()]
-        if integer:
-            X[:, integer] = np.clip(
-                np.floor(X[:, integer] + 0.5), np.ceil(lo[integer]), np.floor(hi[integer])
-            )
+        X = X.reshape(len(self._copies), -1)
+        for name, copy, row in zip(self.copy_names(), self._copies, X):
+            low, high = copy.box.lower - FEASIBILITY, copy.box.upper + FEASIBILITY
+            outside = np.flatnonzero((row < low) | (row > high) | np.isnan(row))
+            if outside.size:
+                i = int(outside[0])
+                raise InputBoundsError(
+                    f"warm_start: input {i} of {name} is {row[i]:g}, outside its box "
+                    f"[{copy.box.lower[i]:g}, {copy.box.upper[i]:g}]"
+                )
         return X
 
+    def _start(self, samples: int, seed: int) -> np.ndarray:
+        """The inputs :meth:`warm_start` uses without ``x`` (see there)."""
+        centres = np.array([c.box.center for c in self._copies])
+        if len(self._copies) == 1:
+            X = self._samples(samples, seed)
+            variables = [*self.inputs.values(), *self.outputs.values()]
+            best = best_sample(
+                list(self.inputs.values()), list(self.outputs.values()), X,
+                self._network.forward(X), evaluable_constraints(self, variables),
+            )  # fmt: skip
+            if best is not None:
+                return X[best][None]
+        keys = [index_of(self._labels, c, i) for c in range(len(self._copies))
+                for i in range(self._network.n_inputs)]  # fmt: skip
+        found = relaxation_inputs(self, keys)
+        if found is None:
+            return centres
+        found = found.reshape(len(self._copies), -1)
+        lower = np.array([c.box.lower for c in self._copies])
+        upper = np.array([c.box.upper for c in self._copies])
+        return self._integral(np.clip(found, lower, upper), 0)
 
-@dataclass(frozen=True)
-class CheckResult:
-    """The block's outputs against onnxruntime at the block's inputs."""
+    def _samples(self, samples: int, seed: int) -> np.ndarray:
+        """The box's centre and ``samples`` points of it (integral for integer variables)."""
+        box = self._copies[0].box
+        X = np.vstack([box.center, box.sample(samples, np.random.default_rng(seed))])
+        return self._integral(X, 0)
 
-    inputs: np.ndarray
-    block_outputs: np.ndarray
-    onnx_outputs: np.ndarray
+    def _integral(self, X: np.ndarray, copy: int) -> np.ndarray:
+        """``X`` with the columns of integer input variables (``inputs=`` binaries, say)
+        rounded into their box, so that sampled starts satisfy their domains."""
+        if self._inputs is None:
+            return X
+        for c, row in enumerate(self._inputs.rows):
+            integer = [i for i, v in enumerate(row) if v.is_integer()]
+            if not integer:
+                continue
+            lo, hi = self._copies[c].box.lower[integer], self._copies[c].box.upper[integer]
+            rows = slice(None) if len(self._copies) == 1 else c
+            X[rows, integer] = np.clip(np.floor(X[rows, integer] + 0.5), np.ceil(lo), np.floor(hi))
+        return X
 
+    # ------------------------------------------------------------------ helpers
     @property
-    def max_abs_error(self) -> float:
-        return float(np.max(np.abs(self.block_outputs - self.onnx_outputs)))
+    def _shape(self) -> tuple[int, ...]:
+        n = self._network.n_inputs
+        return (n,) if self._labels is None else (len(self._copies), n)
 
-    def __str__(self) -> str:
-        return (
-            f"inputs {np.array2string(self.inputs, precision=6)}: block outputs "
-            f"{np.array2string(self.block_outputs, precision=8)}, onnxruntime "
-            f"{np.array2string(self.onnx_outputs, precision=8)}, max |difference| "
-            f"{self.max_abs_error:.3g}"
-        )
+    def _one(self) -> CopyModel:
+        if self._labels is not None:
+            raise NNRelaxError(
+                f"{self.name} holds {len(self._copies)} copies, each with its own bounds, "
+                "scale and matrix: use copy_bounds(), or summary(copy) and layer_stats(copy)"
+            )
+        return self._copies[0]
+
+    def _values(self, component, n: int, name: str) -> np.ndarray:
+        keys = [index_of(self._labels, c, i) for c in range(len(self._copies)) for i in range(n)]
+        values = [component[k].value for k in keys]
+        missing = [k for k, v in zip(keys, values) if v is None]
+        if missing:
+            raise NNRelaxError(
+                f"{name} {missing[:5]} have no value: solve the model (or warm_start) first"
+            )
+        array = np.asarray(values, dtype=np.float64)
+        return array if self._labels is None else array.reshape(len(self._copies), n)
 
 
-# ---------------------------------------------------------------------- user variables
-def _variables(value, n: int, argument: str) -> list | None:
-    """The ``n`` Pyomo variables of ``inputs=``/``outputs=``, in order (None: not given)."""
-    if value is None:
-        return None
-    if isinstance(value, pyo.Var) and value.is_indexed():
-        found = list(value.values())
-    elif isinstance(value, VarData):
-        found = [value]
-    elif isinstance(value, (list, tuple)):
-        found = list(value)
-    else:
-        raise TypeError(
-            f"{argument}= takes a Pyomo Var, one of its elements, or a list of them; "
-            f"got {type(value).__name__}"
-        )
-    not_vars = [i for i, v in enumerate(found) if not isinstance(v, VarData)]
-    if not_vars:
-        i = not_vars[0]
-        raise TypeError(
-            f"{argument}= must hold Pyomo variables; entry {i} is {type(found[i]).__name__}"
-        )
-    if len(found) != n:
-        raise ValueError(
-            f"{argument}= holds {len(found)} variables; the network has {n} {argument}"
-        )
-    return found
+_KEYWORDS = [*inspect.signature(NNBlock.__init__).parameters][1:-1]
 
 
 def _block_box(input_bounds, network: Network, variables: list | None) -> InputBox:
-    """The block's input box: ``resolve_box``'s rule, intersected with the input variables'
+    """A copy's input box: ``resolve_box``'s rule, intersected with the input variables'
     own bounds when the inputs are the user's variables."""
     if variables is None:
         return resolve_box(input_bounds, network)
@@ -387,66 +469,19 @@ def _block_box(input_bounds, network: Network, variables: list | None) -> InputB
     )
 
 
-def _link_user_variables(block: NNBlock, name: str, variables: list, column_vars: list) -> None:
-    """``block.<name>`` as a Reference to the user's variables, which stand for the group's
-    columns; inputs get ``input_box`` rows where the box is tighter than their bounds."""
-    setattr(block, name, pyo.Reference(dict(enumerate(variables))))
-    group = block._matrix.var_groups[(name, None)]
-    column_vars[group.start : group.start + len(variables)] = variables
-    if name != "inputs":
-        return
-    lo, hi = block._bounds.input_lower.tolist(), block._bounds.input_upper.tolist()
-    looser = [
-        i
-        for i, v in enumerate(variables)
-        if v.lb is None or v.lb < lo[i] or v.ub is None or v.ub > hi[i]
-    ]
-    if looser:
-        block.input_box = pyo.Constraint(looser, rule=lambda b, i: (lo[i], variables[i], hi[i]))
+def _summed(rows: tuple[dict, ...]) -> dict:
+    """One layer's :func:`layer_statistics` over several copies."""
+    unstable, mean_big_m = big_m_summary(list(rows))
+    total = {k: sum(r[k] for r in rows) for k in ("neurons", "relu_neurons", "stable_active",
+                                                   "stable_inactive")}  # fmt: skip
+    return {
+        **rows[0], **total, "unstable": unstable, "mean_big_m": mean_big_m,
+        "max_big_m": max(r["max_big_m"] for r in rows),
+    }  # fmt: skip
 
 
-# ---------------------------------------------------------------------- pure helpers
-def _values(component, n: int, name: str) -> np.ndarray:
-    values = [component[i].value for i in range(n)]
-    missing = [i for i, v in enumerate(values) if v is None]
-    if missing:
-        raise NNRelaxError(f"{name} {missing} have no value: solve the model (or warm_start) first")
-    return np.asarray(values, dtype=np.float64)
-
-
-def _group_component(block: NNBlock, name: str, layer: int | None):
-    return getattr(block if layer is None else block.layer[layer], name)
-
-
-def _build_components(block: NNBlock) -> None:
-    """Create Vars and Constraints from the block's MatrixModel (the Block rule)."""
-    model = block._matrix
-    block.layer = pyo.Block(range(len(block._network.layers)))
-    column_vars: list[Any] = [None] * model.n_cols
-    user_variables = {"inputs": block._input_vars, "outputs": block._output_vars}
-    for (name, layer), group in model.var_groups.items():
-        if layer is None and user_variables.get(name) is not None:
-            _link_user_variables(block, name, user_variables[name], column_vars)
-            continue
-        labels = group.index.tolist()
-        pos = group.positions
-        lower, upper = model.col_lower[pos].tolist(), model.col_upper[pos].tolist()
-        bounds = {lab: (lo, hi) for lab, lo, hi in zip(labels, lower, upper)}
-        domain = pyo.Binary if model.integer[pos].any() else pyo.Reals
-        var = pyo.Var(labels, domain=domain, bounds=bounds, dense=True)
-        setattr(block if layer is None else block.layer[layer], name, var)
-        column_vars[group.start : group.start + len(labels)] = [var[lab] for lab in labels]
-    for (name, layer), group in model.row_groups.items():
-        cons = pyo.Constraint(group.index.tolist(), rule=_row_rule(model, group, column_vars))
-        setattr(block if layer is None else block.layer[layer], name, cons)
-    if block._formulation.name.startswith("partition"):
-        _add_inactive_alias(block)
-    # every variable has a value from the start (a forward pass at the box centre), so that
-    # value() before a solve and solvers that read warm starts never meet None
-    kept = [(v, v.value) for v in (*(block._input_vars or ()), *(block._output_vars or ()))]
-    block.warm_start(block._bounds.input_box.center)
-    for var, value in kept:  # the user's own variables keep their values
-        var.set_value(value, skip_validation=True)
+def _text(label: Hashable) -> str:
+    return ", ".join(map(str, label)) if isinstance(label, tuple) else str(label)
 
 
 def _add_inactive_alias(block: NNBlock) -> None:
@@ -456,25 +491,6 @@ def _add_inactive_alias(block: NNBlock) -> None:
         sub = block.layer[l]
         if hasattr(sub, "is_active"):
             sub.inactive = pyo.Expression(
-                list(sub.is_active.keys()), rule=lambda b, j: 1 - b.is_active[j]
+                list(sub.is_active.keys()),
+                rule=lambda b, *j: 1 - b.is_active[j if len(j) > 1 else j[0]],
             )
-
-
-def _row_rule(model: MatrixModel, group, column_vars: list):
-    """A Constraint rule giving each labelled row as a LinearExpression with its bounds."""
-    rows = dict(zip(group.index.tolist(), group.positions.tolist()))
-
-    def rule(_block, label):
-        i = rows[label]
-        cols, coefs = model.row(i)
-        expr = LinearExpression(
-            constant=0.0,
-            linear_coefs=coefs.tolist(),
-            linear_vars=[column_vars[c] for c in cols.tolist()],
-        )
-        lo, hi = float(model.row_lower[i]), float(model.row_upper[i])
-        if lo == hi:
-            return expr == lo
-        return (None if lo == -np.inf else lo, expr, None if hi == np.inf else hi)
-
-    return rule

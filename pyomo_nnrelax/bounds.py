@@ -12,13 +12,16 @@ same step for one layer.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
+from . import matrices
 from .box import InputBox, resolve_box
-from .errors import InvalidNetworkError
+from .errors import InputBoundsError, InvalidNetworkError
+from .matrices import Matrix, times_transpose
 from .network import Layer, Network
 
 
@@ -118,16 +121,19 @@ class NetworkBounds:
         )
 
 
-def interval_step(w_pos: np.ndarray, w_neg: np.ndarray, bounds: np.ndarray) -> np.ndarray:
-    """``[W+ l + W- u; W+ u + W- l]`` for stacked input bounds ``bounds = [l; u]`` (2, n_in),
-    with ``W+ = max(W, 0)`` and ``W- = min(W, 0)``: the affine step of interval propagation,
-    on both ends at once."""
-    return bounds @ w_pos.T + bounds[::-1] @ w_neg.T
+def interval_step(w_pos: Matrix, w_neg: Matrix, bounds: np.ndarray) -> np.ndarray:
+    """``[W+ l + W- u; W+ u + W- l]`` for stacked input bounds ``bounds = [l; u]`` (2, n_in)
+    or, one box per sample, (2, n, n_in), with ``W+ = max(W, 0)`` and ``W- = min(W, 0)``
+    (dense or sparse): the affine step of interval propagation, on both ends at once."""
+    rows = (math.prod(bounds.shape[:-1]), bounds.shape[-1])
+    z = times_transpose(bounds.reshape(rows), w_pos)
+    z += times_transpose(bounds[::-1].reshape(rows), w_neg)
+    return z.reshape(*bounds.shape[:-1], z.shape[-1])
 
 
-def affine_interval(weights: np.ndarray, lower: np.ndarray, upper: np.ndarray):
+def affine_interval(weights: Matrix, lower: np.ndarray, upper: np.ndarray):
     """Interval bounds of ``weights @ h`` for ``lower <= h <= upper`` (no bias)."""
-    z = interval_step(np.maximum(weights, 0.0), np.minimum(weights, 0.0), np.stack([lower, upper]))
+    z = interval_step(*matrices.signs(weights), np.stack([lower, upper]))
     return z[0], z[1]
 
 
@@ -151,9 +157,9 @@ class IBPTrace:
 
     Attributes
     ----------
-    pre : list of ndarray (2, n_out_l)
+    pre : list of ndarray (2, n_out_l), or (2, n, n_out_l) for one box per sample
         ``[L^l; U^l]``, the pre-activation bounds of layer ``l``.
-    inputs : list of ndarray (2, n_in_l)
+    inputs : list of ndarray (2, n_in_l), or (2, n, n_in_l)
         ``[lh^(l-1); uh^(l-1)]``, the bounds of the input of layer ``l`` (the box for l = 0).
     w_pos, w_neg : list of ndarray
         ``max(W^l, 0)`` and ``min(W^l, 0)``.
@@ -176,13 +182,15 @@ class IBPTrace:
 
 
 def ibp_forward(layers: Sequence[Layer], lower, upper) -> IBPTrace:
-    """Interval bound propagation of a layer stack over the box ``[lower, upper]``: the one
-    propagation routine (``interval_bounds``, bound tightening and the trainer use it)."""
-    h = np.empty((2, np.size(lower)))
+    """Interval bound propagation of a layer stack over the box ``[lower, upper]`` (n_in,),
+    or over one box per sample (both (n, n_in): the trainer's eps-balls, all at once): the
+    one propagation routine (``interval_bounds``, bound tightening and the trainer use it)."""
+    lower, upper = np.asarray(lower, dtype=np.float64), np.asarray(upper, dtype=np.float64)
+    h = np.empty((2, *np.broadcast_shapes(lower.shape, upper.shape)))
     h[0], h[1] = lower, upper
     trace = IBPTrace([], [], [], [])
     for layer in layers:
-        w_pos, w_neg = np.maximum(layer.weight, 0.0), np.minimum(layer.weight, 0.0)
+        w_pos, w_neg = matrices.signs(layer.weight)
         z = interval_step(w_pos, w_neg, h) + layer.bias
         trace.inputs.append(h)
         trace.pre.append(z)
@@ -203,17 +211,47 @@ def interval_bounds(network: Network, input_bounds=None) -> NetworkBounds:
     >>> [b.shape for b in bounds.lower], bounds.unstable_count(net)
     ([(3,), (1,)], 3)
     """
+    return interval_bounds_over(network, [resolve_box(input_bounds, network)])[0]
+
+
+def interval_bounds_over(network: Network, boxes: Sequence[InputBox]) -> list[NetworkBounds]:
+    """:func:`interval_bounds` over each of several boxes (the copies of a batched block),
+    in one batched propagation."""
+    lower = np.array([box.lower for box in boxes])
+    upper = np.array([box.upper for box in boxes])
     with np.errstate(over="ignore", invalid="ignore"):
-        bounds = ibp_forward(network.layers, *resolve_box(input_bounds, network)).to_bounds()
-    for i, (lo, hi) in enumerate(zip(bounds.lower, bounds.upper)):
-        if not (np.all(np.isfinite(lo)) and np.all(np.isfinite(hi))):
+        trace = ibp_forward(network.layers, lower, upper)
+    for i, z in enumerate(trace.pre):
+        if not np.all(np.isfinite(z)):
             raise InvalidNetworkError(
                 f"the interval bounds of layer {i} overflow to infinity over the input box "
                 f"(largest |weight| up to this layer: "
-                f"{max(np.abs(layer.weight).max() for layer in network.layers[: i + 1]):.3g}); "
+                f"{max(matrices.max_abs(layer.weight) for layer in network.layers[: i + 1]):.3g}); "
                 "no MILP can use them: rescale the weights or shrink the input box"
             )
-    return bounds
+    return [
+        NetworkBounds(
+            box.lower,
+            box.upper,
+            tuple(z[0, c] for z in trace.pre),
+            tuple(z[1, c] for z in trace.pre),
+            "interval",
+        )  # fmt: skip
+        for c, box in enumerate(boxes)
+    ]
+
+
+def bounds_on(bounds: NetworkBounds, network: Network, box: InputBox) -> NetworkBounds:
+    """``bounds`` computed over a box that covers ``box``, used over ``box``: still valid
+    there, and intersected with the interval bounds over ``box`` (tighter where those are)."""
+    if bounds.input_box == box:
+        return bounds
+    if not bounds.input_box.covers(box):
+        raise InputBoundsError(
+            f"bounds computed over {bounds.input_box} are not valid over {box}, which they "
+            "do not cover"
+        )
+    return interval_bounds(network, box).intersect(bounds, method=bounds.method)
 
 
 def layer_statistics(network: Network, bounds: NetworkBounds) -> list[dict[str, float]]:

@@ -98,6 +98,10 @@ class InputBox:
         X = np.atleast_2d(np.asarray(X, dtype=np.float64))
         return np.all((X >= self.lower - tol) & (X <= self.upper + tol), axis=1)
 
+    def covers(self, other: InputBox) -> bool:
+        """Whether ``other`` lies inside this box (bounds valid here are valid there)."""
+        return bool(np.all(self.lower <= other.lower) and np.all(other.upper <= self.upper))
+
     def sample(self, n: int, rng: np.random.Generator) -> np.ndarray:
         """``n`` uniform points of the box, shape (n, n_inputs)."""
         return self.lower + (self.upper - self.lower) * rng.random((n, self.n_inputs))

@@ -11,16 +11,21 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from functools import cached_property
 from math import prod
+from typing import Literal
 
 import numpy as np
 
+from . import matrices
 from .box import InputBox, as_input_box
 from .errors import InputBoundsError, InvalidNetworkError
+from .matrices import Matrix
 from .ties import WeightTie
 
 ACTIVATIONS = ("relu", "linear")
+Storage = Literal["dense", "sparse", "auto"]
 
 
 def _frozen(array: np.ndarray) -> np.ndarray:
@@ -29,13 +34,26 @@ def _frozen(array: np.ndarray) -> np.ndarray:
     return out
 
 
+def _frozen_matrix(weight) -> Matrix:
+    """A read-only float64 copy of a dense or sparse weight (canonical CSR for sparse)."""
+    if not matrices.is_sparse(weight):
+        return _frozen(weight)
+    csr = matrices.as_matrix(weight).copy()
+    for array in (csr.data, csr.indices, csr.indptr):
+        array.flags.writeable = False
+    return csr
+
+
 @dataclass(frozen=True, eq=False)
 class Layer:
     """One affine map ``z = weight @ x + bias`` followed, neuron by neuron, by a ReLU or nothing.
 
     Parameters
     ----------
-    weight : ndarray, shape (n_out, n_in)
+    weight : ndarray or scipy sparse matrix, shape (n_out, n_in)
+        Dense, or sparse (kept as CSR: its stored entries are the layer's pattern, which
+        training never changes; :mod:`pyomo_nnrelax.matrices`).  Convolutions and pools
+        are read sparse.
     bias : ndarray, shape (n_out,)
     activation : {"relu", "linear"} or bool array (n_out,)
         The same for every neuron, or per neuron (True: ReLU, False: linear), as the layers
@@ -43,16 +61,21 @@ class Layer:
         True or all False is stored as "relu" or "linear".
     tie : WeightTie, optional
         Shared and fixed entries of ``weight`` (a convolution's kernel, a skip path's
-        identity), which the trainer keeps; None: every entry is free.
+        identity), which the trainer keeps; None: every entry is free.  Its arrays are
+        shaped like :attr:`entries`.
+    bias_tie : WeightTie, optional
+        The bias as parameters the trainer keeps shared (a convolution's bias, one per
+        channel, at every position); None: every bias entry is free.
     """
 
     weight: np.ndarray
     bias: np.ndarray
     activation: str | np.ndarray = "relu"
     tie: WeightTie | None = None
+    bias_tie: WeightTie | None = None
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "weight", _frozen(self.weight))
+        object.__setattr__(self, "weight", _frozen_matrix(self.weight))
         object.__setattr__(self, "bias", _frozen(self.bias))
         if self.weight.ndim != 2:
             raise InvalidNetworkError(f"layer weight must be 2-D, got shape {self.weight.shape}")
@@ -65,7 +88,29 @@ class Layer:
         if self.tie is not None:
             if not isinstance(self.tie, WeightTie):
                 raise InvalidNetworkError(f"tie is a {type(self.tie).__name__}, not a WeightTie")
-            self.tie.check(self.weight, "layer")
+            self.tie.check(self.entries, "layer")
+        if self.bias_tie is not None:
+            if not isinstance(self.bias_tie, WeightTie):
+                raise InvalidNetworkError(
+                    f"bias_tie is a {type(self.bias_tie).__name__}, not a WeightTie"
+                )
+            self.bias_tie.check(self.bias, "layer bias")
+
+    @property
+    def is_sparse(self) -> bool:
+        """Whether the weight is stored sparse."""
+        return not isinstance(self.weight, np.ndarray)
+
+    @property
+    def entries(self) -> np.ndarray:
+        """What training updates: the weight itself, or a sparse weight's stored values."""
+        return self.weight if isinstance(self.weight, np.ndarray) else self.weight.data
+
+    @cached_property
+    def outer_plan(self) -> matrices.OuterPlan | None:
+        """How a sparse layer's weight gradient is gathered (None for a dense layer); made
+        once per pattern, kept by the copies training makes."""
+        return matrices.OuterPlan.of(self.weight) if self.is_sparse else None
 
     @property
     def relu_mask(self) -> np.ndarray:
@@ -101,12 +146,16 @@ class Layer:
             return np.ones(np.shape(z), dtype=bool)
         return (z > 0.0) | ~self.activation
 
-    def with_weights(self, weight: np.ndarray, bias: np.ndarray) -> Layer:
-        """The same layer (activations and tie) with new weights."""
-        return Layer(weight, bias, self.activation, self.tie)
+    def with_weights(self, weight: Matrix, bias: np.ndarray) -> Layer:
+        """The same layer (activations and ties) with new weights."""
+        return Layer(weight, bias, self.activation, self.tie, self.bias_tie)
+
+    def with_entries(self, values: np.ndarray, bias: np.ndarray) -> Layer:
+        """The same layer with new :attr:`entries` (a sparse layer keeps its pattern)."""
+        return self.with_weights(matrices.with_entries(self.weight, values), bias)
 
     def with_tied_parameters(self, theta: np.ndarray, bias: np.ndarray) -> Layer:
-        """The same layer with weight ``tie.weight(theta)`` and a new bias.
+        """The same layer with entries ``tie.weight(theta)`` and a new bias.
 
         The weight follows the tie by construction, so it is not checked again: the
         trainer's step, where the check would cost as much as the update.
@@ -115,9 +164,32 @@ class Layer:
         if bias.shape != self.bias.shape:
             raise InvalidNetworkError(f"bias has shape {bias.shape}, expected {self.bias.shape}")
         layer = copy.copy(self)  # a frozen dataclass: copied without __post_init__
-        object.__setattr__(layer, "weight", _frozen(self.tie.weight(theta)))
+        weight = matrices.with_entries(self.weight, self.tie.weight(theta))
+        object.__setattr__(layer, "weight", _frozen_matrix(weight))
         object.__setattr__(layer, "bias", bias)
         return layer
+
+    def in_storage(self, storage: Storage) -> Layer:
+        """The same layer stored dense, sparse, or as :func:`~pyomo_nnrelax.matrices.choose_form`
+        decides ("auto"); a tie moves with the entries it describes.  A dense weight's sparse
+        pattern holds its nonzeros and every entry its tie relates to a parameter."""
+        if storage == "auto":
+            storage = "sparse" if matrices.is_sparse(matrices.choose_form(self.weight)) else "dense"
+        if storage not in ("dense", "sparse"):
+            raise ValueError(f"storage must be one of ('dense', 'sparse', 'auto'), got {storage!r}")
+        if (storage == "sparse") == self.is_sparse:
+            return self
+        if storage == "dense":
+            dense = matrices.to_dense(self.weight)
+            tie = None if self.tie is None else self.tie.scattered(self.weight, dense.shape)
+            return Layer(dense, self.bias, self.activation, tie, self.bias_tie)
+        keep = self.weight != 0.0
+        if self.tie is not None:
+            keep |= self.tie.tied
+        rows, cols = np.nonzero(keep)
+        weight = matrices.from_entries(self.weight.shape, rows, cols, self.weight[rows, cols])
+        tie = None if self.tie is None else self.tie.gathered(rows, cols)
+        return Layer(weight, self.bias, self.activation, tie, self.bias_tie)
 
     @property
     def n_in(self) -> int:
@@ -131,7 +203,7 @@ class Layer:
         return (
             isinstance(other, Layer)
             and np.array_equal(self.relu_mask, other.relu_mask)
-            and np.array_equal(self.weight, other.weight)
+            and matrices.equal(self.weight, other.weight)
             and np.array_equal(self.bias, other.bias)
         )
 
@@ -176,6 +248,11 @@ class Network:
     input_bounds : InputBox or (lo, hi) pairs, optional
         A box over the flattened input, e.g. read from the ONNX file's metadata; kept as an
         :class:`~pyomo_nnrelax.box.InputBox` (read by :func:`~pyomo_nnrelax.box.as_input_box`).
+    origin : object, optional
+        Where the reader found every parameter in the graph it read
+        (:class:`pyomo_nnrelax.onnx.origin.GraphOrigin`), so that a trained network can be
+        written back as that graph with new initializers; kept by every copy with new
+        weights, ignored by comparisons.
     """
 
     layers: tuple[Layer, ...]
@@ -184,6 +261,7 @@ class Network:
     input_name: str = "input"
     output_name: str = "output"
     input_bounds: InputBox | None = field(default=None)
+    origin: object | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
         layers = tuple(self.layers)
@@ -192,7 +270,7 @@ class Network:
         for i, layer in enumerate(layers):
             if not isinstance(layer, Layer):
                 raise InvalidNetworkError(f"layer {i} is a {type(layer).__name__}, not a Layer")
-            for name, array in (("weight", layer.weight), ("bias", layer.bias)):
+            for name, array in (("weight", layer.entries), ("bias", layer.bias)):
                 if not np.all(np.isfinite(array)):
                     raise InvalidNetworkError(f"layer {i} {name} contains NaN or infinite values")
             if i and layer.n_in != layers[i - 1].n_out:
@@ -253,15 +331,9 @@ class Network:
         return cls(tuple(layers), input_bounds=input_bounds)
 
     def with_layers(self, layers: Sequence[Layer]) -> Network:
-        """A copy with new layers (e.g. trained weights) and the same names, shapes and bounds."""
-        return Network(
-            tuple(layers),
-            self.input_shape,
-            self.output_shape,
-            self.input_name,
-            self.output_name,
-            self.input_bounds,
-        )
+        """A copy with new layers (e.g. trained weights) and the same names, shapes, bounds and
+        origin."""
+        return replace(self, layers=tuple(layers))
 
     def with_structure_of(self, template: Network) -> Network:
         """A copy with ``template``'s per-neuron activations and weight ties.
@@ -280,21 +352,19 @@ class Network:
             if not np.array_equal(own.relu_mask, other.relu_mask):
                 raise InvalidNetworkError(f"layer {l}: its ReLU neurons differ from the template's")
             try:
-                layers.append(other.with_weights(own.weight, own.bias))
+                layers.append(other.with_weights(_in_form_of(own.weight, other.weight), own.bias))
             except InvalidNetworkError as exc:
                 raise InvalidNetworkError(f"layer {l}: {exc}") from None
-        return self.with_layers(layers)
+        return replace(self, layers=tuple(layers), origin=self.origin or template.origin)
+
+    def in_storage(self, storage: Storage) -> Network:
+        """The same network with every layer stored ``"dense"``, ``"sparse"`` or, by its
+        share of stored entries, ``"auto"`` (:meth:`Layer.in_storage`)."""
+        return self.with_layers([layer.in_storage(storage) for layer in self.layers])
 
     def with_input_bounds(self, lower, upper) -> Network:
         """A copy that carries the input box ``[lower, upper]``."""
-        return Network(
-            self.layers,
-            self.input_shape,
-            self.output_shape,
-            self.input_name,
-            self.output_name,
-            InputBox(lower, upper),
-        )
+        return replace(self, input_bounds=InputBox(lower, upper))
 
     # ------------------------------------------------------------------ evaluation
     @property
@@ -349,6 +419,24 @@ class Network:
         return f"Network(widths={self.widths}, activations={acts!r})"
 
 
+def _in_form_of(weight: Matrix, template: Matrix) -> Matrix:
+    """``weight`` in the form (dense, or sparse with the same pattern) of ``template``; a
+    nonzero outside a sparse template's pattern is an :class:`InvalidNetworkError`."""
+    if not matrices.is_sparse(template):
+        return matrices.to_dense(weight)
+    same = matrices.is_sparse(weight) and weight.nnz == template.nnz
+    if same and np.array_equal(weight.indptr, template.indptr):
+        if np.array_equal(weight.indices, template.indices):
+            return matrices.with_entries(template, weight.data)
+    dense = matrices.to_dense(weight)
+    rows = matrices.entry_rows(template)
+    outside = dense.copy()
+    outside[rows, template.indices] = 0.0
+    if np.any(outside):
+        raise InvalidNetworkError("the weight has nonzeros outside the template's sparse pattern")
+    return matrices.with_entries(template, dense[rows, template.indices])
+
+
 def forward_cache(
     layers: Sequence[Layer], X: np.ndarray
 ) -> tuple[np.ndarray, list[np.ndarray], list[np.ndarray]]:
@@ -367,7 +455,7 @@ def forward_cache(
     inputs, pre = [], []
     for layer in layers:
         inputs.append(h)
-        z = h @ layer.weight.T + layer.bias
+        z = matrices.times_transpose(h, layer.weight) + layer.bias
         pre.append(z)
         h = layer.activate(z)
     return h, inputs, pre

@@ -30,8 +30,8 @@ FormulationName = Literal["bigm", "partition"]
 """MILP formulations of ReLU neurons."""
 SplitStrategy = Literal["equal_size", "equal_range", "random"]
 """How the partition formulation splits a neuron's inputs."""
-LossName = Literal["mse", "pinball"]
-"""Prediction losses of the trainer."""
+LossName = Literal["mse", "pinball", "cross_entropy"]
+"""Prediction losses of the trainer (the last for classifiers: one logit per class)."""
 LossReference = Literal["start", "unregularized"]
 """What a refinement's loss budget is relative to: the starting network, or an unregularized
 training of it."""

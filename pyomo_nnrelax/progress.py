@@ -58,6 +58,10 @@ class _Bar:
         self._bar.set_postfix({k: v for k, v in shown.items() if v is not None}, refresh=True)
 
     def close(self) -> None:
+        """Close the bar; one closed while Ctrl-C propagates is cleared, so the command's one
+        line about the interrupt stands alone."""
+        if isinstance(sys.exc_info()[1], KeyboardInterrupt):
+            self._bar.leave = False
         self._bar.close()
 
 

@@ -93,7 +93,9 @@ def solve_pyomo(
     parameters, so a persistent solver (``appsi_highs``) only sees bound and cost updates.
     """
     m = pyo.ConcreteModel()
-    m.nn = NNBlock(network, input_bounds=bounds.input_box, relax=True, bounds=bounds)
+    m.nn = NNBlock(
+        network, input_bounds=bounds.input_box, relax=True, bounds=bounds, rescale=False
+    )  # duals in the network's own units
     model = m.nn.matrix_model
     m.w = pyo.Param(range(network.n_outputs), mutable=True, initialize=0.0)
     m.obj = pyo.Objective(

@@ -24,7 +24,7 @@ from .network import Network
 from .onnx import read_onnx
 from .options import GapMethod
 from .training import Trainer
-from .training.regularizers import NO_REGULARIZER, parse_regularizer
+from .training.specs import NO_REGULARIZER, parse_regularizer
 
 
 @dataclass(frozen=True)

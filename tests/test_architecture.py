@@ -18,7 +18,7 @@ PACKAGE = Path(__file__).resolve().parent.parent / "pyomo_nnrelax"
 LAYERS = {
     # 1. foundations
     "errors": 1, "checks": 1, "options": 1, "files": 1, "parallel": 1, "progress": 1,
-    "data": 1, "plots": 1,
+    "data": 1, "plots": 1, "matrices": 1,
     # 2. the model: numpy only
     "box": 2, "ties": 2, "network": 2, "bounds": 2,
     # 3. the file format
@@ -28,7 +28,8 @@ LAYERS = {
     # 5. HiGHS
     "lp": 5,
     # 6. Pyomo
-    "block": 6, "relaxation": 6, "solve": 6, "measure": 6,
+    "block": 6, "block_arguments": 6, "copies": 6, "components": 6, "starts": 6,
+    "relaxation": 6, "solve": 6, "measure": 6, "verification": 6,
     # 7. the trainer
     "training": 7,
     # 8. the refinement loop and sweeps built on the trainer and the block

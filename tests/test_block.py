@@ -256,6 +256,63 @@ def test_unknown_formulation_and_bounds_method_name_the_allowed_values():
         NNBlock(Network.mlp([2, 3, 1]), input_bounds=box(2), bounds="crown")
 
 
+@pytest.mark.parametrize(
+    "options, error, pattern",
+    [
+        pytest.param(
+            {"formulaton": "partition"},
+            TypeError,
+            r"unexpected keyword argument 'formulaton' \(did you mean 'formulation'\?\); it "
+            r"takes source, input_bounds, formulation, .*, rescale, name, doc",
+            id="typo",
+        ),
+        pytest.param({"rule": print}, TypeError, r"argument 'rule'; it takes", id="rule"),
+        pytest.param(
+            {"partitions": 4}, ValueError, r"partitions= applies to formulation='partition'", id="4"
+        ),
+        pytest.param(
+            {"split": "equal_size"}, ValueError, r"split= applies to formulation='partition'",
+            id="split",
+        ),
+        pytest.param(
+            {"bound_time_limit": 1.0}, ValueError, r"bound_time_limit= applies to bounds='lp' or",
+            id="time limit",
+        ),
+        pytest.param(
+            {"workers": 2, "bounds": "interval"}, ValueError, r"workers= .* not to 'interval'",
+            id="workers",
+        ),
+        pytest.param(
+            {"executor": "serial", "bounds": "stored"}, ValueError, r"executor= .* not to 'stored'",
+            id="executor",
+        ),
+    ],
+)  # fmt: skip
+def test_unknown_and_inapplicable_arguments_raise_before_anything_is_attached(
+    tmp_path, options, error, pattern
+):
+    """A typo, or an option the chosen formulation or bounds would silently ignore, raises
+    naming it before the ONNX file is even read (here it does not exist) and leaves the model
+    as it was: no component, not even a half-built one."""
+    m = pyo.ConcreteModel()
+    m.x = pyo.Var()
+    with pytest.raises(error, match=pattern):
+        m.nn = NNBlock(tmp_path / "absent.onnx", input_bounds=box(2), **options)
+    assert [c.name for c in m.component_objects()] == ["x"]
+
+
+def test_the_options_that_apply_are_taken():
+    m = pyo.ConcreteModel()
+    m.a = NNBlock(
+        Network.mlp([2, 4, 1]), input_bounds=box(2), formulation="partition", partitions=3
+    )
+    m.b = NNBlock(Network.mlp([2, 4, 1]), input_bounds=box(2), bounds="lp", bound_time_limit=5.0)
+    m.c = NNBlock(Network.mlp([2, 4, 1]), input_bounds=box(2), doc="a block")
+    assert m.a.summary().startswith("NNBlock: partition(N=3, equal_size)")
+    assert m.b.bounds.method == "lp"
+    assert m.c.doc == "a block"
+
+
 def test_wrong_source_type_is_a_type_error():
     with pytest.raises(TypeError, match="ONNX path, an onnx.ModelProto or a Network"):
         NNBlock(42, input_bounds=box(2))
@@ -280,12 +337,22 @@ COMBINATIONS = [
 ]
 
 
+def combination(formulation: str, bounds: str) -> dict:
+    """NNBlock's options for one combination, each only where it applies."""
+    options = dict(formulation=formulation, bounds=bounds)
+    if formulation == "partition":
+        options["partitions"] = 2
+    if bounds in ("lp", "milp"):
+        options["executor"] = "serial"
+    return options
+
+
 @pytest.mark.parametrize("formulation, bounds", COMBINATIONS)
 def test_every_formulation_and_bounds_combination_is_exact(tmp_path, formulation, bounds):
     net = Network.mlp([3, 8, 8, 2], seed=11)
     path = tmp_path / "net.onnx"
     write_onnx(net, path, dtype="float64")
-    options = dict(formulation=formulation, bounds=bounds, partitions=2, executor="serial")
+    options = combination(formulation, bounds)
     for x in np.random.default_rng(2).uniform(-2, 2, size=(2, 3)):
         got = fixed_input_outputs(path, box(3), x, **options)
         np.testing.assert_allclose(got, run_onnxruntime(path, x[None])[0], atol=1e-6, rtol=0)
@@ -295,9 +362,7 @@ def test_every_formulation_and_bounds_combination_is_exact(tmp_path, formulation
 def test_every_formulation_and_bounds_combination_finds_the_same_optimum(formulation, bounds):
     net = Network.mlp([2, 10, 10, 1], seed=6)
     m = pyo.ConcreteModel()
-    m.nn = NNBlock(
-        net, input_bounds=box(2), formulation=formulation, bounds=bounds, executor="serial"
-    )
+    m.nn = NNBlock(net, input_bounds=box(2), **combination(formulation, bounds))
     m.obj = pyo.Objective(expr=m.nn.outputs[0], sense=pyo.maximize)
     m.nn.warm_start()
     solve_optimal(m)

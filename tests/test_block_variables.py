@@ -142,3 +142,91 @@ def test_warm_start_samples_binary_inputs_at_binary_points_and_picks_the_best():
     points = np.array(list(itertools.product([0.0, 1.0], repeat=3)))
     values = points @ c + net.forward(points)[:, 0]
     assert pyo.value(m.obj) == pytest.approx(values.min())
+
+
+# ---------------------------------------------------------------------- the input box row
+#: name: (variable keywords, fixed value, the given pair of input 0, the box, whether a row)
+BOX_CASES = {
+    "lower looser": (dict(bounds=(-5, 1)), None, (0.0, 1.0), (0.0, 1.0), True),
+    "upper looser": (dict(bounds=(0, 5)), None, (0.0, 1.0), (0.0, 1.0), True),
+    "both looser": (dict(bounds=(-5, 5)), None, (0.0, 1.0), (0.0, 1.0), True),
+    "neither: the same": (dict(bounds=(0, 1)), None, (0.0, 1.0), (0.0, 1.0), False),
+    "neither: the variable tighter": (dict(bounds=(0.2, 0.7)), None, (0, 1), (0.2, 0.7), False),
+    "one side tighter each": (dict(bounds=(0.3, 5)), None, (0.0, 1.0), (0.3, 1.0), True),
+    "no lower bound": (dict(bounds=(None, 1)), None, (0.0, 1.0), (0.0, 1.0), True),
+    "no upper bound": (dict(bounds=(0, None)), None, (0.0, 1.0), (0.0, 1.0), True),
+    "unbounded": ({}, None, (0.0, 1.0), (0.0, 1.0), True),
+    "non-negative domain": (dict(within=pyo.NonNegativeReals), None, (-1, 1), (0, 1), True),
+    "integer": (dict(within=pyo.Integers, bounds=(-3, 3)), None, (-1.5, 1.5), (-1.5, 1.5), True),
+    "binary, box [0, 0.5]": (dict(within=pyo.Binary), None, (0.0, 0.5), (0.0, 0.5), True),
+    "binary, box [0.5, 1]": (dict(within=pyo.Binary), None, (0.5, 1.0), (0.5, 1.0), True),
+    "binary, box [0, 1]": (dict(within=pyo.Binary), None, (0.0, 1.0), (0.0, 1.0), False),
+    "fixed inside the box": (dict(bounds=(-5, 5)), 0.25, (0.0, 1.0), (0.0, 1.0), True),
+}
+
+
+def _box_model(keywords: dict, fixed: float | None, pair) -> pyo.ConcreteModel:
+    """Input 0 a variable of the case, input 1 one bounded like the box ([0, 1])."""
+    m = pyo.ConcreteModel()
+    m.x0 = pyo.Var(**keywords)
+    m.x1 = pyo.Var(bounds=(0, 1))
+    if fixed is not None:
+        m.x0.fix(fixed)
+    box = InputBox.from_pairs([pair, (0, 1)])
+    m.nn = NNBlock(Network.mlp([2, 6, 1], seed=3), inputs=[m.x0, m.x1], input_bounds=box)
+    return m
+
+
+@pytest.mark.parametrize("case", sorted(BOX_CASES))
+def test_an_input_variable_stays_in_the_box_for_every_kind_of_bounds(case):
+    """Minimising and maximising input 0 (plus a little of the network's output, so the block
+    is part of the solve) reach exactly the ends of the box: where the box is tighter than the
+    variable on either side the ``input_box`` row holds it (without the row the solve would
+    leave the box); where it is not, there is no row and the variable's bounds do it."""
+    keywords, fixed, pair, (lo, hi), row = BOX_CASES[case]
+    m = _box_model(keywords, fixed, pair)
+    own = (m.x0.lb, m.x0.ub)
+    assert (m.nn.bounds.input_lower[0], m.nn.bounds.input_upper[0]) == pytest.approx((lo, hi))
+    assert (0 in getattr(m.nn, "input_box", {})) == row
+    ends = (np.ceil(lo), np.floor(hi)) if m.x0.is_integer() else (lo, hi)
+    for sense, end in zip((pyo.minimize, pyo.maximize), (fixed, fixed) if fixed else ends):
+        m.obj = pyo.Objective(expr=m.x0 + 1e-3 * m.nn.outputs[0], sense=sense)
+        solve_optimal(m)
+        assert m.x0.value == pytest.approx(end, abs=1e-9), sense
+        assert m.nn.check().max_abs_error < 1e-6
+        m.del_component(m.obj)
+    assert (m.x0.lb, m.x0.ub) == own  # the variable's own bounds are untouched
+
+
+def test_a_fixed_input_outside_the_box_makes_the_model_infeasible_not_wrong():
+    """A variable fixed at 3 with a box of [0, 1]: the block's rows (its box row, and the
+    first layer's bounds) leave no point, so the solve reports none instead of a wrong one
+    (the network's formulation is only valid in the box)."""
+    from pyomo_nnrelax import SolverError
+    from pyomo_nnrelax.solve import solve_model
+
+    m = _box_model(dict(bounds=(-5, 5)), 3.0, (0.0, 1.0))
+    m.obj = pyo.Objective(expr=m.nn.outputs[0])
+    with pytest.raises(SolverError, match="no solution"):
+        solve_model(m)
+
+
+def test_the_network_optimum_stays_in_a_box_tighter_than_the_variables_upper_bounds():
+    """x in [0, 5] with input_bounds [0, 1]^2: the minimum of the network over the box, which
+    a grid of the box brackets, and not the minimum outside it (x0 = 1.648 without the rows)."""
+    from tests.support.reference import grid, grid_tolerance
+
+    net = Network.mlp([2, 6, 1], seed=3)
+    m = pyo.ConcreteModel()
+    m.x = pyo.Var(range(2), bounds=(0, 5))
+    m.nn = NNBlock(net, inputs=m.x, input_bounds=[(0, 1), (0, 1)])
+    m.obj = pyo.Objective(expr=m.nn.outputs[0])
+    solve_optimal(m)
+    x = np.array([m.x[0].value, m.x[1].value])
+    assert np.all((x >= -1e-9) & (x <= 1 + 1e-9))
+    lo, hi = np.zeros(2), np.ones(2)
+    values = net.forward(grid(lo, hi, 401))[:, 0]
+    tolerance = grid_tolerance([(la.weight, la.bias) for la in net.layers], lo, hi, 401)[0]
+    assert values.min() - tolerance - 1e-9 <= pyo.value(m.obj) <= values.min() + 1e-9
+    outside = net.forward(grid(lo, np.full(2, 5.0), 401))[:, 0].min()
+    assert outside < values.min() - 1e-2  # the box matters: the optimum outside it is lower

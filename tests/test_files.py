@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import os
+import stat
 import subprocess
 import sys
 
 import pytest
 
 from pyomo_nnrelax import Network, write_onnx
+from pyomo_nnrelax.data import save_rows
 from pyomo_nnrelax.files import (
     atomic_write,
     atomic_write_text,
@@ -64,6 +66,42 @@ def test_outputs_never_replace_protected_files_even_with_force(tmp_path):
     with pytest.raises(FileExistsError, match="--force"):
         check_outputs([data], [], force=False)
     check_outputs([data], [], force=True)
+
+
+def test_an_output_whose_folder_cannot_be_made_is_refused(tmp_path, monkeypatch):
+    blocker = tmp_path / "table.csv"
+    blocker.write_text("a file where a folder would have to be")
+    with pytest.raises(ValueError, match=f"cannot write .*: {blocker} is a file, not a folder"):
+        check_outputs([blocker / "deeper" / "out.csv"], [], force=False)
+    check_outputs([tmp_path / "new" / "deeper" / "out.csv"], [], force=False)  # can be made
+    monkeypatch.setattr(os, "access", lambda path, mode: False)  # as a folder of another user
+    with pytest.raises(ValueError, match=f"the folder {tmp_path} is not writable"):
+        check_outputs([tmp_path / "new" / "out.csv"], [], force=False)
+
+
+def _mode(path) -> int:
+    return stat.S_IMODE(path.stat().st_mode)
+
+
+@pytest.mark.skipif(os.name != "posix", reason="file modes and the umask are POSIX")
+@pytest.mark.parametrize("umask", [0o022, 0o002, 0o077])
+def test_every_write_creates_missing_folders_with_the_modes_the_umask_gives(tmp_path, umask):
+    """Files get ``0o666`` and folders ``0o777`` less the umask, as any new file and folder
+    (the temporary file was ``0o600``, which the rename kept)."""
+    written = {
+        "text": lambda path: atomic_write_text(path, "whole"),
+        "onnx": lambda path: write_onnx(Network.mlp([2, 3, 1], seed=0), path),
+        "csv": lambda path: save_rows([{"a": 1}], path),
+    }
+    old = os.umask(umask)
+    try:
+        for kind, write in written.items():
+            write(tmp_path / kind / "deeper" / f"out.{kind}")
+    finally:
+        os.umask(old)
+    for kind in written:
+        assert _mode(tmp_path / kind) == _mode(tmp_path / kind / "deeper") == 0o777 & ~umask
+        assert _mode(tmp_path / kind / "deeper" / f"out.{kind}") == 0o666 & ~umask
 
 
 def test_external_data_files_of_a_model_are_found(tmp_path):

@@ -9,6 +9,7 @@ import pytest
 
 from pyomo_nnrelax import Layer, Network
 from pyomo_nnrelax.measure import difficulty, solve_block
+from tests.support import arrangements, reference
 
 BOX = [(-2.0, 2.0), (-2.0, 2.0)]
 
@@ -56,6 +57,16 @@ def triangle_lp_minimum(net: Network, box) -> float:
     return res.fun + const
 
 
+def exact_extremes(net: Network, box) -> tuple[float, float]:
+    """The network's exact minimum and maximum over the box (one hidden layer, two inputs)."""
+    hidden, out = net.layers
+    (lo, hi) = np.array(box, dtype=float).T
+    low, high = arrangements.exact_extremes(
+        hidden.weight, hidden.bias, out.weight, out.bias, lo, hi
+    )
+    return float(low[0]), float(high[0])
+
+
 def with_stable_neurons(net: Network) -> Network:
     """``net`` with hidden neurons 0-2 pushed active and 3-4 inactive over BOX (|z| < 7)."""
     hidden, out = net.layers
@@ -69,10 +80,10 @@ def test_difficulty_counts_unstable_neurons_and_measures_the_lp_gap():
     d = difficulty(net, BOX, "min", milp_time_limit=60)
     assert d.unstable == 7
     assert d.lp_value == pytest.approx(triangle_lp_minimum(net, BOX), abs=1e-7)
-    grid = np.stack(np.meshgrid(*[np.linspace(-2, 2, 401)] * 2), -1).reshape(-1, 2)
-    true_min = net.forward(grid).min()
-    assert d.milp.optimal and true_min - 1e-2 <= d.milp.objective <= true_min + 1e-9
-    assert d.lp_gap == pytest.approx(true_min - triangle_lp_minimum(net, BOX), abs=1e-2)
+    true_min = exact_extremes(net, BOX)[0]
+    assert d.milp.optimal and d.milp.objective == pytest.approx(true_min, abs=1e-7)
+    assert d.milp.bound <= true_min + 1e-7
+    assert d.lp_gap == pytest.approx(true_min - triangle_lp_minimum(net, BOX), abs=1e-7)
 
 
 def test_maximisation_measures_the_gap_above_the_network():
@@ -81,11 +92,24 @@ def test_maximisation_measures_the_gap_above_the_network():
         [net.layers[0], type(net.layers[1])(-net.layers[1].weight, -net.layers[1].bias, "linear")]
     )
     d = difficulty(net, BOX, "max", milp_time_limit=60)
-    grid = np.stack(np.meshgrid(*[np.linspace(-2, 2, 401)] * 2), -1).reshape(-1, 2)
-    true_max = net.forward(grid).max()
-    assert true_max - 1e-9 <= d.milp.objective <= true_max + 1e-2
+    true_max = exact_extremes(net, BOX)[1]
+    assert d.milp.optimal and d.milp.objective == pytest.approx(true_max, abs=1e-7)
+    assert d.milp.bound >= true_max - 1e-7
     assert d.lp_value == pytest.approx(-triangle_lp_minimum(flipped, BOX), abs=1e-7)
-    assert d.lp_gap == pytest.approx(-triangle_lp_minimum(flipped, BOX) - true_max, abs=1e-2)
+    assert d.lp_gap == pytest.approx(-triangle_lp_minimum(flipped, BOX) - true_max, abs=1e-7)
+
+
+def test_the_exact_extremes_are_those_of_a_dense_grid_within_its_lipschitz_tolerance():
+    """The vertex enumeration of ``tests/support/arrangements.py`` against the grid: never
+    beyond the grid's values, and within the grid's Lipschitz tolerance of them."""
+    net = with_stable_neurons(Network.mlp([2, 12, 1], seed=4))
+    lo, hi = np.array(BOX).T
+    layers = [(layer.weight, layer.bias) for layer in net.layers]
+    values = reference.forward(layers, reference.grid(lo, hi, 201))[:, 0]
+    tolerance = reference.grid_tolerance(layers, lo, hi, 201)[0]
+    low, high = exact_extremes(net, BOX)
+    assert values.min() - tolerance <= low <= values.min() + 1e-12
+    assert values.max() - 1e-12 <= high <= values.max() + tolerance
 
 
 def test_a_time_limited_milp_reports_its_bound_not_an_optimum():

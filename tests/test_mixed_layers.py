@@ -209,9 +209,13 @@ def test_a_tie_rebuilds_its_weight_and_sums_gradients_over_shared_entries():
     grad = np.arange(15.0).reshape(3, 5)
     # d/d theta_k sum(grad * W(theta)) = sum of grad over the entries that hold theta_k
     np.testing.assert_array_equal(tie.gradient(grad), [0 + 6 + 12, 1 + 7 + 13, 2 + 8 + 14])
-    scaled = tie.scaled_rows(np.array([1.0, 2.0, -1.0]))
+    factor = np.array([1.0, 2.0, -1.0])[:, None]
+    scaled = tie.scaled(factor)
     w2 = scaled.weight(tie.parameters(weight))
-    np.testing.assert_array_equal(w2, weight * np.array([1.0, 2.0, -1.0])[:, None])
+    np.testing.assert_array_equal(w2, weight * factor)
+    shifted = tie.scaled(factor, shift=0.25)  # tied entries get an offset, fixed ones move
+    np.testing.assert_array_equal(shifted.weight(tie.parameters(weight)), weight * factor + 0.25)
+    np.testing.assert_array_equal(shifted.parameters(weight * factor + 0.25), [0.5, -1.0, 2.0])
 
 
 def test_a_weight_that_breaks_its_tie_is_an_error():
@@ -307,7 +311,7 @@ def test_stored_ties_that_do_not_fit_the_weights_are_dropped_with_a_warning(tmp_
 
     net = tied_network()
     # a tie with factors other than 1: float32 rounds its entries apart
-    scaled = net.layers[0].tie.scaled_rows(np.array([1.0, 1.0 / 3.0, 1.0]))
+    scaled = net.layers[0].tie.scaled(np.array([1.0, 1.0 / 3.0, 1.0])[:, None])
     first = Layer(scaled.weight(np.array([0.1, 0.7, -0.3])), np.zeros(3), "relu", scaled)
     odd = net.with_layers([first, net.layers[1]])
     write_onnx(odd, tmp_path / "f64.onnx", dtype="float64")

@@ -17,6 +17,7 @@ import pytest
 
 from pyomo_nnrelax import Network, NNRelaxError, ParallelError, tighten_bounds
 from pyomo_nnrelax.parallel import resolve_executor
+from tests.support.arrangements import exact_extremes
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -36,6 +37,32 @@ SCRIPT = textwrap.dedent(
 )
 
 
+def exact_ranges(net: Network, box) -> list[tuple[np.ndarray, np.ndarray]]:
+    """The exact range of every pre-activation of the first two layers of a two-input network
+    over the box: the first layer's is its interval (a linear function of the box), the
+    second's the extremes over the vertices of the first layer's line arrangement."""
+    (lo, hi), (first, second) = np.array(box, dtype=float).T, net.layers[:2]
+    w, b = first.weight, first.bias
+    ranges = [(np.minimum(w * lo, w * hi).sum(1) + b, np.maximum(w * lo, w * hi).sum(1) + b)]
+    ranges.append(exact_extremes(w, b, second.weight, second.bias, lo, hi))
+    return ranges
+
+
+def exact_unstable_count(net: Network, box) -> int:
+    """ReLU neurons of the first two layers whose exact range holds zero inside it (none has
+    an end within 1e-4 of zero, where MILP-tightened bounds could count it either way)."""
+    count = 0
+    for low, high in exact_ranges(net, box):
+        assert np.all(np.minimum(np.abs(low), np.abs(high)) > 1e-4)
+        count += int(np.count_nonzero((low < 0) & (high > 0)))
+    return count
+
+
+def printed_counts(stdout: str) -> list[int]:
+    (line,) = [line for line in stdout.splitlines() if line.startswith("RAN")]
+    return [int(v) for v in line.split()[1:]]
+
+
 def run_script(tmp_path, options: str = "") -> subprocess.CompletedProcess:
     script = tmp_path / "plain_script.py"  # no `if __name__ == "__main__":` guard
     script.write_text(SCRIPT.format(options=options))
@@ -49,6 +76,8 @@ def test_milp_tightening_by_default_runs_in_a_plain_script_once(tmp_path):
     result = run_script(tmp_path)
     assert result.returncode == 0, result.stderr
     assert result.stdout.count("RAN") == 1  # the script ran once, not again in workers
+    expected = exact_unstable_count(Network.mlp([2, 16, 16, 1], seed=0), [(-2, 2), (-2, 2)])
+    assert printed_counts(result.stdout) == [expected, expected]
 
 
 @pytest.mark.slow
@@ -58,7 +87,8 @@ def test_the_same_code_runs_under_python_c():
         [sys.executable, "-c", code], capture_output=True, text=True, timeout=300
     )
     assert result.returncode == 0, result.stderr
-    assert result.stdout.count("RAN") == 1
+    expected = exact_unstable_count(Network.mlp([2, 16, 16, 1], seed=0), [(-2, 2), (-2, 2)])
+    assert printed_counts(result.stdout) == [expected, expected]
 
 
 @pytest.mark.slow
@@ -78,6 +108,10 @@ def test_workers_and_executors_give_the_serial_bounds():
         threaded = tighten_bounds(net, input_bounds=box, method="milp", executor=pool)
     for a, b in zip(serial.lower + serial.upper, threaded.lower + threaded.upper):
         np.testing.assert_allclose(a, b, atol=1e-9)
+    for l, (low, high) in enumerate(exact_ranges(net, box)):  # valid, and as decisive
+        assert np.all(serial.lower[l] <= low + 1e-9) and np.all(serial.upper[l] >= high - 1e-9)
+        exact_unstable = (low < 0) & (high > 0)
+        np.testing.assert_array_equal((serial.lower[l] < 0) & (serial.upper[l] > 0), exact_unstable)
 
 
 def test_executor_and_workers_are_exclusive_and_checked():

@@ -92,18 +92,21 @@ NEURON_KINDS = st.sampled_from(["free", "free", "free", "active", "dead", "zero"
 
 @dataclass(frozen=True)
 class Case:
-    """A drawn example: the layers as ``(weight, bias)`` pairs and the input box."""
+    """A drawn example: the layers as ``(weight, bias)`` pairs, the input box, and how the
+    network stores its weights (dense, or sparse: every property holds for both)."""
 
     layers: tuple[tuple[np.ndarray, np.ndarray], ...]
     lower: np.ndarray
     upper: np.ndarray
+    storage: str = "dense"
 
     @property
     def network(self) -> Network:
         last = len(self.layers) - 1
-        return Network(
-            [Layer(w, b, "linear" if l == last else "relu") for l, (w, b) in enumerate(self.layers)]
-        )
+        layers = [
+            Layer(w, b, "linear" if l == last else "relu") for l, (w, b) in enumerate(self.layers)
+        ]
+        return Network(layers).in_storage(self.storage)
 
     @property
     def box(self) -> InputBox:
@@ -113,7 +116,10 @@ class Case:
 
     def __repr__(self) -> str:
         layers = ", ".join(f"({w.tolist()}, {b.tolist()})" for w, b in self.layers)
-        return f"Case(layers=[{layers}], lower={self.lower.tolist()}, upper={self.upper.tolist()})"
+        return (
+            f"Case(layers=[{layers}], lower={self.lower.tolist()}, upper={self.upper.tolist()}, "
+            f"storage={self.storage!r})"
+        )
 
 
 @st.composite
@@ -161,7 +167,7 @@ def cases(draw) -> Case:
         ((L, U),) = reference.interval_bounds([(w, b)], h_lo, h_hi)
         h_lo, h_hi, n_in = np.maximum(L, 0.0), np.maximum(U, 0.0), n_out
     layers.append(draw(layer(n_in, 1, h_lo, h_hi, relu=False)))
-    return Case(tuple(layers), lower, upper)
+    return Case(tuple(layers), lower, upper, draw(st.sampled_from(["dense", "sparse"])))
 
 
 # ---------------------------------------------------------------------- helpers
@@ -196,7 +202,7 @@ def block_model(case: Case, formulation: str, bounds: NetworkBounds) -> pyo.Conc
         input_bounds=case.box,
         formulation=formulation,
         bounds=bounds,
-        partitions=2,
+        **({"partitions": 2} if formulation == "partition" else {}),
     )
     m.obj = pyo.Objective(expr=m.nn.outputs[0])
     return m

@@ -54,11 +54,34 @@ def test_a_solve_stopped_early_reports_a_feasible_point_its_bound_and_gap(sense)
     assert stats.gap == pytest.approx(abs(stats.objective - stats.bound))
 
 
-def test_the_start_is_not_reported_when_it_breaks_a_constraint_of_the_model():
+def test_the_start_respects_a_constraint_of_the_model_on_the_inputs():
+    """The warm start satisfies the user's own row on the block's inputs; when it is the
+    point reported, the loaded values satisfy it."""
     net = Network.mlp([2, 40, 40, 40, 1], seed=0)
     m = model(net)
     m.side = pyo.Constraint(expr=m.nn.inputs[0] + m.nn.inputs[1] >= 3.99)
+    start = m.nn.warm_start()
+    assert start.sum() >= 3.99 - 1e-6 and np.all(np.abs(start) <= 2.0)
     stats = solve_model(m, time_limit=0.05, load=True, start=m.nn)
+    assert stats.incumbent in ("solver", "start")
+    assert m.nn.input_values().sum() >= 3.99 - 1e-6
+    assert stats.objective == pytest.approx(net.forward(m.nn.input_values())[0, 0], abs=1e-6)
+
+
+def test_a_start_that_breaks_the_model_is_not_reported():
+    """No sampled point and not the LP relaxation's reaches outputs this low: the start the
+    block falls back to breaks the row, and is never the point reported."""
+    net = Network.mlp([2, 40, 40, 40, 1], seed=0)
+    m = model(net)
+    X = np.random.default_rng(0).uniform(-2, 2, (4096, 2))
+    low = float(net.forward(X).min()) - 0.5
+    m.side = pyo.Constraint(expr=m.nn.outputs[0] <= low)
+    start = m.nn.warm_start()
+    assert net.forward(start[None])[0, 0] > low  # the start breaks the row
+    try:
+        stats = solve_model(m, time_limit=0.05, load=True, start=m.nn)
+    except SolverError:  # HiGHS proved the row unreachable: nothing reported at all
+        return
     assert stats.incumbent != "start"
 
 
@@ -118,3 +141,29 @@ def test_a_start_with_a_fractional_integer_variable_is_not_feasible():
     assert not _feasible(m)
     m.b.set_value(1.0)
     assert _feasible(m)
+
+
+def test_a_node_limited_solve_reports_its_incumbent_bound_and_gap_not_an_optimum():
+    """HiGHS stopped after its first branch-and-bound node (``mip_max_nodes``: the same stop on
+    any machine) holds an incumbent that is not the optimum: it is reported as the solver's
+    point, with a finite bound below the optimum and a positive gap, and not optimal."""
+    net = Network.mlp([2, 10, 10, 1], seed=1)
+    optimum = solve_model(model(net), load=False)
+    assert optimum.optimal
+    m = model(net)
+    stats = solve_model(m, load=True, options={"mip_max_nodes": 1})
+    assert stats.status == "iterationLimit" and stats.nodes == 1
+    assert not stats.optimal and stats.incumbent == "solver"
+    assert math.isfinite(stats.bound) and math.isfinite(stats.objective)
+    assert stats.bound <= optimum.objective + 1e-9 < stats.objective - 1e-3  # not the optimum
+    assert stats.gap == pytest.approx(stats.objective - stats.bound) and stats.gap > 1e-3
+    assert stats.objective == pytest.approx(net.forward(m.nn.input_values())[0, 0], abs=1e-6)
+    assert not stats.check_failed and stats.check_error <= stats.check_tolerance
+
+
+def test_solver_options_reach_a_legacy_solver_too():
+    m = model(Network.mlp([2, 10, 10, 1], seed=1))
+    stats = solve_model(m, solver="appsi_highs", options={"mip_max_nodes": 1})
+    assert not stats.optimal and stats.incumbent == "solver"
+    with pytest.raises(TypeError, match="options must be a dict"):
+        solve_model(m, options=[("mip_max_nodes", 1)])

@@ -12,8 +12,7 @@ from pyomo_nnrelax import InputBox, Network, interval_bounds
 from pyomo_nnrelax.data import read_data, split_data
 from pyomo_nnrelax.plots import pareto_mask
 from pyomo_nnrelax.sweep import RunConfig, grid, run_config, run_sweep
-from pyomo_nnrelax.training import LPGap
-from pyomo_nnrelax.training.regularizers import parse_regularizer
+from pyomo_nnrelax.training import LPGap, parse_regularizer
 
 
 @pytest.fixture

@@ -1,4 +1,5 @@
-"""The ``nnrelax`` command line: inspect, tighten, refine, solve and sweep ONNX ReLU networks.
+"""The ``nnrelax`` command line: inspect, tighten, refine, solve, sweep and verify ONNX ReLU
+networks.
 
 Every command reads an ONNX file (or a data file) and prints results on stdout; progress bars
 and errors go to stderr.  Errors are one line without a traceback; the exit code is 0 on
@@ -21,6 +22,7 @@ try:  # Ctrl-C while the libraries load (seconds on a busy machine): one line, e
         USER_ERRORS,
         Interrupted,
         one_line,
+        one_line_interrupts,
         parse_arch,
         parse_bounds_text,
         parse_number_list,
@@ -31,6 +33,7 @@ try:  # Ctrl-C while the libraries load (seconds on a busy machine): one line, e
     from .solve import solve
     from .sweep import sweep
     from .tighten import tighten
+    from .verify import verify
 except (KeyboardInterrupt, ImportError) as exc:
     cause: BaseException | None = exc
     while cause is not None and not isinstance(cause, KeyboardInterrupt):
@@ -59,6 +62,7 @@ class NNRelaxGroup(click.Group):
         standalone_mode: bool = True,
         **extra: Any,
     ) -> int:
+        one_line_interrupts()
         try:
             code = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
         except Interrupted as exc:
@@ -94,5 +98,5 @@ def main() -> None:
     """Embed ReLU networks from ONNX in MILPs, tighten their bounds, and train them to be easy."""
 
 
-for command in (inspect, tighten, refine, solve, sweep):
+for command in (inspect, tighten, refine, solve, sweep, verify):
     main.add_command(command)

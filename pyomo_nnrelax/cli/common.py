@@ -3,6 +3,7 @@ keeping solver banners off standard output."""
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 import sys
@@ -18,6 +19,7 @@ from .. import files
 from ..box import InputBox, expand_pairs, resolve_box
 from ..errors import InputBoundsError, NNRelaxError
 from ..onnx.load import external_data_files
+from ..onnx.write import WRITE_DTYPES
 from ..options import GAP_METHODS, SENSES
 
 USER_ERRORS = (NNRelaxError, FileNotFoundError, FileExistsError, ValueError)
@@ -98,6 +100,12 @@ INPUT_BOUNDS = click.option(
 )
 FORCE = click.option("--force", is_flag=True, help="Replace existing output files.")
 QUIET = click.option("--quiet", "-q", is_flag=True, help="No progress bars or messages on stderr.")
+DTYPE = click.option(
+    "--dtype",
+    type=click.Choice(WRITE_DTYPES),
+    help="Float type of the ONNX file written. Default: MODEL's (float64 stays float64, "
+    "anything else is written float32).",
+)
 TIME_LIMIT = click.option(
     "--time-limit", type=click.FloatRange(min=0, min_open=True), help="Seconds per solve."
 )
@@ -172,11 +180,16 @@ def output_option(help_text: str):
     )
 
 
-def check_outputs(outputs: Sequence[Path], protected: Sequence[Path], force: bool) -> None:
-    """Refuse to write over a protected file (ever) or an existing output (without --force);
-    writing over an input is a usage error."""
+def check_outputs(
+    outputs: Sequence[Path], protected: Sequence[Path], force: bool, folders: Sequence[Path] = ()
+) -> None:
+    """Refuse to write over a protected file (ever) or an existing output (without --force),
+    or where an output's folder (or one of ``folders``) cannot be made; writing over an input
+    or into a file is a usage error."""
     try:
         files.check_outputs(outputs, protected, force)
+        for folder in folders:
+            files.check_folder(folder)
     except ValueError as exc:
         raise click.UsageError(str(exc)) from None
 
@@ -202,6 +215,29 @@ class Interrupted(click.ClickException):
     """Ctrl-C: exit 130 with what was kept and how to continue."""
 
     exit_code = 130
+
+
+INTERRUPT_LOGGERS = (
+    "pyomo.core",
+    "pyomo.contrib.solver.solvers.highs",
+    "pyomo.contrib.appsi.solvers.highs",
+)
+"""Pyomo's loggers that report an interrupt themselves: a component whose construction
+Ctrl-C stopped, and the HiGHS interfaces' "unhandled status kInterrupt"."""
+
+
+def _not_about_an_interrupt(record: logging.LogRecord) -> bool:
+    message = record.getMessage()
+    return "KeyboardInterrupt" not in message and "kInterrupt" not in message
+
+
+def one_line_interrupts() -> None:
+    """Drop what Pyomo logs about an interrupt (:data:`INTERRUPT_LOGGERS`): a command says
+    in its own one line what Ctrl-C stopped and what was kept."""
+    for name in INTERRUPT_LOGGERS:
+        logger = logging.getLogger(name)
+        if _not_about_an_interrupt not in logger.filters:
+            logger.addFilter(_not_about_an_interrupt)
 
 
 @contextmanager

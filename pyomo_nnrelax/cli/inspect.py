@@ -84,7 +84,7 @@ def inspect(
     model: Path, input_bounds, method: str, time_limit: float | None, as_json: bool
 ) -> None:
     """Show the layers, ONNX ops, neuron stability and big-M constants of MODEL."""
-    from ..block import resolve_bounds
+    from ..block_arguments import resolve_bounds
     from ..onnx import read_onnx
 
     network = read_onnx(model)

@@ -3,18 +3,17 @@
 from __future__ import annotations
 
 import functools
-import shutil
 from pathlib import Path
 
 import click
 
 from ..data import read_data, split_data
-from ..files import atomic_write
 from ..options import LOSS_REFERENCES
 from ..refinement.history import HISTORY_FILE, RefineHistory, checkpoint_path
-from ..training.regularizers import parse_regularizer
+from ..training.specs import parse_regularizer
 from .common import (
     BATCH_SIZE,
+    DTYPE,
     FORCE,
     INPUT_BOUNDS,
     LEARNING_RATE,
@@ -34,7 +33,7 @@ from .common import (
     warnings_as_lines,
     was_interrupted,
 )
-from .user_code import load_true_function
+from .user_code import load_callable
 
 
 def _number(value) -> str:
@@ -105,6 +104,14 @@ def history_paths(output: Path) -> tuple[Path, Path, Path]:
 )
 @gap_method_option()
 @click.option(
+    "--ball",
+    type=click.FloatRange(min=0, min_open=True),
+    metavar="EPS",
+    help="Bound the bw, lp, sn and rs terms over each training sample's L-infinity ball of "
+    "radius EPS (clipped to the box) instead of over the whole box: a verification user's "
+    "question.",
+)
+@click.option(
     "--lam",
     type=click.FloatRange(min=0),
     default=1e-3,
@@ -154,10 +161,18 @@ def history_paths(output: Path) -> tuple[Path, Path, Path]:
     help="Fraction of the data held out (seeded by --seed) to measure the loss budget on.",
 )
 @click.option(
+    "--model",
+    "user_model",
+    metavar="MODULE:FUNCTION",
+    help="build(network) -> your Pyomo model with the network embedded in NNBlocks (a module "
+    "or a .py file): each round is measured on it, trained on the hull of its copies' boxes "
+    "unless --input-bounds, and --evaluate is then called with the solved model.",
+)
+@click.option(
     "--evaluate",
     metavar="MODULE:FUNCTION",
     help="The true function f(x) -> float (a module or a .py file): each round's MILP argmin "
-    "is evaluated with it.",
+    "is evaluated with it (with --model: f(solved model) -> the true cost of its decision).",
 )
 @click.option(
     "--decision-budget",
@@ -165,6 +180,7 @@ def history_paths(output: Path) -> tuple[Path, Path, Path]:
     help="Largest worsening of the true value at the argmin (needs --evaluate).",
 )
 @click.option("--resume", is_flag=True, help="Continue from the last checkpoint in --output-dir.")
+@DTYPE
 @FORCE
 @QUIET
 @_say_what_was_kept
@@ -175,6 +191,7 @@ def refine(
     targets: int,
     spec: str,
     gap_method: str,
+    ball: float | None,
     lam: float,
     rounds: int,
     epochs: int,
@@ -189,35 +206,48 @@ def refine(
     loss_reference: str,
     fixed_lam: bool,
     holdout: float,
+    user_model: str | None,
     evaluate: str | None,
     decision_budget: float | None,
     resume: bool,
+    dtype: str | None,
     force: bool,
     quiet: bool,
 ) -> None:
-    """Train MODEL toward an easier MILP; write checkpoints and a history."""
+    """Train MODEL toward an easier MILP; write checkpoints and a history.
+
+    OUTPUT keeps MODEL's float type unless --dtype says otherwise (the checkpoints are
+    float64, exactly the networks their rounds measured).
+    """
     from ..onnx import read_onnx
-    from ..plots import plot_history
+    from ..onnx.write import source_dtype
     from ..refinement import refine as run_refine
 
     try:
-        regularizer = parse_regularizer(spec, sense, gap_method)
+        regularizer = parse_regularizer(spec, sense, gap_method, ball=ball)
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="'--regularizer'") from None
     output_dir = _rounds_dir(output, output_dir)
     kept = [*output_dir.glob("round_*.onnx"), output_dir / HISTORY_FILE] if resume else []
     check_outputs(
-        [output, *history_paths(output)], [*input_files(model), data, *kept], force or resume
+        [output, *history_paths(output)],
+        [*input_files(model), data, *kept],
+        force or resume,
+        folders=[output_dir],
     )
     if decision_budget is not None and evaluate is None:
         raise click.UsageError("--decision-budget needs --evaluate")
-    try:
-        true_function = load_true_function(evaluate) if evaluate is not None else None
-    except ValueError as exc:
-        raise click.BadParameter(str(exc), param_hint="'--evaluate'") from None
+    true_function, build = (
+        _user_function(spec, option)
+        for spec, option in ((evaluate, "--evaluate"), (user_model, "--model"))
+    )
     X, y = read_data(data, targets)
     network = read_onnx(model)
-    box = cli_box(network, input_bounds, X)
+    dtype = dtype or source_dtype(model)
+    if build is None:
+        box = cli_box(network, input_bounds, X)
+    else:  # the hull of the model's copies, unless given
+        box = None if input_bounds is None else cli_box(network, input_bounds)
     budget = None if fixed_lam or regularizer is None else loss_budget  # no lambda to tune
     validation = None
     if budget is not None and holdout > 0:
@@ -241,6 +271,7 @@ def refine(
                 loss_reference=loss_reference,
                 evaluate=true_function,
                 decision_budget=decision_budget,
+                model=build,
                 resume=resume,
                 overwrite=force,
                 progress=not quiet,
@@ -250,25 +281,61 @@ def refine(
             )
     except KeyboardInterrupt:
         raise Interrupted(_what_was_kept(output_dir, rounds)) from None
-    chosen = result.checkpoints[-1]
-    if result.chosen_round is not None:
-        chosen = checkpoint_path(output_dir, result.chosen_round)
-    atomic_write(output, lambda tmp: shutil.copyfile(chosen, tmp))
+    written = _write_outputs(result, output, output_dir, dtype)
+    reference = "MODEL's" if loss_reference == "start" else "the unregularized training's"
+    for line in _summary(result, reference):
+        click.echo(line)
+    click.echo(f"wrote {', '.join(written)}")
+
+
+def _user_function(spec: str | None, option: str):
+    """The user's function named by ``option`` (None if not given); a usage error if it
+    cannot be loaded."""
+    try:
+        return load_callable(spec) if spec is not None else None
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint=f"'{option}'") from None
+
+
+def _write_outputs(result, output: Path, output_dir: Path, dtype: str) -> list[str]:
+    """The chosen round's checkpoint (the last round's without a budget) as OUTPUT in
+    ``dtype``, and the history beside it (JSON, CSV, PNG); returns what was written."""
+    from ..onnx import read_onnx, write_onnx
+    from ..plots import plot_history
+
+    chosen = result.history.last["round"] if result.chosen_round is None else result.chosen_round
+    write_onnx(read_onnx(checkpoint_path(output_dir, chosen)), output, overwrite=True, dtype=dtype)
     json_path, csv_path, png_path = history_paths(output)
     result.history.save(json_path)
     result.history.save(csv_path)
     plot_history(result.history.rows, png_path)
-    first, last = result.history.rows[0], result.history.rows[-1]
-    click.echo(
-        f"rounds {first['round']}..{last['round']} ({result.stopped_by}): unstable "
-        f"{first['unstable']} -> {last['unstable']}, LP gap {_number(first['lp_gap'])} -> "
-        f"{_number(last['lp_gap'])}"
+    return [str(output), json_path.name, csv_path.name, png_path.name]
+
+
+def _summary(result, reference: str) -> list[str]:
+    """What refine prints: the rounds run and the figures of the output beside MODEL's (the
+    output is the chosen round's network, not the last round's)."""
+    rows = result.history.rows
+    start, last = rows[0], rows[-1]
+    done = f"rounds 0..{last['round']} ({result.stopped_by})"
+    if result.chosen_round is None:
+        return [
+            f"{done}: unstable {start['unstable']} -> {last['unstable']}, LP gap "
+            f"{_number(start['lp_gap'])} -> {_number(last['lp_gap'])}; the output is the last round"
+        ]
+    out = rows[result.chosen_round]
+    figures = (
+        f"unstable {out['unstable']}, LP gap {_number(out['lp_gap'])}, held-out loss "
+        f"{_number(out['loss_ratio'])}x {reference}"
     )
-    if result.chosen_round is not None:
-        row = result.history.rows[result.chosen_round]
-        click.echo(
-            f"output is {result.chosen_because}: unstable {row['unstable']}, LP gap "
-            f"{_number(row['lp_gap'])}, held-out loss {_number(row['loss_ratio'])}x "
-            + ("MODEL's" if loss_reference == "start" else "the unregularized training's")
-        )
-    click.echo(f"wrote {output}, {json_path.name}, {csv_path.name}, {png_path.name}")
+    if result.chosen_round == 0:
+        return [
+            f"{done}: no round improved on the start within the budget; the output is "
+            f"MODEL's own network (round 0): {figures}",
+            f"({result.chosen_because})",
+        ]
+    return [
+        f"{done}: unstable {start['unstable']} -> {out['unstable']}, LP gap "
+        f"{_number(start['lp_gap'])} -> {_number(out['lp_gap'])} in the output",
+        f"output is {result.chosen_because}: {figures}",
+    ]

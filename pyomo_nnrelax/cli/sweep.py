@@ -147,15 +147,16 @@ def sweep(
     bar = progress_bar(len(configs), "sweep", "run", show=not quiet)
     try:
         with stdout_to_stderr():
-            rows = run_sweep(configs, executor, progress=lambda row: bar.update(1))
+            try:
+                rows = run_sweep(configs, executor, progress=lambda row: bar.update(1))
+            finally:
+                close()
+                bar.close()  # as Ctrl-C propagates: the bar makes way for the one line below
     except KeyboardInterrupt:
         raise Interrupted(
             f"interrupted; nothing was written ({output} and {png.name} are written once "
             "every run has finished); run the command again"
         ) from None
-    finally:
-        close()
-        bar.close()
     written: list[str] = []
     try:
         save_rows(rows, output)

@@ -8,6 +8,7 @@ import click
 
 from ..progress import progress_bar
 from .common import (
+    DTYPE,
     FORCE,
     INPUT_BOUNDS,
     MODEL,
@@ -42,6 +43,7 @@ from .common import (
     show_default=True,
     help="Absolute outward rounding of every solved bound.",
 )
+@DTYPE
 @FORCE
 @QUIET
 def tighten(
@@ -51,39 +53,54 @@ def tighten(
     time_limit: float | None,
     input_bounds,
     rounding: float,
+    dtype: str | None,
     force: bool,
     quiet: bool,
 ) -> None:
-    """Tighten the bounds of MODEL; write them into the metadata of OUTPUT."""
+    """Tighten the bounds of MODEL; write them into the metadata of OUTPUT.
+
+    OUTPUT keeps MODEL's float type unless --dtype says otherwise; its bounds are those of
+    the weights it holds (rounded to float32 first where MODEL's folded weights need it).
+    """
     from ..bounds import interval_bounds
     from ..lp.tightening import tighten_bounds
     from ..onnx import read_onnx, write_onnx
+    from ..onnx.write import as_written, source_dtype
 
     check_outputs([output], input_files(model), force)
-    network = read_onnx(model)
+    read = read_onnx(model)
+    dtype = dtype or source_dtype(model)
+    network = as_written(read, dtype)  # before the work: the bounds are the output's weights'
     box = cli_box(network, input_bounds)
     start = interval_bounds(network, box)
     bar = progress_bar(len(network.layers), f"tighten ({method})", "layer", show=not quiet)
     try:
         with stdout_to_stderr():
-            tight = tighten_bounds(
-                network,
-                start,
-                method,
-                time_limit=time_limit,
-                rounding=rounding,
-                progress=lambda layer, _: bar.update(layer + 1 - bar.n),
-            )
+            try:
+                tight = tighten_bounds(
+                    network,
+                    start,
+                    method,
+                    time_limit=time_limit,
+                    rounding=rounding,
+                    progress=lambda layer, _: bar.update(layer + 1 - bar.n),
+                )
+            finally:
+                bar.close()  # as Ctrl-C propagates: the bar makes way for the one line below
     except KeyboardInterrupt:
         raise Interrupted(
             f"interrupted; nothing was written ({output} is written once every layer is "
             "tightened); run the command again"
         ) from None
-    finally:
-        bar.close()
-    write_onnx(network.with_input_bounds(*box), output, bounds=tight, overwrite=True)
+    write_onnx(network.with_input_bounds(*box), output, bounds=tight, overwrite=True, dtype=dtype)
     click.echo(
         f"unstable neurons: {start.unstable_count(network)} (interval) -> "
         f"{tight.unstable_count(network)} ({tight.method})"
     )
+    if network != read:
+        click.echo(
+            f"rounded the weights to {dtype}, the type of {output.name}, before tightening "
+            "(folding MODEL's layers made some of them float64): the bounds hold for the "
+            "rounded weights; --dtype float64 keeps them exact"
+        )
     click.echo(f"wrote {output}")

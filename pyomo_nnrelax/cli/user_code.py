@@ -1,5 +1,5 @@
 """The user's own Python code named on the command line: ``MODULE:NAME`` or ``FILE.py:NAME``
-(``nnrelax refine --evaluate truth.py:f``)."""
+(``nnrelax refine --evaluate truth.py:f``; what it returns is checked where it is called)."""
 
 from __future__ import annotations
 
@@ -7,8 +7,6 @@ import importlib
 import importlib.util
 from collections.abc import Callable
 from pathlib import Path
-
-import numpy as np
 
 
 def load_callable(spec: str) -> Callable:
@@ -33,28 +31,11 @@ def load_callable(spec: str) -> Callable:
             loader.loader.exec_module(module)
         else:
             module = importlib.import_module(module_name)
-    except ImportError as exc:
-        raise ValueError(f"{spec!r}: cannot import {module_name} ({exc})") from None
+    except Exception as exc:  # the user's module failed to load (ImportError, SyntaxError, ...)
+        raise ValueError(
+            f"{spec!r}: cannot import {module_name} ({type(exc).__name__}: {exc})"
+        ) from None
     function = getattr(module, name, None)
     if not callable(function):
         raise ValueError(f"{spec!r}: {module_name} has no function {name!r}")
     return function
-
-
-def load_true_function(spec: str) -> Callable[[np.ndarray], float]:
-    """The user's true function ``f(x)`` named by ``spec`` (:func:`load_callable`), as a
-    callable that returns one float at one input point (``--evaluate``).
-
-    >>> f = load_true_function("pyomo_nnrelax.experiments.functions:himmelblau")
-    >>> f(np.array([3.0, 2.0]))
-    0.0
-    """
-    function = load_callable(spec)
-
-    def at_point(x: np.ndarray) -> float:
-        value = np.asarray(function(np.asarray(x, dtype=np.float64)), dtype=np.float64)
-        if value.size != 1:
-            raise ValueError(f"{spec} returned {value.size} values at one point, not one number")
-        return float(value.reshape(-1)[0])
-
-    return at_point

@@ -170,8 +170,8 @@ class RecourseResult:
     """One solve of the recourse MILP.
 
     ``cost`` is the best assignment's cost (the optimum when ``optimal``; at a time limit the
-    incumbent, an upper bound on ``Q``), ``bound`` HiGHS's proven lower bound, ``served`` the
-    facility of each customer (-1: unserved).
+    incumbent, an upper bound on ``Q``), ``bound`` HiGHS's proven lower bound (``-inf`` when
+    it proved none), ``served`` the facility of each customer (-1: unserved).
     """
 
     cost: float
@@ -250,19 +250,19 @@ def recourse_cost(
     result = highs.solve()
     seconds = time.perf_counter() - start
     n_c = instance.n_customers
+    bound = result.bound if math.isfinite(result.bound) else -math.inf
     if result.x is None:
         if "time limit" not in result.status.lower():  # unserved is feasible: HiGHS failed
             raise SolverError(
                 f"HiGHS returned no assignment for the recourse MILP: {result.status}"
             )
         cost = instance.all_unserved_cost(check_demand(instance, demand))  # a feasible point
-        return RecourseResult(cost, result.bound, False, seconds, np.full(n_c, -1))
+        return RecourseResult(cost, bound, False, seconds, np.full(n_c, -1))
     open_ = np.flatnonzero(check_decision(instance, y))
     x = np.round(result.x[: open_.size * n_c]).reshape(open_.size, n_c)
     served = np.full(n_c, -1)
     rows, cols = np.nonzero(x > 0.5)
     served[cols] = open_[rows]
-    bound = result.bound if math.isfinite(result.bound) else -math.inf
     return RecourseResult(float(result.objective), bound, result.optimal, seconds, served)
 
 

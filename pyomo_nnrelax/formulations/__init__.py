@@ -137,7 +137,7 @@ def network_model(
         z_cols = builder.add_vars(z_name, *z_bounds, layer=z_layer)
         builder.add_rows(
             "affine",
-            [(z_cols, np.ones(layer.n_out)), (h_cols, -layer.weight)],
+            [(z_cols, np.ones(layer.n_out)), (h_cols, -layer.weight)],  # dense or sparse
             layer.bias,
             layer.bias,
             layer=l,

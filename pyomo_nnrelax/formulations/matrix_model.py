@@ -14,6 +14,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .. import matrices
+
 Key = tuple[str, "int | None"]
 """A group's name and the layer it belongs to (``None`` for the network's inputs/outputs)."""
 
@@ -137,15 +139,22 @@ class MatrixModelBuilder:
         """Add ``k`` rows ``lower <= sum of terms <= upper``; returns their positions.
 
         Each term is ``(cols, coefs)``: with ``coefs`` of shape (k,), row ``i`` gets
-        ``coefs[i] * x[cols[i]]``; with shape (k, m), row ``i`` gets ``coefs[i] @ x[cols]``.
-        Zero coefficients are dropped.
+        ``coefs[i] * x[cols[i]]``; with a dense or sparse matrix of shape (k, m), row ``i``
+        gets ``coefs[i] @ x[cols]`` (a sparse matrix adds its stored entries only).  Zero
+        coefficients are dropped.
         """
-        k = len(terms[0][1])
+        k = terms[0][1].shape[0]
         lower = np.broadcast_to(np.asarray(lower, dtype=np.float64), (k,)).copy()
         upper = np.broadcast_to(np.asarray(upper, dtype=np.float64), (k,)).copy()
         row_ids = self._n_rows + np.arange(k)
         for cols, coefs in terms:
             cols = np.asarray(cols, dtype=np.int64)
+            if matrices.is_sparse(coefs):
+                csr = matrices.as_matrix(coefs)
+                r, c, v = row_ids[matrices.entry_rows(csr)], cols[csr.indices], csr.data
+                keep = v != 0.0
+                self._entries.append((r[keep], c[keep], v[keep]))
+                continue
             coefs = np.asarray(coefs, dtype=np.float64)
             if coefs.ndim == 1:
                 r, c, v = row_ids, np.broadcast_to(cols, (k,)), coefs

@@ -33,7 +33,9 @@ from dataclasses import dataclass
 from functools import partial
 
 import numpy as np
+from scipy import sparse
 
+from .. import matrices
 from ..bounds import affine_interval, unstable_relus
 from ..network import Layer
 from ..options import SPLIT_STRATEGIES, check_option
@@ -47,13 +49,13 @@ class _Partition:
 
     ``unstable`` are the neuron indices; ``owner[r]`` is the position (in ``unstable``) of
     the neuron of ``p``-row ``r`` and ``slot[r]`` its group number ``k``; ``weights[r]`` is
-    the neuron's weight row restricted to ``S_k`` (zeros elsewhere), so ``v = weights @ h``.
+    the neuron's weight row restricted to ``S_k`` (a sparse matrix: ``v = weights @ h``).
     """
 
     unstable: np.ndarray
     owner: np.ndarray
     slot: np.ndarray
-    weights: np.ndarray
+    weights: sparse.csr_array
 
 
 def split_inputs(
@@ -98,15 +100,22 @@ def _partition(
     start values of a layer agree.
     """
     unstable = np.flatnonzero(unstable_relus(layer, *z_bounds))
-    groups = np.array(
-        [split_inputs(layer.weight[j], n_partitions, strategy, (seed, j)) for j in unstable],
-        dtype=np.int64,
-    ).reshape(unstable.size, layer.n_in)
-    counts = groups.max(axis=1, initial=-1) + 1
+    counts, triplets = np.zeros(unstable.size, dtype=np.int64), []
+    for i, j in enumerate(unstable):
+        row = matrices.dense_row(layer.weight, j)
+        groups = split_inputs(row, n_partitions, strategy, (seed, j))
+        inputs = np.flatnonzero(groups >= 0)
+        counts[i] = groups.max(initial=-1) + 1
+        triplets.append((groups[inputs], inputs, row[inputs]))
     owner = np.repeat(np.arange(unstable.size), counts)
     slot = np.concatenate([np.arange(c) for c in counts] or [np.zeros(0, np.int64)])
-    in_group = groups[owner] == slot[:, None]
-    weights = np.where(in_group, layer.weight[unstable][owner], 0.0)
+    first = np.concatenate([[0], np.cumsum(counts)[:-1]]).astype(np.int64)
+    p_rows = np.concatenate([first[i] + g for i, (g, _, _) in enumerate(triplets)] or [[]])
+    cols = np.concatenate([c for _, c, _ in triplets] or [[]])
+    values = np.concatenate([v for _, _, v in triplets] or [[]])
+    order = np.lexsort((cols, p_rows))
+    shape = (owner.size, layer.n_in)
+    weights = matrices.from_entries(shape, p_rows[order], cols[order], values[order])
     return _Partition(unstable, owner, slot, weights)
 
 
@@ -150,7 +159,7 @@ def partition_relu(
     )
     builder.add_rows(
         "partition_inactive",
-        [(active, -b), (h_cols, layer.weight[u]), *minus_p],
+        [(active, -b), (h_cols, matrices.select_rows(layer.weight, u)), *minus_p],
         -np.inf,
         -b,
         layer_index,

@@ -26,8 +26,10 @@ from dataclasses import dataclass
 import highspy
 import numpy as np
 
+from .. import matrices
 from ..bounds import NetworkBounds, affine_interval
 from ..formulations.matrix_model import MatrixModel
+from ..matrices import Matrix
 from ..network import Network
 from ..parallel import available_cpus, gather
 from .highs import HighsModel
@@ -90,19 +92,22 @@ class ProjectedLP(MatrixModel):
 
 
 class _Rows:
-    """Rows collected block by block: every row of a block has the same columns' count."""
+    """Rows collected block by block, each block given as CSR pieces."""
 
     def __init__(self) -> None:
         self.count = 0
+        self.lengths: list[np.ndarray] = []
         self.cols: list[np.ndarray] = []
         self.vals: list[np.ndarray] = []
         self.lower: list[np.ndarray] = []
         self.upper: list[np.ndarray] = []
 
-    def add(self, cols: np.ndarray, vals: np.ndarray, lower, upper) -> np.ndarray:
-        """Append ``len(cols)`` rows (``cols``/``vals`` of shape (rows, entries)) with bounds
-        ``lower``/``upper`` (one per row); their indices."""
-        n = cols.shape[0]
+    def add(self, block: tuple[np.ndarray, np.ndarray, np.ndarray], lower, upper) -> np.ndarray:
+        """Append the rows of ``block = (lengths, cols, vals)`` (entries per row, then every
+        row's columns and values in order) with bounds ``lower``/``upper``; their indices."""
+        lengths, cols, vals = block
+        n = lengths.size
+        self.lengths.append(lengths)
         self.cols.append(cols)
         self.vals.append(vals)
         self.lower.append(lower)
@@ -114,7 +119,7 @@ class _Rows:
         self, col_lower: np.ndarray, col_upper: np.ndarray, layers: tuple[LayerRows, ...]
     ) -> ProjectedLP:
         """The rows collected so far over columns with these bounds."""
-        lengths = np.concatenate([np.full(c.shape[0], c.shape[1]) for c in self.cols] or [[]])
+        lengths = np.concatenate(self.lengths or [np.zeros(0, np.int64)])
         return ProjectedLP(
             col_lower,
             col_upper,
@@ -122,8 +127,8 @@ class _Rows:
             np.concatenate(self.lower or [np.empty(0)]).astype(np.float64),
             np.concatenate(self.upper or [np.empty(0)]).astype(np.float64),
             np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64),
-            np.concatenate([c.ravel() for c in self.cols] or [[]]).astype(np.int64),
-            np.concatenate([v.ravel() for v in self.vals] or [[]]).astype(np.float64),
+            np.concatenate(self.cols or [[]]).astype(np.int64),
+            np.concatenate(self.vals or [[]]).astype(np.float64),
             {},
             {},
             layers,
@@ -142,13 +147,27 @@ def unstable_slope(lower: np.ndarray, upper: np.ndarray, kind: np.ndarray) -> np
     return np.where(kind == 0, upper / width, 0.0)
 
 
-def output_rows(cols: np.ndarray, prev_cols: np.ndarray, coef: np.ndarray):
-    """Entries of the rows ``h_j - coef_j @ h_prev``: one row per entry of ``cols``."""
-    all_cols = np.empty((cols.size, prev_cols.size + 1), dtype=np.int64)
-    all_cols[:, 0], all_cols[:, 1:] = cols, prev_cols
-    values = np.empty(all_cols.shape)
-    values[:, 0], values[:, 1:] = 1.0, -coef
-    return all_cols, values
+def matrix_rows(prev_cols: np.ndarray, coef: Matrix, sign: float = 1.0):
+    """The rows ``sign * coef @ h_prev`` as CSR pieces ``(lengths, cols, vals)``: every entry
+    of a dense ``coef`` (zeros too, so that a row keeps its layout as weights move), the
+    stored entries of a sparse one."""
+    if matrices.is_sparse(coef):
+        return np.diff(coef.indptr), prev_cols[coef.indices], sign * coef.data
+    k = coef.shape[0]
+    return np.full(k, prev_cols.size), np.tile(prev_cols, k), sign * coef.reshape(-1)
+
+
+def output_rows(cols: np.ndarray, prev_cols: np.ndarray, coef: Matrix):
+    """The rows ``h_j - coef_j @ h_prev`` as CSR pieces: one row per entry of ``cols``."""
+    lengths, inner_cols, inner_vals = matrix_rows(prev_cols, coef, -1.0)
+    starts = (np.cumsum(lengths + 1) - (lengths + 1)).astype(np.int64)
+    total = int(lengths.sum()) + cols.size
+    all_cols, values = np.empty(total, dtype=np.int64), np.empty(total)
+    head = np.zeros(total, dtype=bool)
+    head[starts] = True
+    all_cols[head], values[head] = cols, 1.0
+    all_cols[~head], values[~head] = inner_cols, inner_vals
+    return lengths + 1, all_cols, values
 
 
 def projected_lp(network: Network, bounds: NetworkBounds) -> ProjectedLP:
@@ -169,18 +188,18 @@ def projected_lp(network: Network, bounds: NetworkBounds) -> ProjectedLP:
         if l > 0:
             prev = layers[-1].col
             prev_cols = prev[prev >= 0]
-            W = layer.weight[:, prev >= 0]
+            W = matrices.select_columns(layer.weight, prev >= 0)
             b = layer.bias
             # rows h - W h_prev (= or >=) b of kept neurons, then h - s W h_prev <= s (b - L)
             unstable = np.flatnonzero(kind == 0)
             j = np.concatenate([kept, unstable])
-            coef = W[j]
-            coef[kept.size :] *= slope[unstable, None]
+            factor = np.concatenate([np.ones(kept.size), slope[unstable]])
+            coef = matrices.scale_rows(matrices.select_rows(W, j), factor)
             row_lo = np.concatenate([b[kept], np.full(unstable.size, -np.inf)])
             row_hi = np.concatenate(
                 [np.where(kind[kept] == 0, np.inf, b[kept]), slope[unstable] * (b - lo)[unstable]]
             )
-            index = rows.add(*output_rows(col[j], prev_cols, coef), row_lo, row_hi)
+            index = rows.add(output_rows(col[j], prev_cols, coef), row_lo, row_hi)
             affine[kept], upper[unstable] = index[: kept.size], index[kept.size :]
             reach_lo, reach_hi = affine_interval(W, col_lower[l - 1], col_upper[l - 1])
             implied = (reach_lo + b >= lo - FEASIBILITY_TOLERANCE) & (
@@ -188,8 +207,8 @@ def projected_lp(network: Network, bounds: NetworkBounds) -> ProjectedLP:
             )
             j = np.flatnonzero((kind == -1) & ~implied)
             if j.size:
-                cols = np.broadcast_to(prev_cols, (j.size, prev_cols.size))
-                range_[j] = rows.add(cols, W[j], lo[j] - b[j], hi[j] - b[j])
+                block = matrix_rows(prev_cols, matrices.select_rows(W, j))
+                range_[j] = rows.add(block, lo[j] - b[j], hi[j] - b[j])
         layers.append(LayerRows(kind, col, affine, upper, range_, slope))
     return rows.model(np.concatenate(col_lower), np.concatenate(col_upper), tuple(layers))
 
@@ -200,7 +219,7 @@ def first_layer_boxes(
     """``z`` of the first layer at each row of ``X`` (clipped to its bounds), its outputs'
     column bounds, and which samples are feasible (``z`` within its bounds)."""
     layer, lo, hi = network.layers[0], bounds.lower[0], bounds.upper[0]
-    z = X @ layer.weight.T + layer.bias
+    z = matrices.times_transpose(X, layer.weight) + layer.bias
     feasible = np.all((z >= lo - FEASIBILITY_TOLERANCE) & (z <= hi + FEASIBILITY_TOLERANCE), axis=1)
     z = np.clip(z, lo, hi)
     kept = rows.kind >= 0
@@ -352,7 +371,11 @@ def gradients(
         h[:, kept] = solved.x[:, rows.col[kept]]
         d = np.zeros((n, layer.n_out))
         d[:, kept] = solved.col_dual[:, rows.col[kept]]
-        z = np.where(ok, z0, 0.0) if l == 0 else h_prev @ layer.weight.T + layer.bias
+        z = (
+            np.where(ok, z0, 0.0)
+            if l == 0
+            else matrices.times_transpose(h_prev, layer.weight) + layer.bias
+        )
         if l == 0:
             col_lo = np.zeros((n, layer.n_out))
             col_hi = np.zeros((n, layer.n_out))

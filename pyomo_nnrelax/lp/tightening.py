@@ -16,6 +16,7 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
+from .. import matrices
 from ..bounds import NetworkBounds, interval_bounds, layer_interval, unstable_relus
 from ..formulations.bigm import bigm_model
 from ..formulations.matrix_model import MatrixModel
@@ -161,9 +162,8 @@ def _copies(layer: Layer, exact: np.ndarray) -> np.ndarray:
     """Neurons of ``layer`` that read at most one input, whose bounds are already as tight as
     the method makes them (``exact``): their interval bounds need no solve (the neurons a
     skip connection is carried by, the copies a LeakyReLU or a clip makes)."""
-    reads = layer.weight != 0.0
-    single = reads.sum(axis=1) <= 1
-    return single & ~(reads & ~exact).any(axis=1)
+    single = matrices.row_nonzeros(layer.weight) <= 1
+    return single & (matrices.row_nonzeros(layer.weight, columns=~exact) == 0)
 
 
 def _to_tighten(layer: Layer, lower: np.ndarray, upper: np.ndarray, skip: np.ndarray):

@@ -46,11 +46,16 @@ def _sloped(node: Node, state: ReadState, z: Affine, slope: np.ndarray) -> list[
     relu = z if relu_at.size == flat.size else z.take(relu_at)
     lin = z if lin_at.size == flat.size else z.take(lin_at)
     r, l = close_layer(state, [(relu, True), (lin, False)])
-    width = r.coef.shape[-1]
-    coef = np.zeros((flat.size, width))
-    coef[relu_at] += (1.0 - flat[relu_at])[:, None] * r.coef.reshape(-1, width)
-    coef[lin_at] += flat[lin_at][:, None] * l.coef.reshape(-1, width)
-    return [Affine(coef.reshape(*z.shape, width))]
+    terms = [(1.0 - flat, _placed(r, relu_at, flat.size)), (flat, _placed(l, lin_at, flat.size))]
+    return [linear_sum(terms).reshaped(z.shape)]
+
+
+def _placed(value: Affine, at: np.ndarray, n: int) -> Affine:
+    """A 1-D value of ``n`` entries holding ``value``'s entries at positions ``at``, zeros
+    elsewhere."""
+    where = np.full(n, -1, dtype=np.int64)
+    where[at] = np.arange(at.size)
+    return value.take(where)
 
 
 def read_leaky_relu(node: Node, state: ReadState) -> list[Value]:

@@ -1,8 +1,9 @@
 """Affine ops on data tensors, folded into the pending layer: Add/Sub/Mul/Div with a broadcast
 constant (input normalisation) or of data tensors (skip connections), Sum, Mean, Concat, Neg,
-Gemm and MatMul with a constant (weights that are initializers keep their parameter numbers,
-:mod:`.values`), inference-mode BatchNormalization, and the reductions ReduceSum, ReduceMean
-(rows of the map) and ReduceMax, ReduceMin (max trees of :mod:`.maxima`).
+Gemm and MatMul with a constant (weights and biases that are initializers keep their
+parameter numbers, :mod:`.tags`), inference-mode BatchNormalization, and the reductions
+ReduceSum, ReduceMean (rows of the map) and ReduceMax, ReduceMin (max trees of
+:mod:`.maxima`).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from .nodes import Node, ReadState, broadcast_operands, sample_const
 from .shapes import sample_axes
 from .values import (
     Affine,
+    OpMatrix,
     Value,
     apply_matrix,
     concatenate,
@@ -30,7 +32,8 @@ from .values import (
 
 # ---------------------------------------------------------------------- helpers
 def _moved(value: Affine, axis: int, to: int) -> Affine:
-    return value.apply(lambda a: np.moveaxis(a, axis, to))
+    """The value with its sample axis ``axis`` moved to ``to``."""
+    return value.rearranged(lambda a: np.moveaxis(a, axis, to))
 
 
 # ---------------------------------------------------------------------- elementwise
@@ -49,15 +52,42 @@ def _sum_of_data(node: Node, signs: list[float]) -> Affine:
     return scale_shift(linear_sum([(signs[i], v) for i, v in data]), 1.0, offset)
 
 
+#: Ops whose output an initializer added by the next node (Add, or Sub) is the bias of.
+BIASED_OPS = frozenset({"MatMul", "Gemm", "Conv", "ConvTranspose"})
+
+
+def _added_bias(node: Node, state: ReadState, data: Affine, data_first: bool) -> Affine | None:
+    """``data + b`` (Add) or ``+-(data - b)`` (Sub) where ``b`` is an initializer and the data
+    comes straight from a MatMul, Gemm, Conv or ConvTranspose: ``b`` is that op's bias, a
+    trainable parameter as Gemm's C is (None otherwise)."""
+    index = 1 if data_first else 0
+    if state.producers.get(node.proto.input[1 - index]) not in BIASED_OPS:
+        return None
+    k = node.const(index)
+    ids = state.param_ids(node, index, k.shape)
+    if ids is None:
+        return None
+    k, shape = sample_const(node, k, data.shape)
+    ids, _ = sample_const(node, ids, data.shape)
+    sign = -1.0 if node.proto.op_type == "Sub" else 1.0
+    data_sign, bias_sign = (1.0, sign) if data_first else (sign, 1.0)
+    bias = constant_value(k, data.n_in, ids)
+    return linear_sum([(data_sign, expand(data, shape)), (bias_sign, bias)])
+
+
 def read_elementwise(node: Node, state: ReadState) -> list[Value]:
     """Add, Sub (any operands: a skip connection adds two data tensors), Mul, Div with one
-    constant operand (e.g. input normalisation)."""
+    constant operand (e.g. input normalisation, or an op's bias: :func:`_added_bias`)."""
     op = node.proto.op_type
     if op in ("Add", "Sub") and all(isinstance(v, Affine) for v in node.inputs[:2]):
         return [_sum_of_data(node, [1.0, 1.0 if op == "Add" else -1.0])]
     if op == "Div" and isinstance(node.inputs[1], Affine):
         raise node.unsupported("dividing by a data-dependent tensor is not affine")
     data, k, data_first = node.data_and_const()
+    if op in ("Add", "Sub"):
+        biased = _added_bias(node, state, data, data_first)
+        if biased is not None:
+            return [biased]
     if op == "Div" and np.any(k == 0):
         raise InvalidNetworkError(f"node '{node.label}' (Div): division by zero")
     k, shape = sample_const(node, k, data.shape)
@@ -125,19 +155,23 @@ def read_gemm(node: Node, state: ReadState) -> list[Value]:
             f"input B of shape {b.shape} does not match data of width {data.shape[0]}"
         )
     alpha = node.attr("alpha", 1.0)
-    out = apply_matrix(data, alpha * b.T, None if ids is None else ids.T, np.full(b.T.shape, alpha))
+    params = None if ids is None else ids.T
+    out = apply_matrix(data, OpMatrix(b.T.shape, alpha * b.T, params, np.full(b.T.shape, alpha)))
     if len(node.inputs) > 2 and node.inputs[2] is not None:
         c = node.const(2)
         if c.ndim == 2 and c.shape[0] != 1:
             raise node.unsupported(f"bias C of shape {c.shape} varies along the batch dimension")
         try:
-            out.coef[:, -1] += node.attr("beta", 1.0) * np.broadcast_to(
-                c.reshape(-1) if c.ndim else c, (b.shape[1],)
-            )
+            bias = np.broadcast_to(c.reshape(-1) if c.ndim else c, (b.shape[1],))
         except ValueError:
             raise node.mismatch(
                 f"bias C of shape {c.shape} does not match {b.shape[1]} outputs"
             ) from None
+        ids = state.param_ids(node, 2, c.shape)
+        if ids is not None:
+            ids = np.broadcast_to(ids.reshape(-1) if c.ndim else ids, bias.shape)
+        beta = node.attr("beta", 1.0)
+        out = linear_sum([(1.0, out), (1.0, constant_value(beta * bias, out.n_in, ids, beta))])
     return [out]
 
 
@@ -153,16 +187,15 @@ def read_matmul(node: Node, state: ReadState) -> list[Value]:
                 f"data of sample shape {data.shape} cannot multiply a {k.shape} matrix"
             )
         k2, ids2 = (k[:, None], None if ids is None else ids[:, None]) if k.ndim == 1 else (k, ids)
-        moved = _moved(data, -2, 0)
-        out = apply_matrix(moved, k2.T, None if ids2 is None else ids2.T, np.ones(k2.T.shape))
-        out = _moved(out, 0, -2)
+        op = OpMatrix(k2.T.shape, k2.T, None if ids2 is None else ids2.T, np.ones(k2.T.shape))
+        out = _moved(apply_matrix(_moved(data, -1, 0), op), 0, -1)
         return [out.reshaped(out.shape[:-1]) if k.ndim == 1 else out]
     if len(data.shape) < 2 or k.ndim == 1:
         raise node.unsupported("constant @ data multiplies across the batch dimension for 2-D data")
     if data.shape[-2] != k.shape[-1]:
         raise node.mismatch(f"a {k.shape} matrix cannot multiply data of sample shape {data.shape}")
-    out = apply_matrix(_moved(data, -3, 0), k, ids, np.ones(k.shape))
-    return [_moved(out, 0, -3)]
+    out = apply_matrix(_moved(data, -2, 0), OpMatrix(k.shape, k, ids, np.ones(k.shape)))
+    return [_moved(out, 0, -2)]
 
 
 # ---------------------------------------------------------------------- normalisation, shapes
@@ -203,12 +236,11 @@ def read_reduce(node: Node, state: ReadState) -> list[Value]:
         shape = [d for a, d in enumerate(data.shape) if a not in axes]
     op = node.proto.op_type
     if op in ("ReduceMax", "ReduceMin"):
-        moved = data.apply(lambda a: np.transpose(a, [*kept, *axes, rank - 1]))
+        moved = data.rearranged(lambda a: np.transpose(a, [*kept, *axes]))
         rows = moved.reshaped((prod(data.shape) // size, size))
         return [maxima.row_extreme(state, rows, op == "ReduceMin").reshaped(tuple(shape))]
     factor = 1.0 / size if op == "ReduceMean" else 1.0
-    moved = data.apply(lambda a: np.transpose(a, [*axes, *kept, rank - 1]))
-    out = apply_matrix(
-        moved.reshaped((size, *(data.shape[a] for a in kept))), np.full((1, size), factor)
-    )
+    moved = data.rearranged(lambda a: np.transpose(a, [*axes, *kept]))
+    rows = moved.reshaped((size, *(data.shape[a] for a in kept)))
+    out = apply_matrix(rows, OpMatrix((1, size), np.full((1, size), factor)))
     return [out.reshaped(tuple(shape))]

@@ -1,5 +1,6 @@
 """Closing a layer: the pending affine map becomes a :class:`~pyomo_nnrelax.network.Layer`
-(with its :class:`~pyomo_nnrelax.ties.WeightTie`) when a nonlinear op is read.
+(with the :class:`~pyomo_nnrelax.ties.WeightTie` of its weight and of its bias, and the
+:class:`~.origin.LayerOrigin` of its entries) when a nonlinear op is read.
 
 A nonlinear op closes the pending layer (:func:`close_layer`): the layer's rows are the op's
 rows followed by every other data value a later node still needs (carried as linear neurons),
@@ -12,39 +13,84 @@ from math import prod
 
 import numpy as np
 
+from .. import matrices
 from ..network import Layer
 from ..ties import WeightTie
+from .memory import reserve
 from .nodes import ReadState
-from .values import FIXED, FREE, Affine, concatenate, selection
+from .origin import EntryOrigin, LayerOrigin
+from .tags import FIXED, FREE
+from .values import Affine, concatenate, selection
+
+#: Bytes per entry of a dense layer's tie (index, mult, fixed, offset and what the tie
+#: gathers once) and origin (parameter, factor, offset, column), while it is built.
+DENSE_TIE_BYTES = 96
 
 
-def layer_tie(src: np.ndarray, mult: np.ndarray, weight: np.ndarray) -> WeightTie | None:
-    """A layer's tie from the tags of its ``weight`` (2-D ``src`` and ``mult``, see the module
-    docstring): parameters renumbered 0, 1, ... in order of first appearance, each free entry
-    a parameter of its own, fixed entries keeping their values; None if every entry is its
-    own parameter (a dense layer)."""
-    flat = src.reshape(-1)
-    used = flat != FIXED
-    keys = np.where(flat == FREE, -3 - np.arange(flat.size), flat)[used]
-    _, first, inverse = np.unique(keys, return_index=True, return_inverse=True)
-    rank = np.empty(first.size, dtype=np.int64)
-    rank[np.argsort(first, kind="stable")] = np.arange(first.size)
-    index = np.full(flat.size, FIXED, dtype=np.int64)
-    index[used] = rank[inverse.reshape(-1)]
-    if used.all() and first.size == flat.size:
+def _renumbered(src: np.ndarray, mult: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """A tie's ``index`` and ``mult`` from the tags of stored coefficients (see
+    :mod:`.tags`): parameters renumbered 0, 1, ... in order of first appearance, each free
+    coefficient a parameter of its own, fixed ones -1."""
+    used = np.flatnonzero(src != FIXED)
+    keys = src[used]
+    free = keys == FREE
+    keys[free] = keys.max(initial=-1) + 1 + np.arange(int(free.sum()))  # each one its own
+    order = np.arange(keys.size)
+    first = np.full(keys.max(initial=-1) + 1, keys.size)
+    np.minimum.at(first, keys, order)  # where each key first appears
+    first_of = first[keys]  # per coefficient, where its key first appears
+    rank = np.cumsum(first_of == order) - 1  # keys numbered as they first appear
+    index = np.full(src.size, FIXED, dtype=np.int64)
+    index[used] = rank[first_of]
+    return index, np.where(index != FIXED, np.where(src == FREE, 1.0, mult), 0.0)
+
+
+def _scattered(shape: tuple[int, int], at: tuple, values: np.ndarray, fill) -> np.ndarray:
+    """A dense array of ``shape`` with ``values`` at positions ``at``, ``fill`` elsewhere."""
+    out = np.full(shape, fill, dtype=values.dtype)
+    out[at] = values
+    return out
+
+
+def _tie(origin: EntryOrigin, fixed: np.ndarray, shape=None, at=None) -> WeightTie | None:
+    """The tie of entries of that origin (scattered to a dense ``shape`` at positions ``at``
+    when given), or None when every entry is its own parameter."""
+    index, mult = _renumbered(origin.ids, origin.mult)
+    offset = np.where(origin.ids >= 0, origin.offset, 0.0)
+    if shape is not None:
+        filled = ((index, FIXED), (mult, 0.0), (offset, 0.0))
+        index, mult, offset = (_scattered(shape, at, a, fill) for a, fill in filled)
+    if index.size and (index != FIXED).all() and index.max() + 1 == index.size:
         return None
-    mult = np.where(src == FREE, 1.0, mult).reshape(-1)
-    return WeightTie(index.reshape(src.shape), np.where(used, mult, 0.0).reshape(src.shape), weight)
+    return WeightTie(index, mult, fixed, offset)
 
 
-def make_layer(rows: Affine, activation) -> Layer:
-    """The layer whose neurons are the entries of ``rows`` (flattened), with its tie."""
-    weight, bias = rows.flat()
-    if rows.src is None:
-        tie = WeightTie(np.full(weight.shape, FIXED), np.zeros(weight.shape), weight)
+def make_layer(state: ReadState, rows: Affine, activation) -> None:
+    """Append to ``state.layers`` the layer whose neurons are the entries of ``rows``
+    (flattened), with its ties (and where its entries came from to ``state.origins``).
+
+    The weight holds the stored coefficients, sparse or dense as
+    :func:`~pyomo_nnrelax.matrices.choose_form` decides (a convolution sparse, a dense layer
+    dense); the tie is shaped like the layer's entries, or None when every entry is its own
+    parameter, and the bias's likewise.
+    """
+    shape = (rows.size, rows.n_in)
+    pattern = rows.matrix()
+    weights = EntryOrigin.of(rows.vals, *rows.tags(), state.read_values)
+    bias = EntryOrigin.of(rows.offset, *rows.offset_tags(), state.read_values)
+    weight = matrices.choose_form(pattern)
+    if matrices.is_sparse(weight):
+        tie = _tie(weights, matrices.entries(weight))
     else:
-        tie = layer_tie(rows.src.reshape(weight.shape), rows.mult.reshape(weight.shape), weight)
-    return Layer(weight, bias, activation, tie)
+        what = f"the tie of a dense layer of {shape[0]} x {shape[1]}"
+        reserve(DENSE_TIE_BYTES * weight.size, what)
+        at = (matrices.entry_rows(pattern), pattern.indices)
+        tie = _tie(weights, weight, shape, at)
+    layer = Layer(weight, rows.offset, activation, tie, _tie(bias, rows.offset))
+    stored = layer.weight if layer.is_sparse else pattern  # the layer's own copy: shared
+    origin = LayerOrigin(shape, stored.indptr, stored.indices, weights, bias, layer.relu_mask)
+    state.layers.append(layer)
+    state.origins.append(origin)
 
 
 def close_layer(state: ReadState, blocks: list[tuple[Affine, bool | np.ndarray]]) -> list[Affine]:
@@ -64,7 +110,7 @@ def close_layer(state: ReadState, blocks: list[tuple[Affine, bool | np.ndarray]]
 
     def place(value: Affine, relu) -> int:
         nonlocal n
-        parts.append(value.take(np.arange(prod(value.shape))))
+        parts.append(value.reshaped((prod(value.shape),)))
         masks.append(np.broadcast_to(relu, value.shape).reshape(-1))
         n += prod(value.shape)
         return n - prod(value.shape)
@@ -80,7 +126,7 @@ def close_layer(state: ReadState, blocks: list[tuple[Affine, bool | np.ndarray]]
             if id(value) not in placed:
                 placed[id(value)] = place(value, False)
             carried[name] = placed[id(value)]
-    state.layers.append(make_layer(concatenate(parts), np.concatenate(masks)))
+    make_layer(state, concatenate(parts), np.concatenate(masks))
     for name, offset in carried.items():
         state.values[name] = selection(offset, state.values[name].shape, n)
     return [selection(offset, value.shape, n) for offset, (value, _) in zip(offsets, blocks)]

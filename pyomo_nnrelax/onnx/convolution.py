@@ -2,10 +2,10 @@
 
 Conv, ConvTranspose (constant weights; any rank, strides, pads, auto_pad, dilations, groups,
 bias, output_padding, output_shape), AveragePool and GlobalAveragePool are affine maps built
-by :mod:`.index_maps` and folded into the pending layer; a Conv weight that is a graph
-initializer is tagged with its parameter numbers, so the closed layer shares the kernel (its
-bias becomes one bias per output position: training does not keep that shared).  An average
-pool is a fixed map: on data that holds parameters, an entry that mixes several becomes
+by :mod:`.index_maps` and folded into the pending layer; a weight that is a graph
+initializer is tagged with its parameter numbers, so the closed layer shares the kernel, and
+so is a bias that is one: each channel's bias is one parameter at all its positions.  An
+average pool is a fixed map: on data that holds parameters, an entry that mixes several becomes
 free.  A pool with ``auto_pad`` SAME and dilations is refused (onnxruntime and the spec pad
 it differently).
 """
@@ -19,7 +19,8 @@ import numpy as np
 
 from . import index_maps
 from .nodes import Node, ReadState
-from .values import FREE, Affine, Value, apply_matrix
+from .tags import FIXED
+from .values import Affine, OpMatrix, Value, apply_matrix, constant_value, linear_sum
 
 
 def spatial_attrs(node: Node, data: Affine, kernel) -> tuple[list[int], list[int], list[int]]:
@@ -50,6 +51,28 @@ def spatial_attrs(node: Node, data: Affine, kernel) -> tuple[list[int], list[int
 
 
 # ---------------------------------------------------------------------- convolutions, pools
+def _op_matrix(smap: index_maps.SparseMap, weight, ids) -> OpMatrix:
+    """The map's entries as an op matrix sorted by row: ``coef * weight.flat[param]`` tagged
+    with ``ids.flat[param]`` (factor ``coef``) where ``param >= 0`` (fixed without ``ids``),
+    ``coef`` elsewhere; fixed zeros left out.  The map's arrays are used, not copied, where
+    they serve as they are."""
+    tied = smap.param >= 0
+    param = smap.param if tied.all() else np.where(tied, smap.param, 0)
+    vals = smap.coef
+    if weight is not None:
+        vals = vals * np.where(tied, np.asarray(weight, dtype=np.float64).reshape(-1)[param], 1.0)
+    params = None if ids is None else np.where(tied, ids.reshape(-1)[param], FIXED)
+    keep = (vals != 0.0) | (tied if params is not None else False)
+    rows, cols, mult = smap.rows, smap.cols, smap.coef
+    if not keep.all() or np.any(np.diff(rows) < 0):  # ConvTranspose maps are not row by row
+        order = np.flatnonzero(keep)
+        order = order[np.argsort(rows[order], kind="stable")]
+        rows, cols, vals, mult = rows[order], cols[order], vals[order], mult[order]
+        params = None if params is None else params[order]
+    shape = (prod(smap.out_shape), prod(smap.in_shape))
+    return OpMatrix(shape, vals, params, None if params is None else mult, rows=rows, cols=cols)
+
+
 def _apply_map(
     node: Node,
     state: ReadState,
@@ -61,30 +84,19 @@ def _apply_map(
     """The data through a sparse map of :mod:`.index_maps` (plus a per-channel bias), with tags."""
     try:
         smap = build()
-        matrix = smap.dense(weight)
     except ValueError as exc:
         raise node.mismatch(str(exc)) from None
     ids = None if weight is None else state.param_ids(node, 1, weight.shape)
-    params = mult = None
-    if ids is not None:
-        tied = smap.param >= 0
-        params = np.full(matrix.shape, -1, dtype=np.int64)
-        mult = np.zeros(matrix.shape)
-        rows, cols = smap.rows[tied], smap.cols[tied]
-        params[rows, cols] = ids.reshape(-1)[smap.param[tied]]
-        mult[rows, cols] = smap.coef[tied]
-        flat = rows * matrix.shape[1] + cols
-        unique, counts = np.unique(flat, return_counts=True)
-        twice = unique[counts > 1]  # one entry made of several weights: no single parameter
-        params.reshape(-1)[twice] = FREE
-    out = apply_matrix(data.reshaped((prod(data.shape),)), matrix, params, mult)
-    out = out.reshaped(smap.out_shape)
+    op, out_shape = _op_matrix(smap, weight, ids), smap.out_shape
+    del smap  # the op holds what it needs of the map
+    out = apply_matrix(data.reshaped((prod(data.shape),)), op).reshaped(out_shape)
     if bias is not None:
-        if bias.shape != (smap.out_shape[0],):
+        if bias.shape != (out_shape[0],):
             raise node.mismatch(f"bias of shape {bias.shape} does not match the output channels")
-        out.coef[..., -1] += bias[index_maps.channel_of_output(smap.out_shape)].reshape(
-            smap.out_shape
-        )
+        channel = index_maps.channel_of_output(out_shape).reshape(out_shape)
+        ids = state.param_ids(node, 2, bias.shape)
+        bias_value = constant_value(bias[channel], out.n_in, None if ids is None else ids[channel])
+        out = linear_sum([(1.0, out), (1.0, bias_value)])
     return out
 
 

@@ -4,8 +4,9 @@ A sample tensor of shape ``(C, *spatial)`` (no batch) is flattened row-major, ch
 each op becomes the entries ``out[rows] += coef * in[cols]`` of its linear map, from which a
 caller builds dense or sparse constraint matrices.  Entries are built with vectorised index
 arithmetic, so time and memory grow with the number of nonzeros (kernel size x outputs), not
-with outputs x inputs.  Only numpy is needed: ONNX attributes come in already resolved, one
-entry per spatial dim, with ``pads`` in ONNX order ``[x1_begin, x2_begin, ..., x1_end, ...]``.
+with outputs x inputs, and a map whose entries would not fit in memory raises before they are
+allocated (:func:`~.memory.reserve`).  ONNX attributes come in already resolved, one entry per
+spatial dim, with ``pads`` in ONNX order ``[x1_begin, x2_begin, ..., x1_end, ...]``.
 """
 
 from __future__ import annotations
@@ -15,6 +16,8 @@ from dataclasses import dataclass
 from math import prod
 
 import numpy as np
+
+from .memory import reserve
 
 __all__ = [
     "SparseMap",
@@ -28,6 +31,9 @@ __all__ = [
 ]
 
 _AUTO_PADS = ("NOTSET", "VALID", "SAME_UPPER", "SAME_LOWER")
+
+#: Bytes per entry of a map while it is built and turned into the op's matrix.
+MAP_ENTRY_BYTES = 112
 
 
 @dataclass(frozen=True)
@@ -235,6 +241,8 @@ def _kernel_map(
     rows, cols = (base, other) if gather else (other, base)
     param = (a * n_b + b) * n_k + np.arange(n_k, dtype=np.int64)
     shape = valid.shape
+    n_entries = int(valid.sum())
+    reserve(MAP_ENTRY_BYTES * n_entries, f"the {n_entries:,} entries of the convolution's map")
     return SparseMap(
         rows=np.broadcast_to(rows, shape)[valid],
         cols=np.broadcast_to(cols, shape)[valid],
@@ -400,6 +408,8 @@ def average_pool_map(
     rows = c * n_pos + np.arange(n_pos, dtype=np.int64)[None, :, None]
     cols = c * prod(spatial) + windows[None]
     coef = np.broadcast_to((1.0 / np.maximum(count, 1))[None, :, None], valid.shape)
+    n_entries = int(valid.sum())
+    reserve(MAP_ENTRY_BYTES * n_entries, f"the {n_entries:,} entries of the pool's map")
     return SparseMap(
         rows=np.broadcast_to(rows, valid.shape)[valid],
         cols=np.broadcast_to(cols, valid.shape)[valid],

@@ -26,7 +26,7 @@ from . import index_maps
 from .closing import close_layer
 from .convolution import spatial_attrs
 from .nodes import Node, ReadState, broadcast_operands
-from .values import Affine, Value, concatenate, constant_value, scale_shift
+from .values import Affine, Value, concatenate, constant_value, linear_sum, scale_shift
 
 
 def window_max(
@@ -38,24 +38,23 @@ def window_max(
     items = items[:, : max(1, int(valid.sum(axis=1).max()))]
     if items.shape[1] == 1:  # one candidate per window: a selection, tags and all
         return data.take(items[:, 0]).reshaped(out_shape)
-    if data.tagged:
+    if data.has_parameters:
         [data] = close_layer(state, [(data, False)])
-    width = data.coef.shape[-1]
-    rows = data.coef.reshape(-1, width)
+    rows = data.reshaped((data.size,))
     while items.shape[1] > 1:
         if items.shape[1] % 2:
             items = np.pad(items, ((0, 0), (0, 1)), constant_values=-1)
         a, b = items[:, 0::2], items[:, 1::2]
         keep, pair = a >= 0, (a >= 0) & (b >= 0)
-        diff = Affine(rows[b[pair]] - rows[a[pair]])
-        r, l = close_layer(state, [(diff, True), (Affine(rows[a[keep]]), False)])
-        width = r.coef.shape[-1]
+        diff = linear_sum([(1.0, rows.take(b[pair])), (-1.0, rows.take(a[pair]))])
+        r, l = close_layer(state, [(diff, True), (rows.take(a[keep]), False)])
         items = np.full(a.shape, -1, dtype=np.int64)
         items[keep] = np.arange(int(keep.sum()))
-        rows = l.coef.copy()
-        rows[items[pair]] += r.coef
+        where = np.full(l.size, -1, dtype=np.int64)
+        where[items[pair]] = np.arange(r.size)
+        rows = linear_sum([(1.0, l), (1.0, r.take(where))])
         items = items[:, : max(1, int((items >= 0).sum(axis=1).max()))]
-    return Affine(rows[items[:, 0]].reshape(*out_shape, width))
+    return rows.take(items[:, 0]).reshaped(out_shape)
 
 
 def row_extreme(state: ReadState, value: Affine, minimum: bool = False) -> Affine:
@@ -104,5 +103,5 @@ def read_max_min(node: Node, state: ReadState) -> list[Value]:
         return [candidates[0]]
     n = prod(shape)
     stacked = concatenate([v.reshaped((1, n)) for v in candidates])
-    columns = stacked.apply(lambda a: np.ascontiguousarray(np.swapaxes(a, 0, 1)))
+    columns = stacked.rearranged(lambda a: np.swapaxes(a, 0, 1))
     return [row_extreme(state, columns, minimum).reshaped(shape)]

@@ -18,6 +18,7 @@ import json
 import numpy as np
 import onnx
 
+from .. import matrices
 from ..bounds import NetworkBounds
 from ..errors import InvalidNetworkError, OnnxImportError, StaleBoundsError
 from ..network import Network
@@ -30,9 +31,10 @@ FINGERPRINT_FIELD = "weights_sha256"
 def weights_fingerprint(network: Network, np_dtype=np.float64) -> str:
     """SHA-256 of the network's layers as a file of float type ``np_dtype`` stores them.
 
-    Hashes, in layer order, each layer's activation, weight shape, and float64 (little-endian)
-    weights and biases after rounding to ``np_dtype`` (``-0.0`` counted as ``0.0``), so the
-    network read back from the file gives the same digest.
+    Hashes, in layer order, each layer's activation, weight shape, the positions and float64
+    (little-endian) values of its nonzero weights and its biases after rounding to
+    ``np_dtype`` (``-0.0`` counted as ``0.0``), so the network read back from the file gives
+    the same digest whether its layers are stored dense or sparse.
 
     >>> net = Network.mlp([2, 3, 1], seed=0)
     >>> weights_fingerprint(net) == weights_fingerprint(Network.mlp([2, 3, 1], seed=0))
@@ -46,10 +48,28 @@ def weights_fingerprint(network: Network, np_dtype=np.float64) -> str:
         digest.update(f"{layer.kind} {layer.weight.shape}".encode())
         if layer.kind == "mixed":
             digest.update(np.packbits(layer.relu_mask).tobytes())
-        for array in (layer.weight, layer.bias):
-            stored = array.astype(np_dtype).astype("<f8") + 0.0
-            digest.update(np.ascontiguousarray(stored).tobytes())
+        rows, cols, values = _nonzeros(layer.weight, np_dtype)
+        for array in (rows, cols, values, _rounded(layer.bias, np_dtype)):
+            digest.update(np.ascontiguousarray(array).tobytes())
     return digest.hexdigest()
+
+
+def _rounded(array: np.ndarray, np_dtype) -> np.ndarray:
+    """``array`` as a file of ``np_dtype`` stores it, back in little-endian float64."""
+    return array.astype(np_dtype).astype("<f8") + 0.0
+
+
+def _nonzeros(weight, np_dtype) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Row-major positions (int64) and rounded values of a weight's nonzero entries."""
+    if matrices.is_sparse(weight):
+        rows, cols = matrices.entry_rows(weight), weight.indices.astype(np.int64)
+        values = _rounded(weight.data, np_dtype)
+    else:
+        values = _rounded(weight, np_dtype)
+        rows, cols = (a.astype(np.int64) for a in np.nonzero(values))
+        values = values[rows, cols]
+    keep = values != 0.0
+    return rows[keep].astype("<i8"), cols[keep].astype("<i8"), values[keep]
 
 
 def _entry(model: onnx.ModelProto, key: str, label: str) -> dict | None:
@@ -168,7 +188,7 @@ def _check_bounds_survive_rounding(network: Network, np_dtype) -> None:
     they could exclude reachable pre-activations by a rounding error.
     """
     for i, layer in enumerate(network.layers):
-        for name, array in (("weight", layer.weight), ("bias", layer.bias)):
+        for name, array in (("weight", layer.entries), ("bias", layer.bias)):
             if not np.array_equal(array.astype(np_dtype).astype(np.float64), array):
                 raise InvalidNetworkError(
                     f"layer {i} {name} is not exactly representable as {np.dtype(np_dtype).name}, "

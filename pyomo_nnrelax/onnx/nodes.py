@@ -147,9 +147,12 @@ class ReadState:
     """What reading a graph has built so far.
 
     ``values`` maps tensor names to values; ``live`` (kept by the reader) lists the data
-    values that a later node or the graph output still needs, which a closed layer carries.
-    ``initializers`` are the trainable tensors: one used as a weight gets a block of global
-    parameter numbers (:meth:`param_ids`), shared by every use of the tensor.
+    values that a later node or the graph output still needs, which a closed layer carries;
+    ``producers`` names the op that made each tensor.  ``initializers`` are the trainable
+    tensors: one used as a weight or a bias gets a block of global parameter numbers
+    (:meth:`param_ids`), shared by every use of the tensor, whose values
+    :meth:`read_values` gives.  ``origins`` holds, per closed layer, where its entries came
+    from (:class:`~.origin.LayerOrigin`).
     """
 
     layers: list[Layer]
@@ -157,15 +160,27 @@ class ReadState:
     values: dict[str, Value] = field(default_factory=dict)
     initializers: frozenset[str] = frozenset()
     live: dict[str, None] = field(default_factory=dict)
-    param_offsets: dict[str, int] = field(default_factory=dict)
+    producers: dict[str, str] = field(default_factory=dict)
+    params: dict[str, tuple[int, tuple[int, ...]]] = field(default_factory=dict)
     n_params: int = 0
+    origins: list = field(default_factory=list)
+    _read: list[np.ndarray] = field(default_factory=list)
+    _theta: np.ndarray = field(default_factory=lambda: np.zeros(0))
 
     def param_ids(self, node: Node, index: int, shape: tuple[int, ...]) -> np.ndarray | None:
         """Global parameter numbers of constant input ``index`` (None: a computed constant)."""
         name = node.proto.input[index]
         if name not in self.initializers:
             return None
-        if name not in self.param_offsets:
-            self.param_offsets[name] = self.n_params
+        if name not in self.params:
+            self.params[name] = (self.n_params, tuple(shape))
             self.n_params += prod(shape)
-        return self.param_offsets[name] + np.arange(prod(shape), dtype=np.int64).reshape(shape)
+            self._read.append(np.asarray(node.inputs[index], dtype=np.float64).reshape(-1))
+        start = self.params[name][0]
+        return start + np.arange(prod(shape), dtype=np.int64).reshape(shape)
+
+    def read_values(self, ids: np.ndarray) -> np.ndarray:
+        """The values read of global parameters ``ids``."""
+        if self._theta.size < self.n_params:
+            self._theta = np.concatenate(self._read)
+        return self._theta[ids]

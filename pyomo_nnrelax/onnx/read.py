@@ -24,10 +24,18 @@ tensors:
 One float graph input of shape (batch, d1, ..., dk) with a dynamic or fixed batch, one
 output.  When a layer is closed, every other data value that a later node (or the output)
 still needs is carried through it as linear neurons.  Weight sharing (a convolution's
-kernel, fixed skip paths and slopes) is kept as each layer's
-:class:`~pyomo_nnrelax.ties.WeightTie` (:mod:`.values`, :mod:`.closing`).  Everything else
-raises :class:`UnsupportedOperationError` naming the node and its op.  Reading never builds
-a Pyomo component.
+kernel and bias, fixed skip paths and slopes) is kept as each layer's
+:class:`~pyomo_nnrelax.ties.WeightTie` of its weight and of its bias (:mod:`.tags`,
+:mod:`.closing`), and where each entry came from as the network's ``origin``
+(:class:`~.origin.GraphOrigin`), from which :func:`~.write.write_onnx` writes the same graph
+with new initializers.  Everything else raises :class:`UnsupportedOperationError` naming
+the node and its op.  Reading never builds a Pyomo component.
+
+The maps are kept sparse while reading, and a closed layer is stored sparse where at most a
+quarter of its entries are stored (convolutions, pools, carried skip paths) and dense
+otherwise (:func:`~pyomo_nnrelax.matrices.choose_form`), so memory and time grow with the
+stored entries; a step that would not fit in the available memory raises
+:class:`OnnxImportError` naming the node, its op and the estimated size.
 """
 
 from __future__ import annotations
@@ -44,11 +52,13 @@ from ..errors import (
     OnnxImportError,
     UnsupportedOperationError,
 )
-from ..network import Layer, Network
+from ..network import Network
 from .closing import make_layer
 from .load import FLOAT_TYPES, Source, load_model
+from .memory import TooLargeError
 from .metadata import INPUT_BOUNDS_KEY, has_stored_bounds, stored_input_box, stored_network_bounds
 from .nodes import Node, ReadState
+from .origin import graph_origin
 from .registry import SHAPE_ONLY, read_node
 from .tie_metadata import with_stored_ties
 from .values import Affine, identity_value
@@ -128,21 +138,23 @@ def _default_opset(model: onnx.ModelProto) -> int:
     return next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 1)
 
 
-def _last_uses(live: list[onnx.NodeProto], output: str) -> dict[str, int]:
-    """Index of the last node that reads each tensor as data (Shape reads only its shape);
-    the graph output is read after every node."""
+def _last_uses(
+    live: list[onnx.NodeProto], output: str, skip: frozenset[str] = frozenset()
+) -> dict[str, int]:
+    """Index of the last node that reads each tensor (reads by the ops in ``skip`` not
+    counted: a Shape reads only a shape, not the data); the graph output is read after every
+    node."""
     last = {}
     for i, proto in enumerate(live):
-        if proto.op_type not in SHAPE_ONLY:
+        if proto.op_type not in skip:
             last.update((name, i) for name in proto.input if name)
     last[output] = len(live)
     return last
 
 
-def _walk(
-    model: onnx.ModelProto,
-) -> tuple[list[Layer], Affine, onnx.ValueInfoProto, tuple[int, ...]]:
-    """Fold the graph into layers; returns them, the pending output value, input info and shape."""
+def _walk(model: onnx.ModelProto) -> tuple[ReadState, Affine, onnx.ValueInfoProto, tuple[int, ...]]:
+    """Fold the graph into layers; returns the state (its layers), the pending output value,
+    input info and shape."""
     graph = model.graph
     if len(graph.output) != 1:
         raise UnsupportedOperationError(
@@ -155,7 +167,7 @@ def _walk(
     values[info.name] = identity_value(input_shape)
     output = graph.output[0].name
     live = _live_nodes(graph, output)
-    last_use = _last_uses(live, output)
+    last_use, last_read = _last_uses(live, output, SHAPE_ONLY), _last_uses(live, output)
     if last_use.get(info.name, -1) >= 0:
         state.live[info.name] = None
     opset = _default_opset(model)
@@ -171,8 +183,12 @@ def _walk(
         for name in [n for n in state.live if last_use.get(n, -1) <= i]:
             del state.live[name]
         outputs = read_node(node, state)
+        for name in proto.input:  # data no node reads again: free its map
+            if last_read.get(name, -1) <= i and isinstance(values.get(name), Affine):
+                del values[name]
         for name, value in zip(proto.output, outputs):
             values[name] = value
+            state.producers[name] = proto.op_type
             if isinstance(value, Affine) and last_use.get(name, -1) > i:
                 state.live[name] = None
     result = values.get(output)
@@ -180,26 +196,32 @@ def _walk(
         raise UnsupportedOperationError(
             f"graph output '{output}' does not depend on input '{info.name}'"
         )
-    return state.layers, result, info, input_shape
+    return state, result, info, input_shape
 
 
 def _is_identity(value: Affine) -> bool:
     """Whether the value is the whole layer input, in order (nothing left to compute)."""
-    weight, bias = value.flat()
+    n = value.size
     return (
         value.fresh
-        and weight.shape[0] == weight.shape[1]
-        and np.array_equal(weight, np.eye(weight.shape[0]))
-        and not bias.any()
+        and n == value.n_in
+        and np.array_equal(value.indptr, np.arange(n + 1))
+        and np.array_equal(value.cols, np.arange(n))
+        and np.all(value.vals == 1.0)
+        and not value.offset.any()
+        and value.offset_src is None
     )
 
 
-def _close(layers: list[Layer], pending: Affine) -> tuple[Layer, ...]:
-    """Append the pending affine map as a linear layer (with its tie) unless it is the
+def _close(state: ReadState, pending: Affine, output: str) -> None:
+    """Append the pending affine map as a linear layer (with its ties) unless it is the
     identity after a closed layer."""
-    if layers and _is_identity(pending):
-        return tuple(layers)
-    return (*layers, make_layer(pending, "linear"))
+    if state.layers and _is_identity(pending):
+        return
+    try:
+        make_layer(state, pending, "linear")
+    except TooLargeError as exc:
+        raise OnnxImportError(f"the last layer, of graph output '{output}': {exc}") from None
 
 
 def read_onnx(source: Source, *, name_for_errors: str | None = None) -> Network:
@@ -223,7 +245,8 @@ def read_onnx(source: Source, *, name_for_errors: str | None = None) -> Network:
     """
     model, label = load_model(source, name_for_errors)
     try:
-        layers, pending, info, input_shape = _walk(model)
+        state, pending, info, input_shape = _walk(model)
+        _close(state, pending, model.graph.output[0].name)
     except (OnnxImportError, InvalidNetworkError) as exc:
         raise type(exc)(f"{label}: {exc}") from None
     stored = stored_input_box(model, label)
@@ -232,12 +255,13 @@ def read_onnx(source: Source, *, name_for_errors: str | None = None) -> Network:
     except InputBoundsError as exc:
         raise OnnxImportError(f"{label}: metadata '{INPUT_BOUNDS_KEY}': {exc}") from None
     return Network(
-        with_stored_ties(model, _close(layers, pending), label),
+        with_stored_ties(model, tuple(state.layers), label),
         input_shape=input_shape,
         output_shape=pending.shape,
         input_name=info.name,
         output_name=model.graph.output[0].name,
         input_bounds=box,
+        origin=graph_origin(model, state.params, state.origins, info.type.tensor_type.elem_type),
     )
 
 

@@ -17,6 +17,7 @@ from onnx.reference import ReferenceEvaluator
 
 from ..errors import InvalidNetworkError
 from . import activations, arithmetic, convolution, maxima, shapes
+from .memory import TooLargeError
 from .nodes import Node, ReadState
 from .values import Affine, Value
 
@@ -113,7 +114,7 @@ HANDLERS: dict[str, Handler] = {
 
 
 #: Ops that read only the shape of a data tensor, so using it there is not a data path.
-SHAPE_ONLY = {"Shape"}
+SHAPE_ONLY = frozenset({"Shape"})
 
 
 # ---------------------------------------------------------------------- dispatch
@@ -144,9 +145,12 @@ def read_node(node: Node, state: ReadState) -> list[Value]:
                 node.proto.op_type, "this operation is not supported on data-dependent tensors"
             )
         )
-    outputs = handler(node, state)
+    try:
+        outputs = handler(node, state)
+    except TooLargeError as exc:
+        raise node.mismatch(str(exc)) from None
     for value in outputs:
-        if isinstance(value, Affine) and not np.all(np.isfinite(value.coef)):
+        if isinstance(value, Affine) and not value.all_finite():
             raise InvalidNetworkError(
                 f"node '{node.label}' ({node.proto.op_type}) produces NaN or infinite weights"
             )

@@ -16,22 +16,32 @@ _ORT_DTYPES = {
 }
 
 
+def _session(source: Source | bytes):
+    """An onnxruntime session (CPU) of a model, its path or its serialized bytes."""
+    import onnxruntime
+
+    if isinstance(source, onnx.ModelProto):
+        source = source.SerializeToString()
+    model = source if isinstance(source, bytes) else os.fspath(source)
+    return onnxruntime.InferenceSession(model, providers=["CPUExecutionProvider"])
+
+
+def loads_in_onnxruntime(source: Source | bytes) -> bool:
+    """Whether onnxruntime has kernels for every node of the model (it has no float64 Conv)."""
+    try:
+        _session(source)
+    except Exception:  # onnxruntime's own types: NotImplemented, Fail, InvalidGraph, ...
+        return False
+    return True
+
+
 def run_onnxruntime(source: Source, X) -> np.ndarray:
     """Run a model with onnxruntime on a batch; returns float64 outputs of shape (n, n_outputs).
 
     ``X`` may be flat (n, n_features) or shaped (n, *input_shape); it is cast to the model's
     input type.  Models with a fixed batch size are run in chunks of that size.
     """
-    import onnxruntime
-
-    if isinstance(source, onnx.ModelProto):
-        session = onnxruntime.InferenceSession(
-            source.SerializeToString(), providers=["CPUExecutionProvider"]
-        )
-    else:
-        session = onnxruntime.InferenceSession(
-            os.fspath(source), providers=["CPUExecutionProvider"]
-        )
+    session = _session(source)
     meta = session.get_inputs()[0]
     batch, *sample = meta.shape
     X = np.asarray(X)

@@ -126,8 +126,8 @@ def read_transpose(node: Node, state: ReadState) -> list[Value]:
     perm = node.attr("perm") or list(range(rank))[::-1]
     if perm[0] != 0:
         raise node.unsupported(f"perm {list(perm)} moves the batch axis")
-    axes = [p - 1 for p in perm[1:]] + [rank - 1]
-    return [data.apply(lambda a: np.ascontiguousarray(np.transpose(a, axes)))]
+    axes = [p - 1 for p in perm[1:]]
+    return [data.rearranged(lambda a: np.transpose(a, axes))]
 
 
 def read_shape(node: Node, state: ReadState) -> list[Value]:

@@ -12,6 +12,7 @@ history rows, so a resumed run takes up exactly where it stopped.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -65,16 +66,31 @@ class AccuracyBudget:
             return False, f"true value at the argmin worse by {_fmt(change)} > {limit:g}"
         return True, "within budget"
 
-    def next_lam(self, lam: float, within: bool, ratio: float | None = None) -> float:
+    def next_lam(
+        self,
+        lam: float,
+        within: bool,
+        ratio: float | None = None,
+        rows: Sequence[dict[str, Any]] = (),
+    ) -> float:
         """Continuation: grow lambda by ``growth`` while the budget holds, back off when it
-        breaks.  Near a minimum of the loss, a regularizer that moves the weights by
-        O(lambda) raises the loss by O(lambda^2), so a loss ``ratio`` over the loss budget
-        shrinks lambda by ``sqrt((loss_budget - 1) / (ratio - 1))``: by ``growth`` at least
-        and ``growth**4`` at most (a decision over its budget: by ``growth``).  A well-fitted
-        network whose loss the regularizer multiplies at once so reaches a lambda it can
-        afford in a few rounds rather than one halving per round."""
+        breaks, and once both are known search between them.
+
+        ``rows`` are the history's rounds so far: the largest lambda of a round within
+        budget and the smallest of a round over it (above that) bracket the search, and the
+        next lambda is their geometric mean, so no lambda that just broke the budget is tried
+        again.  Before a bracket: near a minimum of the loss, a regularizer that moves the
+        weights by O(lambda) raises the loss by O(lambda^2), so a loss ``ratio`` over the
+        loss budget shrinks lambda by ``sqrt((loss_budget - 1) / (ratio - 1))``: by
+        ``growth`` at least and ``growth**4`` at most (a decision over its budget: by
+        ``growth``).
+        """
+        good, bad = lam_bracket(rows)
         if within:
-            return lam * self.growth
+            good = max(good or lam, lam)
+            return math.sqrt(good * bad) if bad is not None and bad > good else lam * self.growth
+        if good is not None and good < lam:
+            return math.sqrt(good * lam)
         shrink = 1.0 / self.growth
         if ratio is not None and self.loss_budget is not None and ratio > self.loss_budget:
             quadratic = math.sqrt((self.loss_budget - 1.0) / (ratio - 1.0))
@@ -82,15 +98,29 @@ class AccuracyBudget:
         return lam * shrink
 
 
+def lam_bracket(rows: Sequence[dict[str, Any]]) -> tuple[float | None, float | None]:
+    """The largest lambda of a regularized round the schedule counts as good
+    (:func:`on_pace`) and the smallest lambda above it of a round it counts as bad."""
+    tried = [(float(r["lam"]), on_pace(r)) for r in rows if float(r.get("lam") or 0.0) > 0.0]
+    good = max((lam for lam, ok in tried if ok), default=None)
+    above = [lam for lam, ok in tried if not ok and (good is None or lam > good)]
+    return good, min(above, default=None)
+
+
 def difficulty_key(row: dict[str, Any], by_milp: bool) -> tuple[float, ...]:
-    """Smaller is easier.  With a measured MILP: a proven optimum before a time-limited solve,
-    then MILP seconds (then nodes) among proven ones and the gap left at the limit (then
-    unstable neurons) among time-limited ones, whose seconds all equal the limit.  Without:
-    unstable neurons, then mean big-M."""
+    """Smaller is easier, by figures that do not jitter from run to run.  With a measured
+    MILP: a proven optimum before a time-limited solve; among proven ones, fewer
+    branch-and-bound nodes (HiGHS's search is the same for the same model), then the smaller
+    LP gap, then fewer unstable neurons, MILP seconds only to break a tie of all three; among
+    time-limited ones, the smaller gap left at the limit, then fewer unstable neurons.
+    Without: unstable neurons, then mean big-M."""
     if not by_milp:
         return (float(row["unstable"]), float(row["mean_big_m"]))
     if row.get("milp_optimal"):
-        return (0.0, float(row["milp_seconds"]), float(row.get("milp_nodes") or 0))
+        gap = row.get("lp_gap")
+        gap = float(gap) if _finite(gap) else math.inf
+        nodes = float(row.get("milp_nodes") or 0)
+        return (0.0, nodes, gap, float(row["unstable"]), float(row["milp_seconds"]))
     left = abs(float(row.get("milp_objective", math.nan)) - float(row.get("milp_bound", math.nan)))
     return (1.0, left if math.isfinite(left) else math.inf, float(row["unstable"]))
 
@@ -108,12 +138,14 @@ def choose_round(rows: list[dict[str, Any]]) -> tuple[int, str]:
         return int(best["round"]), (
             f"round {best['round']}: no round was within budget; the lowest held-out loss"
         )
+    if len(within) == 1:
+        return int(within[0]["round"]), f"round {within[0]['round']}: the only round within budget"
     by_milp = all(_finite(r.get("milp_seconds")) for r in within)
     best = min(within, key=lambda r: difficulty_key(r, by_milp))
     if not by_milp:
         measure = "unstable neurons and mean big-M"
     elif best.get("milp_optimal"):
-        measure = "MILP time"
+        measure = "branch-and-bound nodes (then LP gap, unstable neurons)"
     else:
         measure = "the gap left at the MILP time limit (none solved to optimality)"
     return int(best["round"]), (

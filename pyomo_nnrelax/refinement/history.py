@@ -1,8 +1,10 @@
-"""The refinement's files: one history row per round and one checkpoint per round, named here
-and nowhere else.
+"""The refinement's files: one history row, one checkpoint and one training state per round,
+named here and nowhere else.
 
-A run's folder holds ``round_000.onnx`` (the start), ``round_001.onnx``, ... and
-``history.json``.  Each checkpoint is written before the history row that describes it, both
+A run's folder holds ``round_000.onnx`` (the start), ``round_001.onnx``, ..., the training
+state beside each (``round_001.state.npz``: what :meth:`~pyomo_nnrelax.training.Trainer.state`
+gives, so that a resumed run continues the same trajectory) and ``history.json``.  Each
+checkpoint and its state are written before the history row that describes them, all
 atomically, so an interrupted run resumes from its last complete round.
 """
 
@@ -10,12 +12,16 @@ from __future__ import annotations
 
 import json
 import os
+import zipfile
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from ..data import save_rows
-from ..files import same_file
+from ..files import atomic_write, same_file
 from ..network import Network
 from ..onnx import read_onnx, write_onnx
 
@@ -25,6 +31,11 @@ HISTORY_FILE = "history.json"
 def checkpoint_path(output_dir: str | os.PathLike, round_index: int) -> Path:
     """The checkpoint of round ``round_index`` in ``output_dir`` (``round_003.onnx``)."""
     return Path(output_dir) / f"round_{round_index:03d}.onnx"
+
+
+def state_path(output_dir: str | os.PathLike, round_index: int) -> Path:
+    """The training state saved with round ``round_index`` (``round_003.state.npz``)."""
+    return Path(output_dir) / f"round_{round_index:03d}.state.npz"
 
 
 def checkpoints_in(output_dir: Path) -> list[Path]:
@@ -85,7 +96,8 @@ def save_checkpoint(
 ) -> Path:
     """Write round ``round_index``'s network (with the training box) as its checkpoint."""
     path = checkpoint_path(output_dir, round_index)
-    # float64: the checkpoint is exactly the network its history row measured
+    # the loop measures the network as written (as_written), so the checkpoint is exactly the
+    # network its history row describes: dense float64, or a CNN's own graph in its own types
     write_onnx(network.with_input_bounds(*box), path, overwrite=overwrite, dtype="float64")
     return path
 
@@ -94,3 +106,26 @@ def load_checkpoint(output_dir: Path, round_index: int, template: Network) -> Ne
     """Round ``round_index``'s network, with the activations and weight ties of ``template``
     (the network the run trains), whatever the file kept."""
     return read_onnx(checkpoint_path(output_dir, round_index)).with_structure_of(template)
+
+
+def save_state(state: Mapping[str, np.ndarray], output_dir: Path, round_index: int) -> Path:
+    """Write the training state of round ``round_index`` (named arrays) beside its checkpoint."""
+
+    def write(tmp: Path) -> None:
+        with tmp.open("wb") as handle:  # a file object: np.savez would append ".npz" to a name
+            np.savez(handle, **state)
+
+    return atomic_write(state_path(output_dir, round_index), write)
+
+
+def load_state(output_dir: Path, round_index: int) -> dict[str, np.ndarray] | None:
+    """The training state of round ``round_index``, or None when the folder has none (a run
+    written before states were kept).  A damaged file raises ValueError naming it."""
+    path = state_path(output_dir, round_index)
+    if not path.is_file():
+        return None
+    try:
+        with np.load(path, allow_pickle=False) as archive:
+            return {key: archive[key] for key in archive.files}
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
+        raise ValueError(f"{path}: not a readable training state ({exc})") from None

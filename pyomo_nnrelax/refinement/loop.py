@@ -18,8 +18,10 @@ from typing import Any
 
 import numpy as np
 
+from ..box import InputBox, as_input_box
 from ..network import Network
 from ..onnx import read_onnx
+from ..onnx.write import as_written
 from ..options import LOSS_REFERENCES, LossReference, check_option
 from ..progress import progress_bar
 from ..training import BoundWidth, LPGap, Regularizer, Trainer
@@ -31,9 +33,13 @@ from .history import (
     checkpoint_path,
     default_output_dir,
     load_checkpoint,
+    load_state,
     save_checkpoint,
+    save_state,
+    state_path,
 )
 from .rounds import RoundMeasure, judge, start_row, targets_met, training_columns
+from .user_model import Build, ModelMeasure, inspect, training_box
 
 
 @dataclass(frozen=True)
@@ -69,9 +75,10 @@ def refine(
     sense: str = "min",
     loss_budget: float | None = None,
     loss_reference: LossReference = "start",
-    evaluate: Callable[[np.ndarray], float] | None = None,
+    evaluate: Callable[[Any], float] | None = None,
     decision_budget: float | None = None,
     lam_growth: float = 2.0,
+    model: Build | None = None,
     resume: bool = False,
     overwrite: bool = False,
     progress: bool = True,
@@ -121,15 +128,31 @@ def refine(
     evaluate : callable, optional
         The true function (``evaluate(x) -> float`` at one input): each round's MILP argmin
         is evaluated with it and the history records ``true_value`` and
-        ``decision_change`` (how much worse than at the starting network's argmin).
+        ``decision_change`` (how much worse than at the starting network's argmin).  It is
+        called once at the centre of the box before anything is written; an exception, NaN
+        or an infinite value raises ValueError naming it and the point.
     decision_budget : float, optional
         Largest allowed ``decision_change`` (needs ``evaluate``); a budget like
         ``loss_budget``, and the two combine.
+    model : callable, optional
+        ``model(network)`` returns the user's Pyomo model with ``network`` embedded in one
+        or more :class:`~pyomo_nnrelax.NNBlock` (any number of copies, batched or not, any
+        other constraints, one active objective).  Each round is then measured on that
+        model instead of on one copy over one box: MILP time, nodes and gap, LP
+        relaxation, the unstable neurons of all copies; ``evaluate`` is then called as
+        ``evaluate(m)`` with the solved model (the true cost of its decision) and
+        ``decision_change`` follows the direction of the model's objective.  The network
+        is trained and regularized on ``input_bounds`` if given (it must cover every
+        copy's box), else on the hull of the copies' boxes (round 0's ``training_box``
+        says which), with a warning when a copy's box leaves the training data's range.
     resume : bool
-        Continue from the last round in ``output_dir``'s history and its checkpoint (Adam
-        restarts).  Checkpoints and the history are written atomically, checkpoint first, so
-        an interrupted run resumes from its last complete round; without a history (a run
-        stopped before round 0 was kept) it starts from round 0.
+        Continue from the last round in ``output_dir``'s history, its checkpoint and its
+        training state (Adam's moments, the random state, the step count, the regularizer's
+        own state): the rounds that follow are those the interrupted run would have trained.
+        Checkpoints, states and the history are
+        written atomically, the history row last, so an interrupted run resumes from its
+        last complete round; without a history (a run stopped before round 0 was kept) it
+        starts from round 0.
     overwrite : bool
         Allow replacing checkpoints of an earlier run in ``output_dir``.
     """
@@ -146,6 +169,9 @@ def refine(
         # killed before round 0 was kept: start again, over what that run left
         resume, overwrite = False, True
     network = source if isinstance(source, Network) else read_onnx(source)
+    notes: dict[str, Any] = {}
+    if model is not None:
+        input_bounds, sense_of_model, notes = _on_user_model(model, network, input_bounds, X)
     history = RefineHistory.load(output_dir / HISTORY_FILE) if resume else RefineHistory()
     if resume:
         network = load_checkpoint(output_dir, int(history.last["round"]), network)
@@ -157,16 +183,21 @@ def refine(
         regularizer=regularizer if regularizer is not None else BoundWidth() + LPGap(sense=sense),
         epochs=epochs_per_round, **trainer_options,
     )  # fmt: skip
-    output_dir.mkdir(parents=True, exist_ok=True)
+    measure = RoundMeasure(
+        trainer, trainer.input_bounds, sense if model is None else sense_of_model,
+        milp_time_limit, evaluate, None if model is None else ModelMeasure(model, milp_time_limit),
+    )  # fmt: skip
+    measure.check_evaluate()
+    if resume:
+        _resume_training(trainer, output_dir, int(history.last["round"]))
     run = _Run(
-        trainer, budget, output_dir, history,
-        RoundMeasure(trainer, trainer.input_bounds, sense, milp_time_limit, evaluate),
+        trainer, budget, output_dir, history, measure,
         {"unstable": target_unstable, "lp_gap": target_lp_gap,
          "milp_seconds": target_milp_seconds},
         overwrite or resume,
     )  # fmt: skip
     if not resume:
-        run.start(network, loss_reference, rounds, epochs_per_round)
+        run.start(network, loss_reference, rounds, epochs_per_round, notes)
     stopped_by = run.rounds(rounds, lam, progress)
     return run.result(stopped_by)
 
@@ -193,19 +224,25 @@ class _Run:
         self.network = self.trainer.network
 
     def _keep(self, network: Network, row: dict[str, Any]) -> None:
-        """Write the round's checkpoint, then its history row."""
+        """Write the round's checkpoint and training state (the folder is made with the
+        first), then its history row."""
         box, index = self.measure.box, int(row["round"])
         self.checkpoints.append(save_checkpoint(network, box, self.output_dir, index, self.replace))
+        save_state(self.trainer.state(), self.output_dir, index)
         self.history.rows.append(row)
         self.history.save(self.output_dir / HISTORY_FILE)
 
-    def start(self, network: Network, loss_reference: str, rounds: int, epochs: int) -> None:
-        """Measure and keep round 0, with the reference the budget is relative to."""
+    def start(
+        self, network: Network, loss_reference: str, rounds: int, epochs: int, notes: dict
+    ) -> None:
+        """Measure and keep round 0, with the reference the budget is relative to and
+        ``notes`` on how the run was set up."""
         paced = None
         if self.budget.active and loss_reference == "unregularized":
             paced = _unregularized_losses(self.trainer, rounds, epochs)
+        network = as_written(network, "float64")  # what the checkpoint holds
         row = start_row(network, self.measure, self.budget, loss_reference, paced, rounds * epochs)
-        self._keep(network, row)
+        self._keep(network, {**row, **notes})
 
     def _back_to_budget(self) -> None:
         """After a round the schedule counts as bad, train on from the last good one."""
@@ -228,19 +265,22 @@ class _Run:
                 result = self.trainer.fit()
                 row = training_columns(round_index, epoch_offset, lam_now, result, self.trainer)
                 row["train_seconds"] = time.perf_counter() - began
-                row.update(self.measure(result.network, reference))
+                network = as_written(result.network, "float64")  # what the checkpoint holds
+                row.update(self.measure(network, reference))
                 judge(self.budget, row, reference)
                 paced = "reference_by_round" in reference
                 if round_index == 1 and self.budget.active and not paced:
                     _warn_if_untrained(reference, row)
-                self.network = result.network
-                self._keep(result.network, row)
+                self.network = network
+                self._keep(network, row)
                 bar.update(1)
                 bar.show(unstable=row["unstable"], lp_gap=row["lp_gap"], loss=row["train_loss"])
                 if self.budget.active:
                     if not on_pace(row):
                         self._back_to_budget()
-                    lam_now = self.budget.next_lam(lam_now, on_pace(row), schedule_ratio(row))
+                    lam_now = self.budget.next_lam(
+                        lam_now, on_pace(row), schedule_ratio(row), self.history.rows
+                    )
                 met = targets_met(row, self.targets) if row["within_budget"] else None
                 if met:
                     return met
@@ -258,6 +298,37 @@ class _Run:
         self.history.save(self.output_dir / HISTORY_FILE)
         network = load_checkpoint(self.output_dir, chosen, self.trainer.network)
         return RefineResult(network, self.history, self.checkpoints, stopped_by, chosen, why)
+
+
+def _on_user_model(
+    build: Build, network: Network, input_bounds, X
+) -> tuple[InputBox, str, dict[str, Any]]:
+    """The training box, objective direction and round-0 notes of a refinement on the
+    user's model (:mod:`.user_model`)."""
+    copies, sense = inspect(build, network)
+    given = None if input_bounds is None else as_input_box(input_bounds, network.n_inputs)
+    box = training_box(copies, given, np.asarray(X, dtype=np.float64))
+    where = "input_bounds, which covers" if given is not None else "the hull of"
+    notes = {"copies": len(copies), "training_box": f"{where} the {len(copies)} copies' boxes"}
+    return box, sense, notes
+
+
+def _resume_training(trainer: Trainer, output_dir: Path, round_index: int) -> None:
+    """Load round ``round_index``'s training state into ``trainer``; a folder written before
+    states were kept resumes with fresh Adam moments and random state, with a warning."""
+    state = load_state(output_dir, round_index)
+    if state is None:
+        warnings.warn(
+            f"{state_path(output_dir, round_index)} is missing (a run of an older version): "
+            "training resumes with a fresh optimizer and random state, so the rounds from "
+            "here differ from those of an uninterrupted run",
+            stacklevel=3,
+        )
+        return
+    try:
+        trainer.load_state(state)
+    except ValueError as exc:
+        raise ValueError(f"{state_path(output_dir, round_index)}: {exc}") from None
 
 
 def _unregularized_losses(trainer: Trainer, rounds: int, epochs_per_round: int) -> list[float]:
@@ -292,4 +363,4 @@ def _next_lam(history: RefineHistory, budget: AccuracyBudget, lam: float) -> flo
     last = history.last
     if not budget.active or last["round"] == 0:
         return lam
-    return budget.next_lam(float(last["lam"]), on_pace(last), schedule_ratio(last))
+    return budget.next_lam(float(last["lam"]), on_pace(last), schedule_ratio(last), history.rows)

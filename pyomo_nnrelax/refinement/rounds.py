@@ -1,9 +1,10 @@
 """One round of the refinement: what is measured of a network, and how the round is judged.
 
 Every round (round 0 is the starting network) is measured through the package's own Pyomo
-block (:func:`~pyomo_nnrelax.measure.difficulty`): unstable neurons, mean big-M, the LP
-relaxation value and, with a time limit, the MILP's time, nodes and global LP gap; with the
-user's true function, the true value at the MILP's argmin.  The budget
+block (:func:`~pyomo_nnrelax.measure.difficulty`), or on the user's own model
+(:mod:`.user_model`): unstable neurons, mean big-M, the LP relaxation value and, with a time
+limit, the MILP's time, nodes and global LP gap; with the user's true function, the true
+value at the MILP's argmin (of the decision the user's model makes).  The budget
 (:mod:`.budget`) then says whether the round may be chosen.
 """
 
@@ -21,6 +22,7 @@ from ..measure import difficulty, milp_argmin
 from ..network import Network
 from ..training import Trainer, TrainResult
 from .budget import AccuracyBudget
+from .user_model import ModelMeasure, function_name
 
 Row = dict[str, Any]
 
@@ -30,35 +32,96 @@ class RoundMeasure:
     """Measures a network the way every round is measured.
 
     ``trainer`` gives the held-out loss; the MILP is ``sense`` over ``box`` with
-    ``milp_time_limit`` (None: no MILP); ``evaluate`` is the user's true function.
+    ``milp_time_limit`` (None: no MILP), or with ``model`` the user's own model
+    (:mod:`.user_model`); ``evaluate`` is the user's true function, of one input or, with
+    ``model``, of the solved model.
     """
 
     trainer: Trainer
     box: InputBox
     sense: str
     milp_time_limit: float | None
-    evaluate: Callable[[np.ndarray], float] | None
+    evaluate: Callable[[Any], float] | None
+    model: ModelMeasure | None = None
 
     def __call__(self, network: Network, reference: Row) -> Row:
         """The measured columns of a history row; ``reference`` is round 0's row ({} for
         round 0 itself)."""
         row: Row = {"held_out_loss": self.trainer.held_out_loss(network)}
-        box, sense = self.box, self.sense
-        if self.evaluate is None:
+        if self.model is not None:
+            measured, solved = self.model(network)
+            row.update(measured)
+            if self.evaluate is not None:
+                value = None if solved is None else true_value(self.evaluate, solved, _ON_MODEL)
+                row["true_value"] = value
+        elif self.evaluate is None:
             row.update(
-                difficulty(network, box, sense, milp_time_limit=self.milp_time_limit).as_dict()
+                difficulty(
+                    network, self.box, self.sense, milp_time_limit=self.milp_time_limit
+                ).as_dict()
             )
         else:
-            stats, x = milp_argmin(network, box, sense, time_limit=self.milp_time_limit)
-            row.update(difficulty(network, box, sense, milp=stats).as_dict())
-            row.update(argmin=x.tolist(), true_value=float(self.evaluate(x)))
-            worse = row["true_value"] - reference.get("true_value", row["true_value"])
-            row["decision_change"] = worse if sense == "min" else -worse
+            stats, x = milp_argmin(network, self.box, self.sense, time_limit=self.milp_time_limit)
+            row.update(difficulty(network, self.box, self.sense, milp=stats).as_dict())
+            x = np.array(x, dtype=np.float64)
+            row.update(argmin=x.tolist(), true_value=true_value(self.evaluate, x.copy(), _at(x)))
+        if self.evaluate is not None:
+            row["decision_change"] = _worsening(row, reference, self.sense)
         # histories written before reference_loss existed are relative to round 0's loss
         base = reference.get("reference_loss", reference.get("held_out_loss"))
         ratio = row["held_out_loss"] / (row["held_out_loss"] if base is None else base)
         row["loss_ratio"] = ratio if math.isfinite(ratio) else None
         return row
+
+    def check_evaluate(self) -> None:
+        """Call the true function once, at the centre of the box: one that fails does so
+        before anything is written, not after round 0's MILP (without a box, the
+        measurement itself says what is missing; with ``model``, round 0's solved model is
+        the first point, and it is measured before anything is written)."""
+        if self.evaluate is not None and self.box is not None and self.model is None:
+            centre = np.array(self.box.center, dtype=np.float64)
+            true_value(self.evaluate, centre.copy(), _at(centre))
+
+
+_ON_MODEL = "on the solved model"
+
+
+def _worsening(row: Row, reference: Row, sense: str) -> float | None:
+    """How much worse the true value is than the reference round's (None if unknown)."""
+    value, base = row.get("true_value"), reference.get("true_value", row.get("true_value"))
+    if value is None or base is None:
+        return None
+    worse = value - base
+    return worse if sense == "min" else -worse
+
+
+def true_value(evaluate: Callable[[Any], float], argument: Any, where: str) -> float:
+    """``evaluate(argument)``, the user's true function at one input (or, with ``model=``,
+    at the solved model), as one finite float.
+
+    Anything else (an exception, several numbers, NaN or an infinite value) raises
+    ValueError naming the function and ``where``: a round judged by it would be meaningless.
+    """
+    name = function_name(evaluate)
+    try:
+        value = evaluate(argument)
+    except Exception as exc:  # the user's code: one line naming it, the cause chained
+        raise ValueError(
+            f"the true function {name} raised {type(exc).__name__}: {exc} {where}"
+        ) from exc
+    try:
+        number = np.asarray(value, dtype=np.float64).reshape(-1)
+    except (TypeError, ValueError):
+        number = np.array([])
+    if number.size != 1 or not math.isfinite(number[0]):
+        raise ValueError(
+            f"the true function {name} returned {value!r} {where}; it must return one finite number"
+        )
+    return float(number[0])
+
+
+def _at(x: np.ndarray) -> str:
+    return f"at x = {np.array2string(np.asarray(x), precision=6, separator=', ')}"
 
 
 def judge(budget: AccuracyBudget, row: Row, reference: Row) -> None:

@@ -4,28 +4,32 @@
 (docs/method.md, section 4), e.g. ``BoundWidth() + LPGap(sense="min")``.
 """
 
+from .adversarial import PGD
+from .context import RegContext
 from .ibp import IBPTrace, ibp_backward, ibp_forward
-from .losses import MSELoss, PinballLoss
+from .losses import CrossEntropyLoss, MSELoss, PinballLoss
+from .lp_gap import LPGap
 from .optim import Adam
+from .pruning import prune
 from .regularizers import (
     L1,
     L2,
     BoundWidth,
     Combination,
-    LPGap,
     NeuronBoundPenalty,
-    RegContext,
     Regularizer,
     ReLUStability,
     StableNeuron,
 )
 from .scaling import TargetScaling
+from .specs import parse_regularizer
 from .trainer import EpochStats, Trainer, TrainResult
 
 __all__ = [
     "Adam",
     "BoundWidth",
     "Combination",
+    "CrossEntropyLoss",
     "EpochStats",
     "IBPTrace",
     "L1",
@@ -33,6 +37,7 @@ __all__ = [
     "LPGap",
     "MSELoss",
     "NeuronBoundPenalty",
+    "PGD",
     "PinballLoss",
     "RegContext",
     "Regularizer",
@@ -43,4 +48,6 @@ __all__ = [
     "Trainer",
     "ibp_backward",
     "ibp_forward",
+    "parse_regularizer",
+    "prune",
 ]

@@ -13,6 +13,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from .. import matrices
 from ..network import Layer, forward_cache
 
 Grads = list[tuple[np.ndarray, np.ndarray]]
@@ -28,15 +29,49 @@ def backward(
 
     ``d_out`` (n, n_outputs) is the seed on the outputs; the batch is summed, so a mean loss
     passes ``d_out`` already divided by the batch size.  ReLU uses the subgradient 0 at z = 0.
+    The weight's gradient is shaped like the layer's :attr:`~pyomo_nnrelax.Layer.entries`
+    (a sparse layer's: its stored entries only).
     """
+    return backpropagate(layers, inputs, pre, d_out)[0]
+
+
+def input_gradient(
+    layers: Sequence[Layer],
+    inputs: Sequence[np.ndarray],
+    pre: Sequence[np.ndarray],
+    d_out: np.ndarray,
+) -> np.ndarray:
+    """Gradient of ``sum(d_out * out)`` with respect to the inputs, row by row (n, n_inputs):
+    the same backward pass as :func:`backward`, without the weights' gradients (what an
+    adversarial attack follows)."""
+    return backpropagate(layers, inputs, pre, d_out, weights=False)[1]
+
+
+def backpropagate(
+    layers: Sequence[Layer],
+    inputs: Sequence[np.ndarray],
+    pre: Sequence[np.ndarray],
+    d_out: np.ndarray,
+    weights: bool = True,
+) -> tuple[Grads, np.ndarray]:
+    """The one backward pass: the gradients of every (weight, bias) (empty without
+    ``weights``) and of the inputs."""
     grads: Grads = []
     delta = np.asarray(d_out, dtype=np.float64)
     for layer, h, z in zip(reversed(layers), reversed(inputs), reversed(pre)):
         if layer.has_relu:
             delta = delta * layer.passes(z)
-        grads.append((delta.T @ h, delta.sum(axis=0)))
-        delta = delta @ layer.weight
-    return grads[::-1]
+        if weights:
+            grads.append((weight_gradient(layer, delta, h), delta.sum(axis=0)))
+        delta = delta @ layer.weight if not layer.is_sparse else matrices.times(delta, layer.weight)
+    return grads[::-1], delta
+
+
+def weight_gradient(layer: Layer, delta: np.ndarray, h: np.ndarray) -> np.ndarray:
+    """``delta.T @ h`` at the layer's entries: the gradient of ``sum(delta * (h @ W.T))``."""
+    if not layer.is_sparse:
+        return delta.T @ h
+    return matrices.outer_entries(delta, h, layer.weight, layer.outer_plan)
 
 
 def predict(layers: Sequence[Layer], X: np.ndarray) -> np.ndarray:
@@ -60,4 +95,4 @@ def scale_grads(grads: Grads, weight: float) -> Grads:
 
 def zero_grads(layers: Sequence[Layer]) -> Grads:
     """Zero gradients shaped like the layers."""
-    return [(np.zeros_like(layer.weight), np.zeros_like(layer.bias)) for layer in layers]
+    return [(np.zeros_like(layer.entries), np.zeros_like(layer.bias)) for layer in layers]

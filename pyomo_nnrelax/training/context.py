@@ -11,7 +11,7 @@ import numpy as np
 from ..box import InputBox
 from ..network import Layer, Network, forward_cache
 from .backprop import Grads, add_grads, backward, zero_grads
-from .ibp import IBPTrace, ibp_forward
+from .ibp import IBPTrace, NeuronLayout, ibp_forward
 
 
 @dataclass
@@ -67,6 +67,8 @@ class RegContext:
     output_scale: np.ndarray | float = 1.0
     step: int | None = None
     _ibp: IBPTrace | None = field(default=None, repr=False)
+    _balls: dict[float, IBPTrace] = field(default_factory=dict, repr=False)
+    _side_by_side: dict[float | None, np.ndarray] = field(default_factory=dict, repr=False)
     _weight: float = field(default=1.0, repr=False)
 
     @property
@@ -75,6 +77,32 @@ class RegContext:
         if self._ibp is None:
             self._ibp = ibp_forward(self.layers, self.input_lower, self.input_upper)
         return self._ibp
+
+    def ball_ibp(self, eps: float) -> IBPTrace:
+        """IBP bounds over each mini-batch sample's L-infinity ball of radius ``eps``, clipped
+        to the box: one box per sample, all propagated at once (Xiao et al. 2019), computed
+        once per step and radius."""
+        if eps not in self._balls:
+            lower, upper = self.X - eps, self.X + eps
+            if self.input_lower is not None:
+                lower = np.clip(lower, self.input_lower, self.input_upper)
+                upper = np.clip(upper, self.input_lower, self.input_upper)
+            self._balls[eps] = ibp_forward(self.layers, lower, upper)
+        return self._balls[eps]
+
+    @property
+    def neurons(self) -> NeuronLayout:
+        """Where each layer's neurons sit in :meth:`neuron_bounds`."""
+        return NeuronLayout.of(self.layers)
+
+    def neuron_bounds(self, ball: float | None = None) -> np.ndarray:
+        """``[L; U]`` of every neuron side by side (:attr:`neurons`): the IBP bounds over the
+        box, (2, N), or over each sample's ball of radius ``ball``, (2, batch, N); computed
+        once per step and radius, for the regularizers that take every layer at once."""
+        if ball not in self._side_by_side:
+            trace = self.ibp if ball is None else self.ball_ibp(ball)
+            self._side_by_side[ball] = np.concatenate(trace.pre, axis=-1)
+        return self._side_by_side[ball]
 
     def forward_pass(self) -> tuple[np.ndarray, list[np.ndarray], list[np.ndarray]]:
         """``(f(X), inputs, pre-activations)`` of the current layers, computed once."""

@@ -24,9 +24,14 @@ relaxation reaches an IBP bound, which is the generic case.
 relaxation that the bound certifies, and its adjoint of ``mu^l`` is ``z^l``; the derivative
 with respect to ``alpha_j`` is ``lam_j z_j``.
 
-The training loop calls these once per mini-batch, so the per-neuron constants of a step
-(:class:`DualPlan`) are computed on all layers' neurons at once, and the slopes of all
-relaxed layers live side by side in one array (:class:`SlopeLayout`).
+The training loop calls these once per mini-batch on small arrays, so what a step costs is
+the number of numpy calls.  The per-neuron constants of a step (:class:`DualPlan`) are
+computed on all layers' neurons at once, and a pass keeps every layer's coefficients in one
+array with a row per neuron (layer by layer, :class:`~pyomo_nnrelax.training.ibp.NeuronLayout`)
+and a column per input: each layer's block of rows is contiguous memory, and what does not
+feed the next layer (the bound's value, the derivatives with respect to the biases, the
+slopes and the bounds) takes one call for all layers.  The slopes of all relaxed layers
+live side by side in one array (:class:`SlopeLayout`).
 """
 
 from __future__ import annotations
@@ -39,7 +44,9 @@ import numpy as np
 
 from ..bounds import neuron_stability
 from ..network import Layer
-from .backprop import Grads
+from .backprop import Grads, weight_gradient
+from .ibp import NeuronLayout, positions
+from .optim import Slopes
 
 
 def heuristic_slopes(lower: np.ndarray, upper: np.ndarray) -> np.ndarray:
@@ -54,13 +61,13 @@ class SlopeLayout:
 
     The relaxed layers are the ReLU layers after the first (the first layer's ``z`` is fixed
     by the input, so its neurons need no slope).  ``columns[l]`` is the slice of layer ``l``
-    (None for the others); ``neurons[k]`` is the position of column ``k`` among all the
-    network's neurons, counted layer by layer.
+    (None for the others); ``neurons`` the positions of the columns among all the network's
+    neurons, counted layer by layer (a slice when they are consecutive, as in an MLP).
     """
 
     columns: tuple[slice | None, ...]
     width: int
-    neurons: np.ndarray
+    neurons: slice | np.ndarray
 
     @classmethod
     def of(cls, layers: Sequence[Layer]) -> SlopeLayout:
@@ -71,15 +78,11 @@ class SlopeLayout:
         """Per-layer views of the columns of ``array`` (n, width)."""
         return [None if c is None else array[:, c] for c in self.columns]
 
-    def join(self, per_layer: Sequence[np.ndarray | None], n: int) -> np.ndarray:
-        """The per-layer arrays of the relaxed layers side by side, (n, width)."""
-        parts = [p for p, c in zip(per_layer, self.columns) if c is not None]
-        return np.concatenate(parts, axis=1) if parts else np.zeros((n, 0))
-
     def start(self, lower: Sequence[np.ndarray], upper: Sequence[np.ndarray]) -> np.ndarray:
-        """:func:`heuristic_slopes` of every relaxed neuron, (width,)."""
-        lo, hi = np.concatenate(lower), np.concatenate(upper)
-        return heuristic_slopes(lo[self.neurons], hi[self.neurons])
+        """:func:`heuristic_slopes` of every relaxed neuron, (width,), or (n, width) for
+        per-sample bounds."""
+        lo, hi = np.concatenate(lower, axis=-1), np.concatenate(upper, axis=-1)
+        return heuristic_slopes(lo[..., self.neurons], hi[..., self.neurons])
 
 
 @functools.lru_cache(maxsize=64)
@@ -94,70 +97,107 @@ def _layout_of_shape(shape: tuple[tuple[int, bool], ...]) -> SlopeLayout:
             columns.append(None)
         offset += width
     index = np.concatenate(neurons) if neurons else np.zeros(0, dtype=np.int64)
-    return SlopeLayout(tuple(columns), start, index)
+    return SlopeLayout(tuple(columns), start, positions(index))
 
 
-@dataclass(frozen=True)
+def stack_bounds(lower: Sequence[np.ndarray], upper: Sequence[np.ndarray]) -> np.ndarray:
+    """Per-layer bounds as ``[L; U]`` of every neuron side by side (:class:`NeuronLayout`):
+    (2, N), or (2, n, N) for per-sample bounds."""
+    return np.stack([np.concatenate(lower, axis=-1), np.concatenate(upper, axis=-1)])
+
+
+@dataclass(frozen=True, eq=False)
 class DualPlan:
     """What every pass at the same inputs and bounds shares (see :func:`dual_plan`).
 
-    Per layer (views into arrays over all neurons): ``unstable`` (bool), ``active`` (1.0
+    The per-neuron arrays have a row per neuron (:class:`NeuronLayout`) and one column (shared
+    bounds) or a column per input (per-sample bounds): ``unstable`` (bool), ``active`` (1.0
     where ``h = z``: stable-active or linear), ``neg_mult`` (``mu / lam`` where ``lam < 0``:
-    1 active, ``s`` unstable, 0 inactive), ``const`` (``-s L`` at unstable neurons, else 0).
+    1 active, ``s`` unstable, 0 inactive), ``const`` (``-s L`` at unstable neurons, else 0),
+    ``lower`` and ``upper``.  The first layer's arrays have a row per neuron and a column
+    per input.
     """
 
-    unstable: list[np.ndarray]
-    active: list[np.ndarray]
-    neg_mult: list[np.ndarray]
-    const: list[np.ndarray]
-    lower: list[np.ndarray]
-    upper: list[np.ndarray]
+    neurons: NeuronLayout
+    slopes: SlopeLayout
+    bounds: np.ndarray  # [L; U] as given: (2, N) or (2, n, N)
+    unstable: np.ndarray
+    active: np.ndarray
+    neg_mult: np.ndarray
+    const: np.ndarray
+    lower: np.ndarray
+    upper: np.ndarray
     X: np.ndarray
     z0: np.ndarray  # first-layer pre-activations, clipped to [L^0, U^0]
     low_end: np.ndarray  # first-layer output picked where lam >= 0, and its dz
     high_end: np.ndarray  # ... where lam < 0
-    low_dz: np.ndarray  # (n, n_out_0)
-    high_dz: np.ndarray  # (n_out_0,) or (n, n_out_0)
+    low_dz: np.ndarray
+    high_dz: np.ndarray
+
+    @property
+    def per_sample(self) -> bool:
+        """Whether the bounds are each sample's own (one row per input)."""
+        return self.bounds.ndim == 3
+
+    def start_slopes(self) -> np.ndarray:
+        """:func:`heuristic_slopes` of the relaxed neurons: (width,), or (n, width) for
+        per-sample bounds."""
+        relaxed = self.bounds[..., self.slopes.neurons]
+        return heuristic_slopes(relaxed[0], relaxed[1])
+
+    def pack(self, slopes: Sequence[np.ndarray | None]) -> np.ndarray:
+        """Per-layer slopes ((n, n_out_l) each, None: :meth:`start_slopes`) as one (width, n)
+        array, a row per relaxed neuron and a column per input."""
+        n = len(self.X)
+        alpha = np.empty((self.slopes.width, n))
+        alpha[:] = np.broadcast_to(self.start_slopes(), (n, self.slopes.width)).T
+        for given, columns in zip(slopes, self.slopes.columns):
+            if given is not None and columns is not None:
+                alpha[columns] = np.broadcast_to(given, (n, columns.stop - columns.start)).T
+        return alpha
 
 
-def dual_plan(
-    layers: Sequence[Layer], lower: Sequence[np.ndarray], upper: Sequence[np.ndarray], X
-) -> DualPlan:
-    """The per-call constants of :func:`dual_forward` at inputs ``X`` and bounds ``L``, ``U``:
-    per layer the stability, the multipliers ``mu / lam`` where ``lam < 0``, the upper
-    line's constants, and the first layer's interval ends."""
+def _by_neuron(array: np.ndarray) -> np.ndarray:
+    """An array over all neurons, (N,) or (n, N), with a row per neuron: (N, 1) or (N, n)."""
+    return array[:, None] if array.ndim == 1 else np.ascontiguousarray(array.T)
+
+
+def dual_plan(layers: Sequence[Layer], bounds: np.ndarray, X) -> DualPlan:
+    """The per-call constants of :func:`dual_bound` at inputs ``X`` and bounds ``[L; U]`` of
+    every neuron side by side (:func:`stack_bounds`; (2, N) for one box, (2, n, N) for each
+    input's own ball): per neuron the stability, the multipliers ``mu / lam`` where
+    ``lam < 0`` and the upper line's constants, and the first layer's interval ends."""
+    neurons = NeuronLayout.of(layers)
     X = np.asarray(X, dtype=np.float64)
-    spans, start = [], 0
-    for layer in layers:
-        spans.append(slice(start, start + layer.n_out))
-        start += layer.n_out
-    lo, hi = np.concatenate(lower), np.concatenate(upper)
-    kind = np.concatenate([neuron_stability(*args) for args in zip(layers, lower, upper)])
+    lo, hi = bounds[0], bounds[1]
+    kind = neuron_stability(neurons, lo, hi)  # the whole network as one layer
     unstable, active = kind == 0, (kind == 1).astype(np.float64)
     s = np.where(unstable, hi / np.where(unstable, hi - lo, 1.0), 0.0)
-    neg_mult, const = active + s, -s * lo
-    first, lo0 = layers[0], lower[0]
-    z0 = np.minimum(np.maximum(X @ first.weight.T + first.bias, lo0), upper[0])
+    unstable, active, neg_mult, const, lo, hi = (
+        _by_neuron(a) for a in (unstable, active, active + s, -s * lo, lo, hi)
+    )
+    first, head = layers[0], neurons.spans[0]
+    z0 = first.weight @ X.T  # (n_out_0, n), dense or sparse
+    z0 += first.bias[:, None]
+    np.minimum(np.maximum(z0, lo[head], out=z0), hi[head], out=z0)
     if first.has_relu:
         # z0 lies in [L, U]: the activation of z0 is the low end of every kind of neuron (z0,
         # 0, or the unstable max(z0, 0)), and mult z0 + const the high end (z0, 0, or
         # s (z0 - L))
-        head = spans[0]
-        low_end = first.activate(z0)
+        low_end = first.activate(z0.T).T
         high_end = neg_mult[head] * z0 + const[head]
         low_dz = np.maximum(active[head], z0 > 0.0)
-        high_dz = neg_mult[head]  # broadcast over the rows where it is used
+        high_dz = neg_mult[head]  # broadcast over the columns where it is used
     else:
         low_end = high_end = z0
         low_dz = high_dz = np.ones_like(z0)
     return DualPlan(
-        [unstable[c] for c in spans], [active[c] for c in spans], [neg_mult[c] for c in spans],
-        [const[c] for c in spans], list(lower), list(upper), X, z0, low_end, high_end, low_dz,
-        high_dz,
+        neurons, SlopeLayout.of(layers), bounds, unstable, active, neg_mult, const, lo, hi, X,
+        z0, low_end, high_end, low_dz, high_dz,
     )  # fmt: skip
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class DualPass:
     """The bound at ``n`` inputs and what :func:`dual_backward` needs.
 
@@ -165,29 +205,39 @@ class DualPass:
     ----------
     value : ndarray (n,)
         ``B(x_i)``, a lower bound on the LP relaxation's ``min c_i' h^K``.
-    lam : list of ndarray (n, n_out_l)
-        Coefficient of ``h^l`` in the bound.
-    mu : list of ndarray (n, n_out_l) or None
-        Coefficient of ``z^l`` (None for the first layer, whose ``z`` is fixed).
-    mult : list of ndarray (n, n_out_l) or None
-        ``mu^l / lam^l`` per neuron (None for the first and linear layers).
-    upper_line : list of ndarray (n, n_out_l) of bool or None
-        Where ``lam^l < 0`` (the upper line, or 0 for stable neurons, is used).
     plan : DualPlan
         The constants shared by every pass at these inputs and bounds.
+    coefficients : ndarray (N, n)
+        ``lam``: the coefficient of every neuron's output ``h`` in the bound, a row per
+        neuron (:class:`NeuronLayout`) and a column per input.
+    z_coefficients : ndarray (N, n)
+        ``mu``: the coefficient of its ``z`` (the first layer's rows are not used: its ``z``
+        is fixed).
+    negative : ndarray (N, n) of bool
+        Where ``lam < 0`` in the first layer and the ReLU layers (the upper line, or 0 for
+        stable neurons, is used); False elsewhere.
+    mult : list of (ndarray (n_out_l, n) or None)
+        ``mu^l / lam^l`` per neuron (None for the first and linear layers).
+    end : ndarray (n_out_0, n)
+        The first layer's output the bound takes (the end of its interval ``lam^0``
+        prefers).
+    biases : ndarray (N,)
+        Every neuron's bias.
     """
 
     value: np.ndarray
-    lam: list[np.ndarray]
-    mu: list[np.ndarray | None]
-    mult: list[np.ndarray | None]
-    upper_line: list[np.ndarray | None]
     plan: DualPlan
+    coefficients: np.ndarray
+    z_coefficients: np.ndarray
+    negative: np.ndarray
+    mult: list[np.ndarray | None]
+    end: np.ndarray
+    biases: np.ndarray
 
     @property
-    def z0(self) -> np.ndarray:
-        """The first layer's pre-activations, clipped to ``[L^0, U^0]``."""
-        return self.plan.z0
+    def lam(self) -> list[np.ndarray]:
+        """``lam^l``, the coefficient of ``h^l``, per layer (n, n_out_l)."""
+        return [self.coefficients[span].T for span in self.plan.neurons.spans]
 
 
 def dual_forward(
@@ -216,36 +266,62 @@ def dual_forward(
     plan : DualPlan, optional
         :func:`dual_plan` of the same layers, bounds and ``X``, shared between passes.
     """
-    plan = plan if plan is not None else dual_plan(layers, lower, upper, X)
-    n, last = len(plan.X), len(layers) - 1
-    lam: list[np.ndarray] = [np.empty(0)] * len(layers)
-    mu: list[np.ndarray | None] = [None] * len(layers)
+    plan = plan if plan is not None else dual_plan(layers, stack_bounds(lower, upper), X)
+    return dual_bound(layers, plan, objective, plan.pack(slopes))
+
+
+def _product(A, B: np.ndarray, out: np.ndarray) -> None:
+    """``out = A @ B`` for a dense or sparse ``A`` (a dense one writes straight into ``out``)."""
+    if isinstance(A, np.ndarray):
+        np.matmul(A, B, out=out)
+    else:
+        out[...] = A @ B
+
+
+def dual_bound(
+    layers: Sequence[Layer], plan: DualPlan, objective: np.ndarray, alpha: np.ndarray
+) -> DualPass:
+    """:func:`dual_forward` at the inputs and bounds of ``plan``, with the slopes packed:
+    ``alpha`` (width, n), a row per relaxed neuron (:class:`SlopeLayout`) and a column per
+    input."""
+    spans, columns, n = plan.neurons.spans, plan.slopes.columns, len(plan.X)
+    lam = np.empty((plan.neurons.size, n))
+    mu = np.empty_like(lam)
+    negative = np.zeros(lam.shape, dtype=bool)
     mult: list[np.ndarray | None] = [None] * len(layers)
-    upper_line: list[np.ndarray | None] = [None] * len(layers)
-    lam[last] = np.empty((n, layers[last].n_out))
-    lam[last][:] = objective
-    value = np.zeros(n)
-    for l in range(last, 0, -1):
-        layer, coef = layers[l], lam[l]
-        if layer.has_relu:
-            alpha = slopes[l] if slopes[l] is not None else heuristic_slopes(lower[l], upper[l])
-            negative = coef < 0.0
-            mult[l] = np.where(
-                negative, plan.neg_mult[l], np.where(plan.unstable[l], alpha, plan.active[l])
-            )
-            upper_line[l] = negative
-            m = coef * mult[l]
-            value += np.minimum(coef, 0.0) @ plan.const[l]
+    relaxed = plan.slopes.neurons
+    lower_line = np.where(plan.unstable[relaxed], alpha, plan.active[relaxed])  # mu / lam >= 0
+    objective = np.asarray(objective, dtype=np.float64)
+    lam[spans[-1]] = objective[:, None] if objective.ndim == 1 else objective.T
+    for l in range(len(layers) - 1, 0, -1):
+        rows = spans[l]
+        if columns[l] is not None:  # a ReLU layer: mu = mult lam
+            upper_line = np.less(lam[rows], 0.0, out=negative[rows])
+            mult[l] = np.where(upper_line, plan.neg_mult[rows], lower_line[columns[l]])
+            np.multiply(lam[rows], mult[l], out=mu[rows])
         else:
-            m = coef
-        mu[l] = m
-        value += m @ layer.bias
-        lam[l - 1] = m @ layer.weight
-    value += (lam[0] * np.where(lam[0] < 0.0, plan.high_end, plan.low_end)).sum(axis=1)
-    return DualPass(value, lam, mu, mult, upper_line, plan)
+            mu[rows] = lam[rows]
+        _product(layers[l].weight.T, mu[rows], lam[spans[l - 1]])
+    head = spans[0]
+    end = np.where(np.less(lam[head], 0.0, out=negative[head]), plan.high_end, plan.low_end)
+    biases = np.concatenate([layer.bias for layer in layers])
+    value = _bound_value(plan, biases, lam, mu, end)
+    return DualPass(value, plan, lam, mu, negative, mult, end, biases)
 
 
-@dataclass(frozen=True)
+def _bound_value(plan: DualPlan, biases, lam, mu, end) -> np.ndarray:
+    """``B = sum_(l >= 1) (mu^l . b^l + min(lam^l, 0) . const^l) + lam^0 . end``: the
+    biases, the upper lines' constants, and the first layer's output the bound picks."""
+    head = plan.neurons.spans[0]
+    rest = slice(head.stop, None)
+    value = biases[rest] @ mu[rest]
+    const, low = plan.const[rest], np.minimum(lam[rest], 0.0)
+    value += const[:, 0] @ low if const.shape[1] == 1 else (low * const).sum(axis=0)
+    value += (lam[head] * end).sum(axis=0)
+    return value
+
+
+@dataclass(frozen=True, eq=False)
 class DualGrads:
     """Derivatives of ``sum_i seed_i B(x_i)``.
 
@@ -255,17 +331,30 @@ class DualGrads:
         With respect to every layer's weights and biases (``L``, ``U`` held fixed).
     lower, upper : list of ndarray (n_out_l,) or None
         With respect to the bounds (summed over the rows); None unless asked for.
-    slopes : list of ndarray (n, n_out_l) or None
-        With respect to ``alpha`` per row (zero where ``alpha`` is not read).
-    primal : list of ndarray (n, n_out_l)
-        ``seed_i`` times the primal outputs ``h^l`` certified by the bound.
+    slope_rows : ndarray (width, n)
+        With respect to ``alpha``, a row per relaxed neuron (:class:`SlopeLayout`) and a
+        column per input (zero where ``alpha`` is not read).
+    primal_rows : ndarray (N, n)
+        ``seed_i`` times the primal outputs ``h^l`` certified by the bound, a row per neuron.
+    plan : DualPlan
     """
 
     params: Grads
     lower: list[np.ndarray] | None
     upper: list[np.ndarray] | None
-    slopes: list[np.ndarray | None]
-    primal: list[np.ndarray]
+    slope_rows: np.ndarray
+    primal_rows: np.ndarray
+    plan: DualPlan
+
+    @property
+    def slopes(self) -> list[np.ndarray | None]:
+        """:attr:`slope_rows` per layer (n, n_out_l), None for the layers without slopes."""
+        return [None if c is None else self.slope_rows[c].T for c in self.plan.slopes.columns]
+
+    @property
+    def primal(self) -> list[np.ndarray]:
+        """:attr:`primal_rows` per layer (n, n_out_l)."""
+        return [self.primal_rows[span].T for span in self.plan.neurons.spans]
 
 
 def _upper_line_slope_derivatives(lower: np.ndarray, upper: np.ndarray, unstable: np.ndarray):
@@ -280,167 +369,131 @@ def dual_backward(
     layers: Sequence[Layer], trace: DualPass, seed: np.ndarray | float, bounds: bool = True
 ) -> DualGrads:
     """Reverse pass of :func:`dual_forward`: derivatives of ``sum_i seed_i B(x_i)``
-    (with respect to ``L`` and ``U`` only if ``bounds``); a float ``seed`` is the same for
-    every row.
+    (with respect to ``L`` and ``U`` only if ``bounds``: summed over the rows for shared
+    bounds, per row for per-sample bounds); a float ``seed`` is the same for every row.
 
     At a kink (``lam_j = 0`` of an unstable neuron, ``z^0_j = 0``) one branch is taken: the
     lower line, and the slope 0 of ``max(z, 0)``.
     """
-    plan = trace.plan
-    n_layers = len(layers)
-    if isinstance(seed, (int, float)):
-        g, g_rows = float(seed), None
-    else:
-        g_rows = np.asarray(seed, dtype=np.float64)
-        g = g_rows[:, None]
-    params: Grads = [None] * n_layers  # type: ignore[list-item]
-    d_lower = [np.zeros(layer.n_out) for layer in layers] if bounds else None
-    d_upper = [np.zeros(layer.n_out) for layer in layers] if bounds else None
-    d_slopes: list[np.ndarray | None] = [None] * n_layers
-    primal: list[np.ndarray] = [np.empty(0)] * n_layers
-    # first layer: value += lam^0 . eta(z^0)
-    coef = trace.lam[0]
-    negative = coef < 0.0
-    primal[0] = g * np.where(negative, plan.high_end, plan.low_end)
-    z_bar = g * coef * np.where(negative, plan.high_dz, plan.low_dz)
-    params[0] = (z_bar.T @ plan.X, z_bar.sum(axis=0))
-    if bounds and layers[0].has_relu:
-        lo, hi, z0 = plan.lower[0], plan.upper[0], plan.z0
-        s, s_lo, s_hi = _upper_line_slope_derivatives(lo, hi, plan.unstable[0])
-        weighted = np.where(negative & plan.unstable[0], g * coef, 0.0)
-        d_lower[0] += (weighted * (s_lo * (z0 - lo) - s)).sum(axis=0)
-        d_upper[0] += (weighted * s_hi * (z0 - lo)).sum(axis=0)
-    lam_bar = primal[0]
-    for l in range(1, n_layers):
-        layer, m = layers[l], trace.mu[l]
-        # lam^(l-1) = mu^l W^l and value += mu^l . b^l; mu_bar is seed times z^l
-        mu_bar = lam_bar @ layer.weight.T + g * layer.bias
-        d_bias = g * m.sum(axis=0) if g_rows is None else g_rows @ m
-        params[l] = (m.T @ lam_bar, d_bias)
-        if layer.has_relu:
-            coef, upper_line = trace.lam[l], trace.upper_line[l]
-            # mu = mult lam, and value += min(lam, 0) . const
-            lam_bar = mu_bar * trace.mult[l] + np.where(upper_line, g * plan.const[l], 0.0)
-            d_slopes[l] = np.where(upper_line | ~plan.unstable[l], 0.0, coef * mu_bar)
-            if bounds:
-                lo, hi = plan.lower[l], plan.upper[l]
-                s, s_lo, s_hi = _upper_line_slope_derivatives(lo, hi, plan.unstable[l])
-                on_line = np.where(upper_line & plan.unstable[l], coef, 0.0)
-                # mu = s lam and const = -s L lam on the upper line
-                s_bar = on_line * (mu_bar - g * lo)
-                d_lower[l] += (s_bar * s_lo - g * s * on_line).sum(axis=0)
-                d_upper[l] += (s_bar * s_hi).sum(axis=0)
+    plan, lam, negative = trace.plan, trace.coefficients, trace.negative
+    spans, head = plan.neurons.spans, plan.neurons.spans[0]
+    g_rows = None if isinstance(seed, (int, float)) else np.asarray(seed, dtype=np.float64)
+    g = float(seed) if g_rows is None else g_rows[None, :]  # one per column
+    primal = np.empty_like(lam)  # seed times h^l: the adjoint of lam^l
+    z_bar = np.empty_like(lam)  # seed times z^l: the adjoint of mu^l
+    # first layer: value += lam^0 . end(z^0)
+    np.multiply(g, trace.end, out=primal[head])
+    z0_bar = g * lam[head] * np.where(negative[head], plan.high_dz, plan.low_dz)
+    weights = [weight_gradient(layers[0], z0_bar.T, plan.X)]
+    relaxed, columns = plan.slopes.neurons, plan.slopes.columns
+    shift = g * (negative[relaxed] * plan.const[relaxed])  # value += min(lam, 0) . const
+    bias = g * trace.biases[:, None]  # value += mu . b
+    for l in range(1, len(layers)):
+        layer, rows, below = layers[l], spans[l], spans[l - 1]
+        # lam^(l-1) = W^l' mu^l
+        _product(layer.weight, primal[below], z_bar[rows])
+        z_bar[rows] += bias[rows]
+        weights.append(weight_gradient(layer, trace.z_coefficients[rows].T, primal[below].T))
+        if columns[l] is not None:  # a ReLU layer: mu = mult lam
+            np.multiply(z_bar[rows], trace.mult[l], out=primal[rows])
+            primal[rows] += shift[columns[l]]
         else:
-            lam_bar = mu_bar
-        primal[l] = lam_bar
-    return DualGrads(params, d_lower, d_upper, d_slopes, primal)
+            primal[rows] = z_bar[rows]
+    d_slopes = lam[relaxed] * z_bar[relaxed]
+    d_slopes *= plan.unstable[relaxed] > negative[relaxed]  # alpha read: unstable, lam >= 0
+    d_lower = d_upper = None
+    if bounds:
+        np.multiply(g, plan.z0, out=z_bar[head])
+        d_lower, d_upper = _bound_derivatives(plan, trace, z_bar, g)
+    params = list(zip(weights, _bias_derivatives(trace, z0_bar, g, g_rows)))
+    return DualGrads(params, d_lower, d_upper, d_slopes, primal, plan)
 
 
-class SlopeAdam:
-    """Projected Adam ascent on the lower slopes of many samples, each with its own moments
-    and step count, kept between calls (the slopes of a training sample are a warm start for
-    its next mini-batch).
-
-    Parameters
-    ----------
-    lr : float
-        Step size in slope units (slopes live in ``[0, 1]``).
-    betas, eps :
-        As in :class:`~pyomo_nnrelax.training.optim.Adam`.
-    """
-
-    def __init__(
-        self, lr: float = 0.2, betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-12
-    ) -> None:
-        self.lr, self.betas, self.eps = lr, betas, eps
-
-    def step(
-        self,
-        alpha: np.ndarray,
-        grad: np.ndarray,
-        m: np.ndarray,
-        v: np.ndarray,
-        t: np.ndarray,
-    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """``alpha`` moved up ``grad`` and clipped to ``[0, 1]``; new ``m``, ``v``.
-
-        ``t`` (n,) is each row's step count after this step (at least 1).
-        """
-        b1, b2 = self.betas
-        m = b1 * m + (1.0 - b1) * grad
-        v = b2 * v + (1.0 - b2) * (grad * grad)
-        step = m / (1.0 - b1**t)[:, None]
-        step /= np.sqrt(v / (1.0 - b2**t)[:, None]) + self.eps
-        step *= self.lr
-        step += alpha
-        return np.minimum(np.maximum(step, 0.0, out=step), 1.0, out=step), m, v
+def _bias_derivatives(trace: DualPass, z0_bar: np.ndarray, g, g_rows) -> list[np.ndarray]:
+    """Per layer, the derivative with respect to ``b^l``: ``seed . mu^l`` (``value`` holds
+    ``mu^l . b^l``), and for the first layer the sum of the adjoint of ``z^0``."""
+    neurons = trace.plan.neurons
+    head = neurons.spans[0]
+    rest = slice(head.stop, None)
+    mu = trace.z_coefficients[rest]
+    d_bias = np.empty(neurons.size)
+    d_bias[head] = z0_bar.sum(axis=1)
+    d_bias[rest] = g * mu.sum(axis=1) if g_rows is None else mu @ g_rows
+    return neurons.split(d_bias)
 
 
-class Slopes:
-    """Slopes of some samples with their Adam moments and step counts, packed side by side in
-    one ``(n, 3 width + 1)`` array (one gather and one scatter per training step):
-    ``alpha``, ``m`` and ``v`` are (n, width) views in the columns of a
-    :class:`SlopeLayout`, ``t`` the (n,) step counts."""
-
-    def __init__(self, packed: np.ndarray) -> None:
-        self.packed = packed
-        width = (packed.shape[1] - 1) // 3
-        self.alpha = packed[:, :width]
-        self.m = packed[:, width : 2 * width]
-        self.v = packed[:, 2 * width : 3 * width]
-        self.t = packed[:, 3 * width]
-
-    @classmethod
-    def fresh(cls, start: np.ndarray, n: int) -> Slopes:
-        """``n`` samples at the slopes ``start`` (width,) with zero moments."""
-        slopes = cls(np.zeros((n, 3 * start.size + 1)))
-        slopes.alpha[:] = start
-        return slopes
-
-    def reset(self, rows: np.ndarray, start: np.ndarray) -> None:
-        """Put ``rows`` (a mask or indices) back at the slopes ``start`` with zero moments."""
-        self.packed[rows] = 0.0
-        self.alpha[rows] = start
-
-    def step(self, optimizer: SlopeAdam, grad: np.ndarray) -> None:
-        """One projected Adam ascent step of every row along ``grad`` (n, width)."""
-        self.t += 1.0
-        self.alpha[:], self.m[:], self.v[:] = optimizer.step(
-            self.alpha, grad, self.m, self.v, self.t
-        )
+def _bound_derivatives(plan: DualPlan, trace: DualPass, z_bar: np.ndarray, g):
+    """Per layer, the derivatives with respect to ``L`` and ``U``: through ``s`` of the
+    upper lines in use (``mu = s lam`` and ``const = -s L lam``; for the first layer, the end
+    ``s (z^0 - L)``), all neurons at once (``z_bar`` holds ``seed z^l``, the first layer's
+    too)."""
+    lo, unstable = plan.lower, plan.unstable
+    s, s_lo, s_hi = _upper_line_slope_derivatives(lo, plan.upper, unstable)
+    on_line = np.where(trace.negative & unstable, trace.coefficients, 0.0)
+    s_bar = on_line * (z_bar - g * lo)
+    d_lower, d_upper = s_bar * s_lo - g * s * on_line, s_bar * s_hi
+    if not plan.per_sample:
+        d_lower, d_upper = d_lower.sum(axis=1), d_upper.sum(axis=1)
+    spans = plan.neurons.spans
+    return [d_lower[span].T for span in spans], [d_upper[span].T for span in spans]
 
 
 class SlopeStore:
     """Lower slopes, and their Adam moments, per training sample.
 
-    Row ``i`` belongs to row ``i`` of the training set; a sample starts (by the caller) at
-    :func:`heuristic_slopes` of the bounds of the step in which it is first seen.  The arrays
-    grow to the largest row index seen, and start again when the layout changes.
+    Row ``i`` of ``packed`` (a row per sample, ``3 width + 1`` columns: a random mini-batch
+    gathers and scatters whole rows) belongs to row ``i`` of the training set; a sample
+    starts (by the caller) at :func:`heuristic_slopes` of the bounds of the step in which it
+    is first seen.  The arrays grow to the largest row index seen, and start again when the
+    layout changes.
     """
 
     def __init__(self) -> None:
         self.layout: SlopeLayout | None = None
-        self.state = Slopes(np.zeros((0, 1)))
+        self.packed = np.zeros((0, 1))
         self.seen = np.zeros(0, dtype=bool)
 
+    @property
+    def state(self) -> Slopes:
+        """The slopes, moments and step counts of every row (views)."""
+        return Slopes(self.packed.T)
+
     def _fit(self, layout: SlopeLayout, n_rows: int) -> None:
-        if self.layout is None or layout.columns != self.layout.columns:
-            self.layout = layout
-            self.state = Slopes.fresh(np.zeros(layout.width), 0)
-            self.seen = np.zeros(0, dtype=bool)
+        if layout is not self.layout:
+            self._fit_layout(layout)
         grow = n_rows - self.seen.size
         if grow > 0:
-            more = np.zeros((grow, self.state.packed.shape[1]))
-            self.state = Slopes(np.concatenate([self.state.packed, more]))
+            self.packed = np.concatenate([self.packed, np.zeros((grow, self.packed.shape[1]))])
             self.seen = np.concatenate([self.seen, np.zeros(grow, dtype=bool)])
+
+    def _fit_layout(self, layout: SlopeLayout) -> None:
+        loaded = self.layout is None and self.packed.shape[1] == 3 * layout.width + 1
+        if loaded and self.seen.size:  # slopes read back by load_state: keep them
+            self.layout = layout
+        if self.layout is None or layout.columns != self.layout.columns:
+            self.layout = layout
+            self.packed = np.zeros((0, 3 * layout.width + 1))
+            self.seen = np.zeros(0, dtype=bool)
 
     def read(self, layout: SlopeLayout, rows: np.ndarray) -> tuple[Slopes, np.ndarray]:
         """Slopes, moments and step counts of ``rows`` (copies), and which of them were never
         seen (the caller starts those, :meth:`Slopes.reset`)."""
         self._fit(layout, int(rows.max()) + 1 if rows.size else 0)
-        return Slopes(self.state.packed[rows]), ~self.seen[rows]
+        return Slopes(np.ascontiguousarray(self.packed[rows].T)), ~self.seen[rows]
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        """The slopes, moments and step counts of every sample seen, as named arrays."""
+        return {"packed": self.packed.copy(), "seen": self.seen.copy()}
+
+    @classmethod
+    def from_arrays(cls, arrays: dict[str, np.ndarray]) -> SlopeStore:
+        """The store :meth:`arrays` describes (its layout is taken at its next read)."""
+        store = cls()
+        store.packed = np.array(arrays["packed"], dtype=np.float64)
+        store.seen = np.array(arrays["seen"], dtype=bool)
+        return store
 
     def write(self, rows: np.ndarray, slopes: Slopes) -> None:
         """Store what :meth:`read` gave, after the caller's steps."""
-        self.state.packed[rows] = slopes.packed
+        self.packed[rows] = slopes.packed.T
         self.seen[rows] = True

@@ -16,21 +16,23 @@ from .backprop import Grads
 
 
 def parameters(layers: Sequence[Layer]) -> list[np.ndarray]:
-    """``[theta_0, b_0, theta_1, b_1, ...]``: a tied layer's parameters, else its weight."""
+    """``[theta_0, b_0, theta_1, b_1, ...]``: a tied layer's parameters, else its entries; a
+    tied bias's parameters, else the bias."""
     out = []
     for layer in layers:
-        theta = layer.weight if layer.tie is None else layer.tie.parameters(layer.weight)
-        out += [theta, layer.bias]
+        theta = layer.entries if layer.tie is None else layer.tie.parameters(layer.entries)
+        beta = layer.bias if layer.bias_tie is None else layer.bias_tie.parameters(layer.bias)
+        out += [theta, beta]
     return out
 
 
 def parameter_grads(layers: Sequence[Layer], grads: Grads) -> list[np.ndarray]:
     """The gradients of :func:`parameters` from the gradients of every (weight, bias)."""
-    return [
-        g
-        for layer, (d_weight, d_bias) in zip(layers, grads)
-        for g in (d_weight if layer.tie is None else layer.tie.gradient(d_weight), d_bias)
-    ]
+    out = []
+    for layer, (d_weight, d_bias) in zip(layers, grads):
+        out.append(d_weight if layer.tie is None else layer.tie.gradient(d_weight))
+        out.append(d_bias if layer.bias_tie is None else layer.bias_tie.gradient(d_bias))
+    return out
 
 
 def with_parameters(layers: Sequence[Layer], params: Sequence[np.ndarray]) -> tuple[Layer, ...]:
@@ -38,8 +40,10 @@ def with_parameters(layers: Sequence[Layer], params: Sequence[np.ndarray]) -> tu
     out = []
     for i, layer in enumerate(layers):
         theta, bias = params[2 * i], params[2 * i + 1]
+        if layer.bias_tie is not None:
+            bias = layer.bias_tie.weight(bias)
         if layer.tie is None:
-            out.append(layer.with_weights(theta, bias))
+            out.append(layer.with_entries(theta, bias))
         else:
             out.append(layer.with_tied_parameters(theta, bias))
     return tuple(out)

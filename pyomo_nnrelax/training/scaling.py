@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .. import matrices
 from ..network import Layer
 
 
@@ -55,16 +56,21 @@ class TargetScaling:
     def fold(self, layers: Sequence[Layer]) -> tuple[Layer, ...]:
         """Layers whose outputs are in user units, from layers in training units."""
         *hidden, last = layers
-        return (*hidden, _scaled(last, self.scale, last.bias * self.scale + self.offset))
+        return (*hidden, _scaled(last, self.scale, self.offset))
 
     def unfold(self, layers: Sequence[Layer]) -> tuple[Layer, ...]:
         """Layers in training units, from layers in user units (inverse of :meth:`fold`)."""
         *hidden, last = layers
-        return (*hidden, _scaled(last, 1.0 / self.scale, (last.bias - self.offset) / self.scale))
+        return (*hidden, _scaled(last, 1.0 / self.scale, -self.offset / self.scale))
 
 
-def _scaled(layer: Layer, row_factor: np.ndarray, bias: np.ndarray) -> Layer:
-    """``layer`` with its weight's rows multiplied by ``row_factor`` and a new bias (a tie
-    keeps its parameters, with the rows' factors rescaled)."""
-    tie = None if layer.tie is None else layer.tie.scaled_rows(row_factor)
-    return Layer(layer.weight * row_factor[:, None], bias, layer.activation, tie)
+def _scaled(layer: Layer, row_factor: np.ndarray, shift: np.ndarray) -> Layer:
+    """``layer`` with its outputs mapped by ``row_factor * z + shift``: the weight's rows
+    multiplied, the bias scaled and shifted (ties keep their parameters, rescaled)."""
+    tie, bias_tie = layer.tie, layer.bias_tie
+    if tie is not None:
+        tie = tie.scaled(matrices.per_entry(layer.weight, row_factor))
+    if bias_tie is not None:
+        bias_tie = bias_tie.scaled(row_factor, shift)
+    weight = matrices.scale_rows(layer.weight, row_factor)
+    return Layer(weight, layer.bias * row_factor + shift, layer.activation, tie, bias_tie)

@@ -8,8 +8,10 @@ may be called again to continue from the current state (Adam moments included).
 
 from __future__ import annotations
 
+import json
 import time
 import warnings
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import numpy as np
@@ -20,9 +22,10 @@ from ..errors import InputBoundsError
 from ..network import Layer, Network, forward_cache
 from ..options import LOSSES, LP_BACKENDS, LossName, LPBackend, check_option
 from ..progress import progress_bar
+from .adversarial import PGD
 from .backprop import add_grads, backward, predict
 from .context import RegContext
-from .losses import Loss, MSELoss, PinballLoss
+from .losses import CrossEntropyLoss, Loss, MSELoss, PinballLoss
 from .optim import Adam
 from .parameters import parameter_grads, parameters, with_parameters
 from .regularizers import Regularizer
@@ -86,7 +89,11 @@ def _data(name: str, X, y, network: Network, loss: str) -> tuple[np.ndarray, np.
         raise ValueError(f"{name}: X has shape {X.shape}, expected (n, {network.n_inputs})")
     y = y.reshape(-1, 1) if y.ndim == 1 else y
     n_out = network.n_outputs
-    allowed = (n_out, 1) if loss == "pinball" else (n_out,)
+    allowed = {"pinball": (n_out, 1), "cross_entropy": (1,)}.get(loss, (n_out,))
+    if loss == "cross_entropy" and y.ndim == 2 and y.shape[1] == 1:
+        labels = y[:, 0]
+        if not (np.all(labels == np.round(labels)) and np.all((labels >= 0) & (labels < n_out))):
+            raise ValueError(f"{name}: y must hold class indices 0..{n_out - 1}")
     if y.ndim != 2 or y.shape[0] != X.shape[0] or y.shape[1] not in allowed:
         raise ValueError(
             f"{name}: y has shape {y.shape}, expected ({X.shape[0]}, {n_out})"
@@ -116,7 +123,9 @@ class Trainer:
         network's own input bounds; required when the regularizer uses bounds.
     validation : (X_val, y_val), optional
         Held-out data for best-validation restore.
-    loss : {"mse", "pinball"}
+    loss : {"mse", "pinball", "cross_entropy"}
+        ``"cross_entropy"`` trains a classifier: one logit per class, ``y`` the class index
+        of each sample.
     quantiles : sequence of float in (0, 1), optional
         One quantile level per output; required for ``loss="pinball"``.
     regularizer : Regularizer, optional
@@ -126,9 +135,14 @@ class Trainer:
     epochs, batch_size, lr, seed :
         Adam settings and the seed of the shuffling / subsampling rng.
     scale_targets : bool
-        Train on targets min-max scaled to [0, 1] (the exported network is unscaled).
+        Train on targets min-max scaled to [0, 1] (the exported network is unscaled); not
+        for ``"cross_entropy"``, whose targets are classes.
     lp_backend : {"highs", "pyomo"}
         Backend of the LP solves of :class:`LPGap`.
+    adversarial : PGD, optional
+        Adversarial training: every mini-batch is replaced by the points its PGD attack finds
+        in each sample's eps-ball (clipped to the input box), for the loss and the
+        regularizer alike (``docs/training.md``).
     progress : bool
         Show a tqdm progress bar over epochs.
     """
@@ -152,6 +166,7 @@ class Trainer:
         scale_targets: bool = True,
         lp_backend: LPBackend = "highs",
         progress: bool = False,
+        adversarial: PGD | None = None,
     ) -> None:
         if not isinstance(network, Network):
             raise ValueError(f"network must be a Network, got {type(network).__name__}")
@@ -188,6 +203,9 @@ class Trainer:
         self.scale_targets = bool(scale_targets)
         self.lp_backend = lp_backend
         self.progress = bool(progress)
+        if adversarial is not None and not isinstance(adversarial, PGD):
+            raise ValueError(f"adversarial must be a PGD or None, got {adversarial!r}")
+        self.adversarial = adversarial
         self.input_bounds = self._check_box(input_bounds, network, regularizer)
         if self.scale_targets and network.layers[-1].kind != "linear":
             raise ValueError(
@@ -227,10 +245,13 @@ class Trainer:
         """Create the learned state on the first ``fit``."""
         self.scaling_ = (
             TargetScaling.min_max(self.y, self.network.n_outputs)
-            if self.scale_targets
+            if self.scale_targets and self.loss != "cross_entropy"
             else TargetScaling.identity(self.network.n_outputs)
         )
-        self.loss_: Loss = MSELoss() if self.loss == "mse" else PinballLoss(self.quantiles)
+        losses = {"mse": MSELoss, "cross_entropy": CrossEntropyLoss}
+        self.loss_: Loss = (
+            losses[self.loss]() if self.loss in losses else PinballLoss(self.quantiles)
+        )
         self.optimizer_ = Adam(self.lr)
         self.rng_ = np.random.default_rng(self.seed)
         self.history_: list[EpochStats] = []
@@ -278,6 +299,56 @@ class Trainer:
         self._layers = self.scaling_.unfold(network.with_structure_of(self.network).layers)
         self.optimizer_ = Adam(self.lr)
 
+    def state(self) -> dict[str, np.ndarray]:
+        """What training continues from, as named arrays: the parameters in training units
+        (``parameter_0``, ...), Adam's step count and moments (``adam_*``), the random
+        generator's state (``rng``), the step counter (``steps``) and the regularizer's own
+        state (``regularizer.*``: an :class:`LPGap`'s dual-network slopes).
+
+        :meth:`load_state` on a trainer built with the same arguments continues exactly where
+        this one is: a refinement saves it beside each checkpoint so that a resumed run is the
+        run that was interrupted.  Not included: the epoch count (``history_``).
+        """
+        if self._layers is None:
+            self._start()
+        arrays = {f"parameter_{i}": p for i, p in enumerate(parameters(self._layers))}
+        arrays.update({f"adam_{k}": v for k, v in self.optimizer_.state().items()})
+        arrays["rng"] = np.array(json.dumps(self.rng_.bit_generator.state))
+        arrays["steps"] = np.array(self.steps_)
+        if self.regularizer is not None:
+            arrays.update({f"regularizer.{k}": v for k, v in self.regularizer.state().items()})
+        return arrays
+
+    def load_state(self, state: Mapping[str, np.ndarray]) -> None:
+        """Continue from :meth:`state`'s arrays (unlike :meth:`restore`, Adam's moments and
+        the random state come back too).  Raises ValueError naming what does not fit."""
+        if self._layers is None:
+            self._start()
+        current = parameters(self._layers)
+        try:
+            params = [
+                np.array(state[f"parameter_{i}"], dtype=np.float64) for i in range(len(current))
+            ]
+            rng, steps = json.loads(str(state["rng"])), int(state["steps"])
+        except KeyError as exc:
+            raise ValueError(f"the training state lacks {exc.args[0]!r}") from None
+        for i, (own, saved) in enumerate(zip(current, params)):
+            if own.shape != saved.shape:
+                raise ValueError(
+                    f"the training state's parameter {i} has shape {saved.shape}, the "
+                    f"network's {own.shape}"
+                )
+        optimizer = Adam(self.lr)
+        optimizer.load_state({k[5:]: v for k, v in state.items() if k.startswith("adam_")})
+        self._layers = with_parameters(self._layers, params)
+        self.optimizer_, self.steps_ = optimizer, steps
+        self.rng_.bit_generator.state = rng
+        if self.regularizer is not None:
+            prefix = "regularizer."
+            own = {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
+            if own:
+                self.regularizer.load_state(own)
+
     def held_out_loss(self, network: Network) -> float:
         """``network``'s prediction loss on the validation data (else the training data), in
         the units training reports (scaled targets): what a loss budget compares."""
@@ -296,6 +367,9 @@ class Trainer:
     ) -> tuple[float, float, int]:
         """One Adam step on a mini-batch (``rows`` of the training set, if known); returns
         loss, regularizer value, LP failures."""
+        if self.adversarial is not None:  # the batch's worst points in its eps-balls
+            lo, hi = self.input_bounds if self.input_bounds is not None else (None, None)
+            X = self.adversarial.attack(self._layers, X, y, self.loss_, lo, hi, self.rng_)
         forward = forward_cache(self._layers, X)
         loss, d_out = self.loss_(forward[0], y)
         reg_value, reg_grads, failures = 0.0, None, 0

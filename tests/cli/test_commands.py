@@ -8,6 +8,7 @@ import subprocess
 import sys
 
 import numpy as np
+import onnx
 import pytest
 from click.testing import CliRunner
 
@@ -16,6 +17,7 @@ from pyomo_nnrelax.box import expand_pairs
 from pyomo_nnrelax.cli import main, parse_arch, parse_bounds_text, parse_number_list
 from pyomo_nnrelax.errors import InputBoundsError
 from pyomo_nnrelax.onnx import read_onnx, read_stored_bounds
+from pyomo_nnrelax.onnx.write import as_written, source_dtype
 
 
 @pytest.fixture
@@ -166,9 +168,8 @@ def test_refine_writes_network_history_and_plot_then_resumes(model, data, tmp_pa
     # the default loss budget (1.25x MODEL's held-out loss) picks one round within it
     [chosen] = [r for r in rows if r["chosen"]]
     assert chosen["within_budget"] and chosen["loss_ratio"] <= 1.25
-    assert read_onnx(out) == read_onnx(
-        tmp_path / f"refined_rounds/round_{chosen['round']:03d}.onnx"
-    )
+    checkpoint = read_onnx(tmp_path / f"refined_rounds/round_{chosen['round']:03d}.onnx")
+    assert read_onnx(out) == as_written(checkpoint, "float32")  # MODEL's float type
     assert invoke(*args, "--rounds", "1").exit_code == 1  # outputs exist
     resumed = invoke(*args, "--rounds", "3", "--resume", "--quiet")  # --rounds is a total
     assert resumed.exit_code == 0, resumed.output
@@ -207,16 +208,16 @@ def test_refine_gap_method_picks_how_the_lp_term_is_bounded(
 ):
     """``--gap-method dual_network`` trains with the dual-network bound (and no LP solve in
     training); ``--gap-method exact_lp`` never calls it."""
-    from pyomo_nnrelax.training import regularizers
+    from pyomo_nnrelax.training import lp_gap
 
     calls = []
-    real = regularizers.dual_forward
+    real = lp_gap.dual_bound
 
     def spy(*args, **kwargs):
         calls.append(1)
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(regularizers, "dual_forward", spy)
+    monkeypatch.setattr(lp_gap, "dual_bound", spy)
     result = invoke(
         "refine", model, "--data", data, "-o", tmp_path / "r.onnx", "--regularizer", "bw+lp",
         "--gap-method", gap_method, "--rounds", "1", "--epochs", "1", "--milp-time-limit", "5",
@@ -228,6 +229,31 @@ def test_refine_gap_method_picks_how_the_lp_term_is_bounded(
     bad = invoke("refine", model, "--data", data, "-o", tmp_path / "s.onnx", "--gap-method", "lp")
     assert bad.exit_code == 2 and "--gap-method" in bad.output
     assert "'dual_network', 'exact_lp'" in bad.output  # the accepted values are named
+
+
+def test_refine_ball_bounds_the_terms_over_each_samples_ball(model, data, tmp_path, monkeypatch):
+    """``--ball EPS`` trains every bound term over each sample's EPS-ball (RegContext.ball_ibp
+    with that radius); without it, over the box only."""
+    from pyomo_nnrelax.training.context import RegContext
+
+    radii = []
+    real = RegContext.ball_ibp
+
+    def spy(self, eps):
+        radii.append(eps)
+        return real(self, eps)
+
+    monkeypatch.setattr(RegContext, "ball_ibp", spy)
+    common = ["--data", data, "--regularizer", "bw+rs", "--rounds", "1", "--epochs", "1",
+              "--milp-time-limit", "5", "--batch-size", "32", "-q"]  # fmt: skip
+    result = invoke("refine", model, "-o", tmp_path / "r.onnx", "--ball", "0.1", *common)
+    assert result.exit_code == 0, result.output
+    assert radii and set(radii) == {0.1}
+    radii.clear()
+    assert invoke("refine", model, "-o", tmp_path / "s.onnx", *common).exit_code == 0
+    assert radii == []
+    bad = invoke("refine", model, "-o", tmp_path / "t.onnx", "--ball", "0", *common)
+    assert bad.exit_code == 2 and "--ball" in bad.output
 
 
 @pytest.mark.parametrize("formulation", ["bigm", "partition"])
@@ -255,7 +281,7 @@ def test_solve_with_a_legacy_pyomo_solver(model):
 
 @pytest.mark.slow
 def test_sweep_command_writes_table_and_pareto_plot(data, tmp_path):
-    out = tmp_path / "results.csv"
+    out = tmp_path / "new" / "results.csv"  # its folder is made
     result = invoke(
         "sweep",
         "--data",
@@ -578,3 +604,141 @@ def test_the_tighten_bar_counts_whole_layers(model, tmp_path):
     result = invoke("tighten", model, "-o", tmp_path / "t.onnx")
     assert result.exit_code == 0, result.output
     assert "3/3" in result.stderr and "0layer" not in result.stderr
+
+
+# ---------------------------------------------------------------------- folders and float types
+def test_writing_commands_create_missing_folders(model, data, tmp_path):
+    tight = tmp_path / "new" / "deeper" / "tight.onnx"
+    result = invoke("tighten", model, "-o", tight, "-q")
+    assert result.exit_code == 0, result.output
+    assert read_stored_bounds(tight).method == "lp"
+    refined = tmp_path / "other" / "deeper" / "refined.onnx"
+    result = invoke(
+        "refine", model, "--data", data, "-o", refined, "--regularizer", "bw", "--rounds", "1",
+        "--epochs", "1", "--milp-time-limit", "5", "-q",
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert sorted(p.name for p in refined.parent.iterdir()) == [
+        "refined.history.csv", "refined.history.json", "refined.history.png", "refined.onnx",
+        "refined_rounds",
+    ]  # fmt: skip
+
+
+def test_an_output_whose_folder_cannot_be_made_is_refused_before_any_work(
+    model, data, tmp_path, monkeypatch
+):
+    import pyomo_nnrelax.lp.tightening as tightening
+
+    def no_work(*args, **kwargs):
+        raise AssertionError("the command worked before checking its output")
+
+    monkeypatch.setattr(tightening, "tighten_bounds", no_work)
+    blocked = model / "sub"  # a folder would have to be made where the model file is
+    for args in (
+        ["tighten", model, "-o", blocked / "t.onnx"],
+        ["refine", model, "--data", data, "-o", blocked / "r.onnx"],
+        ["refine", model, "--data", data, "-o", tmp_path / "r.onnx", "--output-dir", blocked / "d"],
+        ["sweep", "--data", data, "--arch", "2-3-1", "-o", blocked / "s.csv"],
+    ):
+        result = invoke(*args)
+        assert result.exit_code == 2, result.output
+        assert f"{model} is a file, not a folder" in error_line(result)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["data.npz", "model.onnx"]
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_refine_then_tighten_then_solve_keeps_the_float_type_and_checks(data, tmp_path, dtype):
+    """A refined network can be tightened and solved from the command line: every file
+    keeps MODEL's float type (float32 in, float32 out), and the bounds tighten stores are
+    those of the weights it writes."""
+    model = tmp_path / "model.onnx"
+    net = Network.mlp([2, 6, 6, 1], seed=0).with_input_bounds([-2, -2], [2, 2])
+    write_onnx(net, model, dtype=dtype)
+    refined, tight = tmp_path / "refined.onnx", tmp_path / "tight.onnx"
+    result = invoke(
+        "refine", model, "--data", data, "-o", refined, "--regularizer", "bw", "--lam", "1e-2",
+        "--rounds", "1", "--epochs", "2", "--milp-time-limit", "5", "--fixed-lam", "-q",
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert source_dtype(refined) == dtype
+    # the checkpoints hold exactly the networks their rounds measured
+    assert source_dtype(tmp_path / "refined_rounds/round_001.onnx") == "float64"
+    assert read_onnx(refined) != net  # trained
+    result = invoke("tighten", refined, "-o", tight, "-q")
+    assert result.exit_code == 0, result.output
+    assert source_dtype(tight) == dtype and read_onnx(tight) == read_onnx(refined)
+    assert "rounded" not in result.stdout
+    result = invoke("solve", tight, "--bounds", "stored", "--json")
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert report["optimal"] and report["max_abs_error"] < 1e-6
+
+
+def test_dtype_chooses_the_float_type_written(model, data, tmp_path):
+    assert source_dtype(model) == "float32"
+    result = invoke("tighten", model, "-o", tmp_path / "t.onnx", "--dtype", "float64", "-q")
+    assert result.exit_code == 0, result.output
+    assert source_dtype(tmp_path / "t.onnx") == "float64"
+    assert read_onnx(tmp_path / "t.onnx") == read_onnx(model)
+    result = invoke(
+        "refine", model, "--data", data, "-o", tmp_path / "r.onnx", "--regularizer", "bw",
+        "--rounds", "1", "--epochs", "1", "--milp-time-limit", "5", "--dtype", "float64", "-q",
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert source_dtype(tmp_path / "r.onnx") == "float64"
+    bad = invoke("tighten", model, "-o", tmp_path / "u.onnx", "--dtype", "float16")
+    assert bad.exit_code == 2 and "'float32', 'float64'" in error_line(bad)
+
+
+def _folded_model(path) -> None:
+    """A float32 graph as torch exports a network with input scaling and batch
+    normalisation: the reader folds them into the first Gemm's weights, which are then no
+    float32 numbers."""
+    from onnx import helper
+
+    from tests.support.onnx_graphs import F32
+    from tests.support.onnx_graphs import model as graph
+
+    rng = np.random.default_rng(5)
+    nodes = [
+        helper.make_node("Sub", ["x", "mean"], ["centred"]),
+        helper.make_node("Div", ["centred", "std"], ["scaled"]),
+        helper.make_node("Gemm", ["scaled", "w1", "b1"], ["h"], transB=1),
+        helper.make_node("BatchNormalization", ["h", "g", "beta", "mu", "var"], ["bn"]),
+        helper.make_node("Relu", ["bn"], ["r"]),
+        helper.make_node("Gemm", ["r", "w2", "b2"], ["y"], transB=1),
+    ]
+    inits = {
+        "mean": [0.3, -0.2], "std": [1.7, 0.9], "w1": rng.normal(size=(6, 2)),
+        "b1": rng.normal(size=6), "g": rng.uniform(0.5, 2, 6), "beta": rng.normal(size=6),
+        "mu": rng.normal(size=6), "var": rng.uniform(0.5, 2, 6), "w2": rng.normal(size=(1, 6)),
+        "b2": rng.normal(size=1),
+    }  # fmt: skip
+    onnx.save(graph(nodes, inits, input_shape=(2,), elem_type=F32, out_rank=2), path)
+
+
+def test_tighten_keeps_a_model_whose_layers_fold_into_its_weights(tmp_path):
+    model, tight = tmp_path / "folded.onnx", tmp_path / "tight.onnx"
+    _folded_model(model)
+    folded = read_onnx(model)
+    assert folded != read_onnx(write_onnx(folded))  # float32 would round its weights
+
+    result = invoke("tighten", model, "-o", tight, "--input-bounds", "-2,2", "-q")
+
+    assert result.exit_code == 0, result.output
+    assert "rounded the weights to float32, the type of tight.onnx, before tightening" in (
+        result.stdout
+    )
+    assert source_dtype(tight) == "float32"
+    network, stored = read_onnx(tight), read_stored_bounds(tight)
+    X = np.random.default_rng(0).uniform(-2, 2, (2000, 2))
+    for z, lo, hi in zip(network.pre_activations(X), stored.lower, stored.upper):
+        assert np.all(z >= lo - 1e-9) and np.all(z <= hi + 1e-9)  # the bounds of these weights
+    np.testing.assert_allclose(network.forward(X), folded.forward(X), rtol=1e-6, atol=1e-6)
+    solved = invoke("solve", tight, "--bounds", "stored", "--json")
+    assert solved.exit_code == 0 and json.loads(solved.stdout)["optimal"]
+
+    exact = invoke("tighten", model, "-o", tmp_path / "exact.onnx", "--input-bounds", "-2,2",
+                   "--dtype", "float64", "-q")  # fmt: skip
+    assert exact.exit_code == 0 and "rounded" not in exact.stdout
+    assert read_onnx(tmp_path / "exact.onnx") == folded

@@ -31,17 +31,53 @@ from pyomo_nnrelax.experiments.twostage import (
 from pyomo_nnrelax.network import Layer
 
 
+def cost_by_definition(instance: CFLPInstance, demand, served) -> float:
+    """``sum_j c_ij d_j`` over the customers served by ``i = served[j]``, plus ``p d_j`` for
+    each unserved one (``served[j] = -1``): the recourse objective, written out here."""
+    total = 0.0
+    for j, i in enumerate(served):
+        rate = instance.penalty if i < 0 else instance.unit_costs[i, j]
+        total += rate * demand[j]
+    return total
+
+
 def brute_force(instance: CFLPInstance, y, demand) -> float:
     """``Q(y, d)`` by trying every assignment of each customer to an open facility or none."""
     open_ = [i for i in range(instance.n_facilities) if y[i] == 1]
     best = np.inf
     for choice in itertools.product([-1, *open_], repeat=instance.n_customers):
-        served = np.array(choice)
-        load = np.bincount(served[served >= 0], weights=demand[served >= 0],
-                           minlength=instance.n_facilities)  # fmt: skip
+        load = np.zeros(instance.n_facilities)
+        for j, i in enumerate(choice):
+            if i >= 0:
+                load[i] += demand[j]
         if np.all(load <= instance.capacities + 1e-9):
-            best = min(best, assignment_cost(instance, demand, served))
+            best = min(best, cost_by_definition(instance, demand, choice))
     return best
+
+
+def scipy_recourse(instance: CFLPInstance, y, demand) -> float:
+    """``Q(y, d)`` from the formulation of ``cflp``'s docstring, written for scipy's ``milp``:
+    ``x_ij`` binary for every facility (0 where closed), ``u_j`` in [0, 1]."""
+    from scipy.optimize import Bounds, LinearConstraint, milp
+
+    n_f, n_c = instance.n_facilities, instance.n_customers
+    d = np.asarray(demand, dtype=float)
+    cost = np.concatenate([(instance.unit_costs * d).ravel(), instance.penalty * d])
+    serve = np.hstack([np.tile(np.eye(n_c), n_f), np.eye(n_c)])  # sum_i x_ij + u_j = 1
+    capacity = np.hstack([np.kron(np.eye(n_f), d[None, :]), np.zeros((n_f, n_c))])
+    upper = np.concatenate([np.repeat(np.asarray(y, dtype=float), n_c), np.ones(n_c)])
+    result = milp(
+        cost,
+        constraints=[
+            LinearConstraint(serve, 1.0, 1.0),
+            LinearConstraint(capacity, -np.inf, instance.capacities * np.asarray(y)),
+        ],
+        integrality=np.concatenate([np.ones(n_f * n_c), np.zeros(n_c)]),
+        bounds=Bounds(0.0, upper),
+        options={"mip_rel_gap": 1e-9},
+    )
+    assert result.success, result.message
+    return float(result.fun)
 
 
 @pytest.mark.parametrize("seed", range(6))
@@ -54,8 +90,46 @@ def test_the_recourse_optimum_equals_enumerating_every_assignment(seed):
         result = recourse_cost(instance, y, demand)
         assert result.optimal
         assert result.cost == pytest.approx(brute_force(instance, y, demand), rel=1e-7)
-        assert assignment_cost(instance, demand, result.served) == pytest.approx(result.cost)
+        reference = cost_by_definition(instance, demand, result.served)
+        assert reference == pytest.approx(result.cost, rel=1e-9)
+        assert assignment_cost(instance, demand, result.served) == pytest.approx(reference)
         assert set(result.served[result.served >= 0]) <= set(np.flatnonzero(y))
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_the_recourse_optimum_equals_scipys_milp_on_a_larger_instance(seed):
+    instance = make_instance(5, 12, ratio=1.1, seed=seed)
+    rng = np.random.default_rng(seed)
+    y = np.array([1.0, 0.0, 1.0, 1.0, float(seed % 2)])
+    for demand in instance.sample_demands(2, rng):
+        result = recourse_cost(instance, y, demand)
+        assert result.optimal
+        assert result.cost == pytest.approx(scipy_recourse(instance, y, demand), rel=1e-6)
+        assert cost_by_definition(instance, demand, result.served) == pytest.approx(result.cost)
+
+
+def test_a_solve_stopped_with_no_assignment_reports_every_customer_unserved(monkeypatch):
+    """A time limit of 1e-12 s stops HiGHS before it has any assignment (on any machine: the
+    limit has passed at its first check): the cost is then the all-unserved assignment's,
+    ``p sum_j d_j``, with a valid bound, and not optimal."""
+    from pyomo_nnrelax.experiments import cflp
+
+    results, solve = [], cflp.HighsModel.solve
+
+    def spy(highs):  # keeps what HiGHS returned, to tell that it had no assignment
+        results.append(solve(highs))
+        return results[-1]
+
+    monkeypatch.setattr(cflp.HighsModel, "solve", spy)
+    instance = make_instance(3, 5, seed=0)
+    demand = np.array([5.0, 12.0, 35.0, 20.0, 7.0])
+    result = recourse_cost(instance, [1, 1, 0], demand, time_limit=1e-12)
+    assert results[-1].x is None, "HiGHS found an assignment: the branch was not run"
+    assert "time limit" in results[-1].status.lower()
+    assert result.cost == pytest.approx(instance.penalty * 79.0, rel=1e-12) and result.cost > 0
+    assert result.cost == pytest.approx(cost_by_definition(instance, demand, [-1] * 5))
+    assert not result.optimal and result.served.tolist() == [-1] * 5
+    assert result.bound <= brute_force(instance, [1, 1, 0], demand) <= result.cost
 
 
 def test_unserved_demand_pays_the_penalty_per_unit():
@@ -99,10 +173,11 @@ def test_bad_arguments_raise_errors_naming_them(call, pattern):
 
 
 def test_expected_cost_is_the_mean_over_the_scenarios_plus_the_fixed_cost():
-    instance = make_instance(4, 5, seed=1)
+    instance = make_instance(4, 5, ratio=1.2, seed=1)
     y = np.array([1.0, 0.0, 1.0, 1.0])
     scenarios = evaluation_scenarios(instance, 6)
-    costs = [recourse_cost(instance, y, d).cost + instance.fixed_costs @ y for d in scenarios]
+    fixed = sum(f for f, open_ in zip(instance.fixed_costs, y) if open_)
+    costs = [brute_force(instance, y, d) + fixed for d in scenarios]
     estimate = expected_cost(instance, y, scenarios)
     assert estimate.mean == pytest.approx(np.mean(costs))
     assert estimate.stderr == pytest.approx(np.std(costs, ddof=1) / np.sqrt(6))

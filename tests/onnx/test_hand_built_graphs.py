@@ -13,6 +13,7 @@ from onnx import helper
 
 from pyomo_nnrelax import InputBox, OnnxImportError, UnsupportedOperationError
 from pyomo_nnrelax.block import NNBlock
+from pyomo_nnrelax.matrices import to_dense
 from pyomo_nnrelax.onnx import read_onnx
 from tests.support.onnx_graphs import F32, RNG, model, read_and_check
 from tests.support.reference import grid, grid_tolerance
@@ -267,7 +268,7 @@ def test_the_milp_minimum_of_abs_hard_sigmoid_max_and_reduce_min_is_the_networks
     assert result.solver.termination_condition == pyo.TerminationCondition.optimal
     value, x = pyo.value(m.obj), m.nn.input_values()
     assert abs(network.forward(x.reshape(1, -1))[0, 0] - value) < 1e-6  # exact at its argmin
-    layers = [(layer.weight, layer.bias) for layer in network.layers]
+    layers = [(to_dense(layer.weight), layer.bias) for layer in network.layers]
     tolerance = grid_tolerance(layers, box.lower, box.upper, 401)[0]
     assert expected.min() - tolerance - 1e-9 <= value <= expected.min() + 1e-9
 
@@ -458,6 +459,26 @@ def test_operations_without_an_exact_form_raise_naming_node_and_op(node, pattern
         read_onnx(proto)
 
 
+def test_what_would_not_fit_in_memory_is_refused_naming_node_op_and_size(monkeypatch):
+    from pyomo_nnrelax.onnx import memory
+
+    monkeypatch.setattr(memory, "available_memory", lambda: 40_000_000)
+    conv = [helper.make_node("Conv", ["x", "W"], ["y"], name="conv", pads=[1, 1, 1, 1])]
+    big_conv = model(conv, {"W": RNG.normal(size=(8, 4, 3, 3))}, (4, 64, 64), F32)
+    gemm = [helper.make_node("Gemm", ["x", "W"], ["y"], name="gemm")]
+    dense = model(gemm, {"W": RNG.normal(size=(1500, 1500))}, (1500,))
+
+    # 1.2 million entries of the map; a 1500 x 1500 dense last layer with its tie (read in chunks)
+    with pytest.raises(
+        OnnxImportError, match=r"node 'conv' \(Conv\): the 1,155,200 entries .* 129.4 MB"
+    ):
+        read_onnx(big_conv)
+    with pytest.raises(
+        OnnxImportError, match=r"graph output 'y': .*1500 x 1500 would take about 216"
+    ):
+        read_onnx(dense)
+
+
 def test_max_min_and_reduce_max_refuse_what_mixes_the_batch_or_is_out_of_range():
     rank_mix = [
         helper.make_node("ReduceSum", ["x", "ax"], ["s"], name="sum", keepdims=0),
@@ -474,27 +495,227 @@ def test_max_min_and_reduce_max_refuse_what_mixes_the_batch_or_is_out_of_range()
         read_onnx(model(out_of_range, {}, (2, 3)))
 
 
-def test_the_selection_fast_path_gives_the_general_products_coefficients_and_tags():
+# ====================================================================== the tag algebra
+def _dense(value) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A value's coefficients, ``src`` and ``mult`` as (entries, n_in + 1) arrays (FIXED and 0
+    where nothing is stored), the last column its constant terms (a fixed zero: nothing)."""
+    from pyomo_nnrelax.onnx.tags import FIXED
+
+    shape = (value.size, value.n_in + 1)
+    coef, mult, src = np.zeros(shape), np.zeros(shape), np.full(shape, FIXED)
+    at = (value.entry_rows(), value.cols)
+    coef[at], (src[at], mult[at]) = value.vals, value.tags()
+    coef[:, -1], (src[:, -1], mult[:, -1]) = value.offset, value.offset_tags()
+    return coef, src, mult
+
+
+def _product_by_terms(matrix, params, mult, value) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``matrix @ value`` and its tags coefficient by coefficient (constant terms last), by the
+    rule of ``pyomo_nnrelax.onnx.tags`` (the reference the vectorised algebra is checked
+    against), and how many coefficients are one parameter from several terms."""
+    from pyomo_nnrelax.onnx.tags import FIXED, FREE
+
+    coef, src, dmult = _dense(value)
+    out_src = np.full((matrix.shape[0], coef.shape[1]), FIXED)
+    out_mult, merged = np.zeros(out_src.shape), 0
+    for i, j in np.ndindex(*out_src.shape):
+        params_seen, factor, free, n_terms = set(), 0.0, False, 0
+        for k in range(matrix.shape[1]):
+            a, p, am, d, s, dm = (
+                matrix[i, k],
+                params[i, k],
+                mult[i, k],
+                *(x[k, j] for x in (coef, src, dmult)),
+            )
+            if (a == 0.0 and p == FIXED) or (d == 0.0 and s == FIXED):
+                continue  # nothing stored on one side: no term
+            if p == FIXED and s == FIXED:
+                continue  # a fixed term: adds to the offset
+            if s == FIXED and p >= 0 or p == FIXED and s >= 0:
+                params_seen.add(max(p, s))
+                factor += am * d if p >= 0 else a * dm
+                n_terms += 1
+            else:
+                free = True
+        if free or len(params_seen) > 1:
+            out_src[i, j], out_mult[i, j] = FREE, 1.0
+        elif params_seen and factor != 0.0:
+            out_src[i, j], out_mult[i, j] = params_seen.pop(), factor
+            merged += n_terms > 1
+    return matrix @ coef, out_src, out_mult, merged
+
+
+@pytest.mark.parametrize("chunk", [1 << 16, 3])
+def test_products_and_sums_of_values_follow_the_tag_rule_term_by_term(monkeypatch, chunk):
+    from pyomo_nnrelax.onnx import values
+    from pyomo_nnrelax.onnx.tags import FREE
     from pyomo_nnrelax.onnx.values import (
-        FREE,
-        Affine,
-        _apply_to_selection,
-        contract_tags,
+        OpMatrix,
+        apply_matrix,
+        constant_value,
+        linear_sum,
+        selection,
     )
 
+    monkeypatch.setattr(values, "TERMS_PER_CHUNK", chunk)
     rng = np.random.default_rng(3)
     n_in, k, n = 9, 6, 5
-    coef = np.zeros((k, n_in + 1))
-    coef[np.arange(k), rng.permutation(n_in)[:k]] = rng.uniform(0.5, 2.0, k)  # scaled selection
-    coef[:, -1] = rng.normal(size=k)
-    value = Affine(coef)
-    matrix = rng.normal(size=(n, k)) * (rng.random((n, k)) < 0.7)
-    params = np.where(matrix != 0.0, rng.integers(0, 4, (n, k)), -1)
-    params[0, np.flatnonzero(matrix[0])[:1]] = FREE
-    mult = np.where(params >= 0, rng.uniform(0.5, 1.5, (n, k)), 0.0)
-    fast = _apply_to_selection(value, matrix, params, mult)
-    src, tag_mult = contract_tags(matrix, params, mult, value, coef[:, :-1])
-    np.testing.assert_allclose(fast.coef, matrix @ coef, atol=1e-12)
-    np.testing.assert_array_equal(fast.src, src)
-    np.testing.assert_allclose(fast.mult, tag_mult, atol=1e-12)
-    assert (src >= 0).any() and (src == FREE).any() and (src == -1).any()
+
+    def op(shape, n_params):
+        matrix = rng.normal(size=shape) * (rng.random(shape) < 0.6)
+        params = np.where(rng.random(shape) < 0.7, rng.integers(0, n_params, shape), -1)
+        params[0, 0], matrix[0, 1], params[0, 1] = 0, 0.0, 1  # a tied zero is trainable
+        mult = np.where(params >= 0, rng.uniform(0.5, 1.5, shape), 0.0)
+        return matrix, params, mult
+
+    # a scaled selection (each input feeds one entry: no terms to merge), the selection twice
+    # (two terms per coefficient: one parameter twice merges), and a tagged value (fixed,
+    # tied and free coefficients, and constant terms tied to a bias, some beside fixed ones)
+    picked = selection(0, (n_in,), n_in).take(rng.permutation(n_in)[:k])
+    chosen = values.scale_shift(picked, rng.uniform(0.5, 2.0, k), rng.normal(size=k))
+    twice = values.concatenate([chosen, chosen.take(rng.permutation(k))])
+    first = op((k, k), 3)
+    bias = constant_value(rng.normal(size=k), n_in, rng.integers(3, 5, k), 0.5)
+    tagged = linear_sum(
+        [(1.0, apply_matrix(chosen, OpMatrix((k, k), *first))), (0.5, chosen), (1.0, bias)]
+    )
+    kinds, merged = set(), 0
+    for value in (chosen, twice, tagged):
+        matrix, params, mult = op((n, value.size), 2)
+        out = apply_matrix(value, OpMatrix(matrix.shape, matrix, params, mult))
+        coef, src, tag_mult = _dense(out)
+        expected = _product_by_terms(matrix, params, mult, value)
+        np.testing.assert_allclose(coef, expected[0], atol=1e-12)
+        np.testing.assert_array_equal(src, expected[1])
+        np.testing.assert_allclose(tag_mult, expected[2], atol=1e-12)
+        kinds |= {"tied" if t >= 0 else "free" if t == FREE else "fixed" for t in src.flat}
+        merged += expected[3]
+    assert kinds == {"tied", "free", "fixed"} and merged > 0  # every case was checked
+
+
+# ====================================================================== BatchNormalization
+def _batchnorm(channels: int, epsilon: float = 0.25) -> tuple[dict, dict]:
+    """BatchNormalization's parameters, none trivial: scales of both signs, shifts, means, and
+    variances from 0.1 to 3 with a large epsilon (a float32 attribute: exact here), so that
+    ``sqrt(var + eps)`` matters."""
+    rng = np.random.default_rng(channels)
+    inits = {
+        "s": rng.uniform(0.5, 2.0, channels) * np.where(np.arange(channels) % 2, -1.0, 1.0),
+        "b": rng.normal(size=channels),
+        "mean": rng.normal(size=channels),
+        "var": rng.uniform(0.1, 3.0, channels),
+    }
+    return inits, {"epsilon": epsilon}
+
+
+def _bn_node(data: str, out: str, attrs: dict):
+    return helper.make_node(
+        "BatchNormalization", [data, "s", "b", "mean", "var"], [out], name="bn", **attrs
+    )
+
+
+def _batchnorm_by_hand(h: np.ndarray, inits: dict, epsilon: float) -> np.ndarray:
+    """``s (h - mean) / sqrt(var + eps) + b`` per channel (axis 1), from ONNX's definition."""
+    shape = (1, -1) + (1,) * (h.ndim - 2)
+    s, b, mean, var = (inits[k].reshape(shape) for k in ("s", "b", "mean", "var"))
+    return s * (h - mean) / np.sqrt(var + epsilon) + b
+
+
+@pytest.mark.parametrize(
+    "case, input_shape",
+    [("after_max_pool", (3, 4, 4)), ("after_relu", (3, 2, 3)), ("1d", (5,)), ("1d_length", (4, 6))],
+)
+def test_batch_normalization_kept_in_the_graph_matches_onnxruntime(case, input_shape):
+    """Torch exports fold BatchNormalization into the Conv before it; these graphs keep the
+    node, after a pool, after an activation and on BatchNorm1d's (N, C) and (N, C, L) data.
+    Checked against onnxruntime and against the definition written out here."""
+    inits, attrs = _batchnorm(input_shape[0])
+    if case == "after_max_pool":
+        nodes = [
+            helper.make_node(
+                "MaxPool", ["x"], ["h"], name="pool", kernel_shape=[2, 2], strides=[2, 2]
+            ),
+            _bn_node("h", "y", attrs),
+        ]
+    elif case == "after_relu":
+        nodes = [helper.make_node("Relu", ["x"], ["h"], name="relu"), _bn_node("h", "y", attrs)]
+    else:
+        nodes = [_bn_node("x", "y", attrs)]
+    proto = model(nodes, inits, input_shape)
+    network = read_and_check(proto, input_shape, float64=True)
+    X = RNG.normal(size=(6, *input_shape))
+    h = X
+    if case == "after_max_pool":
+        h = X.reshape(6, input_shape[0], 2, 2, 2, 2).max(axis=(3, 5))
+    elif case == "after_relu":
+        h = np.maximum(X, 0.0)
+    expected = _batchnorm_by_hand(h, inits, attrs["epsilon"]).reshape(6, -1)
+    np.testing.assert_allclose(network.forward(X), expected, rtol=1e-12, atol=1e-12)
+
+
+def test_batch_normalization_with_the_default_epsilon_and_in_float32():
+    inits, _ = _batchnorm(3)
+    inits["var"] = np.array([1e-4, 2e-5, 3e-4])  # the default epsilon (1e-5) matters
+    proto = model([_bn_node("x", "y", {})], inits, (3, 2), F32)
+    network = read_and_check(proto, (3, 2), float64=False)
+    X = RNG.normal(size=(4, 3, 2))
+    expected = _batchnorm_by_hand(X, inits, 1e-5).reshape(4, -1)
+    np.testing.assert_allclose(network.forward(X), expected, rtol=1e-5)
+
+
+# ====================================================================== LeakyRelu and PRelu
+SLOPES = np.array([0.375, -0.4, 1.7, 0.0, 1.0, 0.15])
+"""PRelu slopes per neuron: every kind (none 0.5, where swapping ``a`` and ``1 - a`` would not
+show); LeakyRelu's alpha is the first (a float32 attribute: exact)."""
+
+
+def _sloped_graph(op: str) -> object:
+    """``Gemm -> LeakyRelu / PRelu -> Gemm`` with 6 hidden neurons, about half of them
+    negative at random inputs: the negative side of the slopes decides the outputs."""
+    rng = np.random.default_rng(11)
+    nodes = [helper.make_node("Gemm", ["x", "W1", "b1"], ["z"], name="g1")]
+    inits = {"W1": rng.normal(size=(3, 6)), "b1": rng.normal(size=6) * 0.1}
+    if op == "LeakyRelu":
+        nodes.append(helper.make_node("LeakyRelu", ["z"], ["h"], name="act", alpha=SLOPES[0]))
+    else:
+        nodes.append(helper.make_node("PRelu", ["z", "a"], ["h"], name="act"))
+        inits["a"] = SLOPES
+    nodes.append(helper.make_node("Gemm", ["h", "W2"], ["y"], name="g2"))
+    inits["W2"] = rng.normal(size=(6, 2))
+    return model(nodes, inits, (3,), out_rank=2), inits
+
+
+@pytest.mark.parametrize("op", ["LeakyRelu", "PRelu"])
+def test_leaky_relu_and_prelu_match_onnxruntime_where_pre_activations_are_negative(op):
+    from pyomo_nnrelax import run_onnxruntime
+
+    proto, inits = _sloped_graph(op)
+    X = RNG.normal(size=(8, 3))
+    z = X @ inits["W1"] + inits["b1"]
+    assert 0.3 < np.mean(z < 0) < 0.7  # both sides of every slope are exercised
+    slope = np.full(6, SLOPES[0]) if op == "LeakyRelu" else SLOPES
+    by_hand = np.where(z > 0, z, slope * z) @ inits["W2"]
+    network = read_and_check(proto, (3,), float64=True)
+    np.testing.assert_allclose(network.forward(X), by_hand, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(run_onnxruntime(proto, X), by_hand, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("formulation", ["bigm", "partition"])
+@pytest.mark.parametrize("op", ["LeakyRelu", "PRelu"])
+def test_leaky_relu_and_prelu_through_the_milp_at_fixed_inputs(op, formulation):
+    """Inputs fixed where some pre-activations are negative: the MILP's outputs are
+    onnxruntime's."""
+    from pyomo_nnrelax import run_onnxruntime
+    from tests.support.solving import solve_optimal
+
+    proto, inits = _sloped_graph(op)
+    for x in RNG.uniform(-2.0, 2.0, size=(3, 3)):
+        assert np.any(x @ inits["W1"] + inits["b1"] < -1e-3)
+        m = pyo.ConcreteModel()
+        m.nn = NNBlock(proto, input_bounds=InputBox.uniform(-2.0, 2.0, 3), formulation=formulation)
+        for i, v in enumerate(x):
+            m.nn.inputs[i].fix(float(v))
+        m.obj = pyo.Objective(expr=sum(m.nn.outputs.values()))
+        solve_optimal(m)
+        expected = run_onnxruntime(proto, x[None])[0]
+        np.testing.assert_allclose(m.nn.output_values(), expected, rtol=0, atol=1e-6)

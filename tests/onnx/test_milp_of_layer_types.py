@@ -16,6 +16,7 @@ import pytest
 
 from pyomo_nnrelax import InputBox, interval_bounds, tighten_bounds
 from pyomo_nnrelax.block import NNBlock
+from pyomo_nnrelax.matrices import to_dense
 from pyomo_nnrelax.onnx import read_onnx, run_onnxruntime
 from tests.support.reference import grid, grid_tolerance
 from tests.support.solving import solve_optimal
@@ -147,7 +148,7 @@ def test_milp_minimum_is_the_networks_minimum(tmp_path, name, formulation):
     if domain.lower.size == 2:  # a dense grid: the MILP minimum is the network's, to within
         points = grid(domain.lower, domain.upper, 401)  # the grid's Lipschitz tolerance
         sampled = network.forward(points)[:, 0].min()
-        layers = [(layer.weight, layer.bias) for layer in network.layers]
+        layers = [(to_dense(layer.weight), layer.bias) for layer in network.layers]
         tolerance = grid_tolerance(layers, domain.lower, domain.upper, 401)[0]
         assert sampled - tolerance - 1e-9 <= value <= sampled + 1e-9
     else:

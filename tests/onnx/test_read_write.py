@@ -7,6 +7,8 @@ scale, the accuracy of float32 arithmetic over a few small layers.
 
 from __future__ import annotations
 
+import base64
+import io
 import json
 import warnings
 
@@ -17,12 +19,14 @@ from onnx import TensorProto, helper, numpy_helper
 
 from pyomo_nnrelax import (
     InvalidNetworkError,
+    Layer,
     Network,
     NetworkBounds,
     OnnxImportError,
     UnsupportedOperationError,
     interval_bounds,
 )
+from pyomo_nnrelax.matrices import from_entries
 from pyomo_nnrelax.onnx import read_onnx, read_stored_bounds, run_onnxruntime, write_onnx
 from tests.support.torch_export import export, requires_torch
 
@@ -481,6 +485,82 @@ def test_round_trip_in_float32_matches_onnxruntime(opset):
         np.testing.assert_array_equal(a.weight, b.weight.astype(np.float32))
     assert_matches_float32(again, model, RNG.normal(size=(10, 4)))
     assert read_stored_bounds(model) is None
+
+
+def conv_network() -> Network:
+    """Conv(1->2, 3x3, pad 1) - Relu - Flatten - Gemm on a 1x6x6 input, read from ONNX; the
+    kernel's centre of channel 0 is zero (a tied entry whose value is 0)."""
+    kernel = RNG.normal(size=(2, 1, 3, 3))
+    kernel[0, 0, 1, 1] = 0.0
+    nodes = [
+        helper.make_node("Conv", ["x", "k"], ["c"], pads=[1, 1, 1, 1]),
+        helper.make_node("Relu", ["c"], ["r"]),
+        helper.make_node("Flatten", ["r"], ["f"]),
+        helper.make_node("Gemm", ["f", "w"], ["y"], transB=1),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "cnn",
+        [helper.make_tensor_value_info("x", TensorProto.DOUBLE, ["batch", 1, 6, 6])],
+        [helper.make_tensor_value_info("y", TensorProto.DOUBLE, ["batch", 3])],
+        [
+            numpy_helper.from_array(kernel, "k"),
+            numpy_helper.from_array(RNG.normal(size=(3, 72)), "w"),
+        ],
+    )
+    return read_onnx(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]))
+
+
+def test_a_written_cnn_reads_back_with_its_sparse_layers_and_ties(tmp_path):
+    network = conv_network()
+    first = network.layers[0]
+    assert first.is_sparse and first.tie.n_params == 18
+
+    write_onnx(network, tmp_path / "cnn.onnx", dtype="float64", graph="dense")
+    again = read_onnx(tmp_path / "cnn.onnx")  # dense Gemm layers, the ties from metadata
+
+    assert again == network and [layer.is_sparse for layer in again.layers] == [True, False]
+    back = again.layers[0]
+    np.testing.assert_array_equal(back.weight.indptr, first.weight.indptr)
+    np.testing.assert_array_equal(back.weight.indices, first.weight.indices)
+    np.testing.assert_array_equal(back.tie.index, first.tie.index)
+    np.testing.assert_array_equal(back.tie.mult, first.tie.mult)
+    # the zero kernel entry is still a parameter at its 36 positions, though the file's
+    # dense Gemm holds zeros there
+    assert np.count_nonzero((back.entries == 0.0) & back.tie.tied) == 36
+    assert again.layers[1].tie is None
+
+
+def test_ties_stored_as_dense_matrices_by_earlier_versions_are_read():
+    network = conv_network()
+    model = write_onnx(network, dtype="float64", graph="dense")
+    dense = network.layers[0].in_storage("dense").tie
+    buffer = io.BytesIO()
+    np.savez_compressed(
+        buffer, index0=dense.index.astype(np.int32), mult0=dense.mult, fixed0=dense.fixed
+    )
+    entry = next(p for p in model.metadata_props if p.key == "nnrelax.ties")
+    entry.value = base64.b64encode(buffer.getvalue()).decode("ascii")
+
+    again = read_onnx(model)
+
+    assert again == network and again.layers[0].is_sparse
+    np.testing.assert_array_equal(again.layers[0].tie.index, network.layers[0].tie.index)
+
+
+def test_a_sparse_layer_without_a_tie_keeps_its_pattern_through_a_file():
+    rows, cols = np.nonzero(RNG.random((20, 20)) < 0.1)
+    values = RNG.normal(size=rows.size)
+    values[0] = 0.0  # an entry training may make nonzero
+    first = Layer(from_entries((20, 20), rows, cols, values), np.zeros(20))
+    network = Network((first, Layer(RNG.normal(size=(1, 20)), np.zeros(1), "linear")))
+
+    again = read_onnx(write_onnx(network, dtype="float64"))
+
+    back = again.layers[0]
+    assert again == network and back.is_sparse and back.tie is None
+    np.testing.assert_array_equal(back.weight.indices, first.weight.indices)
+    np.testing.assert_array_equal(back.weight.indptr, first.weight.indptr)
 
 
 def test_stored_bounds_that_do_not_fit_the_network_are_refused():

@@ -13,6 +13,8 @@ another kernel gives weights that the first network's tie reaches with its fixed
 
 from __future__ import annotations
 
+import tracemalloc
+
 import numpy as np
 import onnx
 import pytest
@@ -50,6 +52,14 @@ def seeded(seed: int, build):
     return build().eval()
 
 
+def assert_parameters_are(layer, weight) -> None:
+    """The tie's parameters are the values of the torch ``weight`` (a kernel or a Linear's
+    matrix), each once: the layer's entries are built from them, not merely checked."""
+    theta = layer.tie.parameters(layer.entries)
+    expected = weight.detach().numpy().ravel()
+    np.testing.assert_allclose(np.sort(theta), np.sort(expected), rtol=1e-6, atol=1e-7)
+
+
 # ====================================================================== torch: convolutions
 CONV_CASES = {
     "conv2d_pad_stride_bias": lambda: torch.nn.Conv2d(2, 3, 3, stride=2, padding=1),
@@ -81,6 +91,7 @@ def test_torch_convolutions_match_onnxruntime_and_share_their_kernel(tmp_path, n
     assert layer.kind == "relu" and layer.tie is not None
     assert layer.tie.n_params == conv.weight.numel()  # the kernel, not the nonzeros
     assert np.count_nonzero(layer.tie.tied) > conv.weight.numel()
+    assert_parameters_are(layer, conv.weight)
     other = seeded(1, CONV_CASES[name])
     second = torch_check(torch.nn.Sequential(other, torch.nn.ReLU()), shape, tmp_path, name="b")
     assert_in_tie_family(network, second)
@@ -179,9 +190,9 @@ def test_torch_piecewise_linear_activations_match_onnxruntime(tmp_path, name):
 
     network = torch_check(module, (4,), tmp_path)
 
-    first = network.layers[0]
-    if first.tie is not None:  # the rows of z repeated share the Linear's weights
-        assert first.tie.n_params == 4 * 6 < first.weight.size
+    first = network.layers[0]  # its rows of z, repeated, share the Linear's weights
+    assert first.tie.n_params == 4 * 6 < first.n_out * first.n_in
+    assert_parameters_are(first, module[0].weight)
 
 
 @requires_torch
@@ -349,11 +360,47 @@ def test_small_cnn_matches_onnxruntime_and_keeps_both_kernels_shared(tmp_path, d
 
     kinds = [layer.kind for layer in network.layers]
     assert kinds == ["relu", "mixed", "mixed", "relu", "linear"]  # two max-tree levels
+    # the first convolution (12% of its entries stored) is sparse, the dense layer dense
+    assert network.layers[0].is_sparse and not network.layers[4].is_sparse
     assert network.layers[0].tie.n_params == 3 * 9
     assert network.layers[3].tie.n_params == 4 * 3 * 9
     assert network.layers[4].tie is None  # an ordinary dense layer
     second = torch_check(seeded(10, build), (1, 8, 8), tmp_path, dynamo, name="b")
     assert_in_tie_family(network, second)
+
+
+def mnist_cnn():
+    """The MNIST network of Wong and Kolter (2017) that MIPVerify and Xiao et al. verify."""
+    return torch.nn.Sequential(
+        torch.nn.Conv2d(1, 16, 4, stride=2, padding=1),
+        torch.nn.ReLU(),
+        torch.nn.Conv2d(16, 32, 4, stride=2, padding=1),
+        torch.nn.ReLU(),
+        torch.nn.Flatten(),
+        torch.nn.Linear(1568, 100),
+        torch.nn.ReLU(),
+        torch.nn.Linear(100, 10),
+    )
+
+
+@requires_torch
+@pytest.mark.parametrize("dynamo", [False, True])
+def test_the_mnist_cnn_is_read_sparse_in_little_memory(tmp_path, dynamo):
+    path = tmp_path / "mnist.onnx"
+    export_layers(seeded(13, mnist_cnn), (1, 28, 28), path, dynamo)
+
+    tracemalloc.start()
+    network = read_onnx(path)
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+
+    # the dense reader peaked at 873 MB (two dense conv matrices and their tags)
+    assert peak < 100e6, f"reading took {peak / 1e6:.0f} MB"
+    assert network.widths == (784, 3136, 1568, 100, 10)
+    assert [layer.is_sparse for layer in network.layers] == [True, True, False, False]
+    assert [layer.tie.n_params for layer in network.layers[:2]] == [16 * 16, 32 * 16 * 16]
+    assert network.layers[2].tie is None and network.layers[3].tie is None
+    assert_matches(network, path, RNG.uniform(0.0, 1.0, size=(5, 1, 28, 28)))
 
 
 @requires_torch

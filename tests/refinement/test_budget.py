@@ -3,6 +3,8 @@ evaluate=..., decision_budget=...))."""
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 
@@ -48,18 +50,55 @@ def test_bad_budgets_are_refused(kwargs, pattern):
 
 
 def test_the_easiest_round_within_budget_is_chosen():
+    """Proven rounds rank by branch-and-bound nodes, then LP gap, then unstable neurons;
+    MILP seconds, which jitter from run to run, only break a tie of all three."""
+    base = {"milp_optimal": True, "mean_big_m": 1.0}
     rows = [
-        {"round": 0, "within_budget": True, "milp_seconds": 9.0, "unstable": 50, "mean_big_m": 4},
-        {"round": 1, "within_budget": True, "milp_seconds": 2.0, "unstable": 40, "mean_big_m": 3},
-        {"round": 2, "within_budget": False, "milp_seconds": 0.1, "unstable": 9, "mean_big_m": 1},
-        {"round": 3, "within_budget": True, "milp_seconds": 3.0, "unstable": 30, "mean_big_m": 2},
-    ]
-    for row in rows:
-        row["milp_optimal"] = True
-    assert choose_round(rows)[0] == 1  # by MILP time, never the out-of-budget round 2
+        {**base, "round": 0, "within_budget": True, "milp_seconds": 9.0, "milp_nodes": 900,
+         "lp_gap": 5.0, "unstable": 50},
+        {**base, "round": 1, "within_budget": True, "milp_seconds": 3.0, "milp_nodes": 40,
+         "lp_gap": 2.0, "unstable": 40},
+        {**base, "round": 2, "within_budget": False, "milp_seconds": 0.1, "milp_nodes": 1,
+         "lp_gap": 0.1, "unstable": 9},
+        {**base, "round": 3, "within_budget": True, "milp_seconds": 2.0, "milp_nodes": 60,
+         "lp_gap": 1.0, "unstable": 30},
+    ]  # fmt: skip
+    chosen, why = choose_round(rows)
+    assert chosen == 1 and "branch-and-bound nodes" in why  # fewer nodes, never round 2
+    rows[3]["milp_nodes"] = 40  # a tie of nodes: the smaller LP gap decides
+    assert choose_round(rows)[0] == 3
+    rows[3]["lp_gap"] = 2.0  # and of the gap: fewer unstable neurons
+    assert choose_round(rows)[0] == 3
+    rows[3]["unstable"] = 40  # and of those: MILP seconds
+    assert choose_round(rows)[0] == 3
+    rows[3]["milp_seconds"] = 9.0
+    assert choose_round(rows)[0] == 1
     rows[3]["milp_seconds"] = float("nan")  # not measured everywhere: unstable neurons decide
+    rows[3]["unstable"] = 30
     chosen, why = choose_round(rows)
     assert chosen == 3 and "unstable neurons" in why
+
+
+def test_lambda_search_bisects_between_a_good_and_a_bad_round():
+    """Once a lambda within budget and a larger one over it are known, the next lambda is
+    their geometric mean, never a lambda that just broke the budget."""
+    budget = AccuracyBudget(loss_budget=1.25, growth=2.0)
+    rows = [
+        {"round": 0, "lam": 0.0, "within_budget": True},
+        {"round": 1, "lam": 1e-3, "within_budget": True},
+        {"round": 2, "lam": 2e-3, "within_budget": True},
+        {"round": 3, "lam": 4e-3, "within_budget": False},
+    ]
+    # after the bad round: halfway (geometrically) between 2e-3 and 4e-3
+    assert budget.next_lam(4e-3, False, ratio=5.0, rows=rows) == pytest.approx(
+        8e-3**0.5 * 1e-3**0.5
+    )
+    rows.append({"round": 4, "lam": 2.83e-3, "within_budget": True})
+    assert budget.next_lam(2.83e-3, True, rows=rows) == pytest.approx((2.83e-3 * 4e-3) ** 0.5)
+    rows[-1]["within_budget"] = False
+    assert budget.next_lam(2.83e-3, False, rows=rows) == pytest.approx((2e-3 * 2.83e-3) ** 0.5)
+    # with no round over budget yet lambda keeps growing
+    assert budget.next_lam(2e-3, True, rows=rows[:3]) == pytest.approx(4e-3)
 
 
 @pytest.fixture(scope="module")
@@ -97,8 +136,18 @@ def test_refine_keeps_the_held_out_loss_within_the_budget(fitted, tmp_path):
         assert row["loss_ratio"] == pytest.approx(_mse(checkpoint, val) / _mse(net, val), rel=1e-6)
         assert row["within_budget"] == (row["loss_ratio"] <= 1.25)
     assert _mse(result.network, val) <= 1.25 * _mse(net, val) * (1 + 1e-9)
-    # continuation: lambda doubles after a round within budget and shrinks after one outside
-    for before, after in zip(rows[1:], rows[2:]):
+    # continuation: lambda doubles after a round within budget and shrinks after one
+    # outside, until a good and a bad lambda bracket it: then their geometric mean
+    for i, (before, after) in enumerate(zip(rows[1:], rows[2:]), start=2):
+        good = [r["lam"] for r in rows[1:i] if r["within_budget"]]
+        bad = [
+            r["lam"]
+            for r in rows[1:i]
+            if not r["within_budget"] and r["lam"] > max(good, default=0)
+        ]
+        if good and bad:
+            assert after["lam"] == pytest.approx((max(good) * min(bad)) ** 0.5)
+            continue
         overshoot = (0.25 / (before["loss_ratio"] - 1)) ** 0.5 if not before["within_budget"] else 2
         factor = 2.0 if before["within_budget"] else min(0.5, max(overshoot, 1 / 16))
         assert after["lam"] == pytest.approx(before["lam"] * factor)
@@ -148,6 +197,47 @@ def test_decision_budget_needs_evaluate(fitted, tmp_path):
         refine(net, *train, input_bounds=BOX, evaluate=sum, milp_time_limit=None)
 
 
+def _boom(x):
+    raise ZeroDivisionError("boom")
+
+
+def _only_at_the_centre(x):
+    if np.any(x != 0.0):
+        raise ValueError("outside the domain")
+    return 0.0
+
+
+@pytest.mark.parametrize(
+    "evaluate, message",
+    [
+        (_boom, r"test_budget._boom raised ZeroDivisionError: boom at x = \[0\., 0\.\]"),
+        (lambda x: float("nan"), r"<lambda> returned nan at x = \[0\., 0\.\]; it must return"),
+        (lambda x: np.inf, r"returned inf at x = \[0\., 0\.\]"),
+        (lambda x: [1.0, 2.0], r"returned \[1\.0, 2\.0\] at x = \[0\., 0\.\]"),
+        (lambda x: "high", r"returned 'high' at x"),
+    ],
+)
+def test_a_true_function_that_fails_is_refused_before_any_milp_or_file(
+    fitted, tmp_path, monkeypatch, evaluate, message
+):
+    from pyomo_nnrelax.refinement import rounds
+
+    def no_milp(*args, **kwargs):
+        raise AssertionError("a MILP was solved before the true function was tried")
+
+    monkeypatch.setattr(rounds, "milp_argmin", no_milp)
+    with pytest.raises(ValueError, match=f"^the true function .*{message}"):
+        _refine(fitted, tmp_path / "r", milp_time_limit=5, evaluate=evaluate)
+    assert not (tmp_path / "r").exists()
+
+
+def test_a_true_function_failing_at_round_0s_argmin_names_it_and_leaves_no_folder(fitted, tmp_path):
+    pattern = r"_only_at_the_centre raised ValueError: outside the domain at x = \[-?\d"
+    with pytest.raises(ValueError, match=pattern):  # the argmin, not the centre
+        _refine(fitted, tmp_path / "r", milp_time_limit=5, evaluate=_only_at_the_centre)
+    assert not (tmp_path / "r").exists()
+
+
 # ---------------------------------------------------------------------- the command line
 def _cli(*args):
     from click.testing import CliRunner
@@ -178,12 +268,49 @@ def test_cli_evaluates_the_argmin_with_a_file_function(files):
         "--evaluate", f"{tmp / 'truth.py'}:f", "--decision-budget", "100", "-q",
     )  # fmt: skip
     assert result.exit_code == 0, result.output
-    import json
-
     rows = json.loads((tmp / "r.history.json").read_text())
     for row in rows:
         assert row["true_value"] == pytest.approx(himmelblau(np.array([row["argmin"]]))[0])
-    assert "output is round" in result.output
+    [chosen] = [row["round"] for row in rows if row["chosen"]]
+    assert f"round {chosen}" in result.stdout.splitlines()[1]  # why the output is that round
+
+
+def _figures(row: dict) -> str:
+    return f"unstable {row['unstable']}, LP gap {row['lp_gap']:.4g}, held-out loss"
+
+
+def test_cli_the_summary_gives_the_figures_of_the_output_not_of_the_last_round(files):
+    model, data, tmp = files
+    common = ["--rounds", "2", "--epochs", "3", "--milp-time-limit", "5", "-q"]
+    ruined = _cli(
+        "refine", model, "--data", data, "-o", tmp / "r.onnx", "--regularizer", "l1",
+        "--lam", "50", "--loss-budget", "1.0001", *common,
+    )  # fmt: skip
+    assert ruined.exit_code == 0, ruined.output
+    rows = json.loads((tmp / "r.history.json").read_text())
+    assert [r["chosen"] for r in rows] == [True, False, False]
+    last_gap = f"{rows[2]['lp_gap']:.4g}"
+    assert last_gap != f"{rows[0]['lp_gap']:.4g}"  # the last round is not the output
+    first, why = ruined.stdout.splitlines()[:2]
+    assert first == (
+        "rounds 0..2 (2 rounds): no round improved on the start within the budget; the output "
+        f"is MODEL's own network (round 0): {_figures(rows[0])} 1x MODEL's"
+    )
+    assert why == "(round 0: the only round within budget)"
+    assert last_gap not in ruined.stdout
+
+    improved = _cli("refine", model, "--data", data, "-o", tmp / "s.onnx", "--regularizer", "bw",
+                    "--lam", "1e-4", *common)  # fmt: skip
+    assert improved.exit_code == 0, improved.output
+    rows = json.loads((tmp / "s.history.json").read_text())
+    [out] = [r for r in rows if r["chosen"]]
+    first, why = improved.stdout.splitlines()[:2]
+    if out["round"] == 0:
+        assert "no round improved on the start" in first and _figures(out) in first
+    else:
+        assert first.endswith(f"-> {out['unstable']}, LP gap {rows[0]['lp_gap']:.4g} -> "
+                              f"{out['lp_gap']:.4g} in the output")  # fmt: skip
+        assert why.startswith(f"output is round {out['round']}: ") and _figures(out) in why
 
 
 def test_cli_fixed_lam_outputs_the_last_round(files):
@@ -198,9 +325,30 @@ def test_cli_fixed_lam_outputs_the_last_round(files):
 
 
 @pytest.mark.parametrize(
+    "body, message",
+    [
+        ("def f(x):\n    return 1 / 0\n", "raised ZeroDivisionError: division by zero"),
+        ("def f(x):\n    return float('nan')\n", "returned nan"),
+    ],
+)
+def test_cli_a_failing_true_function_is_one_line_and_leaves_no_folder(files, body, message):
+    model, data, tmp = files
+    (tmp / "bad.py").write_text(body)
+    result = _cli(
+        "refine", model, "--data", data, "-o", tmp / "r.onnx", "--regularizer", "bw",
+        "--rounds", "1", "--epochs", "1", "--evaluate", f"{tmp / 'bad.py'}:f", "-q",
+    )  # fmt: skip
+    assert result.exit_code == 1 and result.stdout == ""
+    [line] = result.stderr.strip().splitlines()  # at the centre of the box, before round 0
+    assert line.startswith(f"Error: the true function bad.f {message} at x = [0., 0.]"), line
+    assert not (tmp / "r_rounds").exists() and not (tmp / "r.onnx").exists()
+
+
+@pytest.mark.parametrize(
     "extra, message",
     [
         (["--evaluate", "nosuchmodule_xyz:f"], "cannot import nosuchmodule_xyz"),
+        (["--evaluate", "{tmp}/broken.py:f"], "cannot import {tmp}/broken.py (NameError"),
         (["--evaluate", "math"], "expected MODULE:NAME"),
         (["--evaluate", "math:nosuch"], "math has no function 'nosuch'"),
         (["--decision-budget", "1"], "--decision-budget needs --evaluate"),
@@ -208,8 +356,10 @@ def test_cli_fixed_lam_outputs_the_last_round(files):
 )
 def test_cli_bad_evaluate_options_are_usage_errors(files, extra, message):
     model, data, tmp = files
+    (tmp / "broken.py").write_text("def f(x):\n    return 0.0\n\nundefined_name\n")
+    extra = [e.format(tmp=tmp) for e in extra]
     result = _cli("refine", model, "--data", data, "-o", tmp / "r.onnx", *extra)
-    assert result.exit_code == 2 and message in result.stderr, result.output
+    assert result.exit_code == 2 and message.format(tmp=tmp) in result.stderr, result.output
     assert not (tmp / "r_rounds").exists()
 
 
@@ -281,8 +431,6 @@ def test_when_no_round_is_within_budget_the_lowest_loss_is_chosen():
 def test_a_history_without_a_reference_loss_resumes_relative_to_round_0(fitted, tmp_path):
     """Histories written before ``reference_loss`` existed judge resumed rounds against the
     starting network's held-out loss, as they were judged before."""
-    import json
-
     _refine(fitted, tmp_path, lam=1e-3, rounds=1, epochs_per_round=2, loss_budget=1.25)
     path = tmp_path / "history.json"
     rows = json.loads(path.read_text())
@@ -313,4 +461,4 @@ def test_time_limited_rounds_are_ranked_by_the_gap_they_leave():
     rows.append({**base, "round": 3, "milp_optimal": True, "milp_seconds": 15.0, "unstable": 99,
                  "milp_objective": -5.0, "milp_bound": -5.0})  # fmt: skip
     chosen, why = choose_round(rows)
-    assert chosen == 3 and "by MILP time of the 4 rounds" in why
+    assert chosen == 3 and "branch-and-bound nodes" in why and "of the 4 rounds" in why

@@ -158,7 +158,9 @@ def test_an_interrupted_round_keeps_the_complete_ones_and_resumes(model_path, da
     assert sorted(p.name for p in out.iterdir()) == [
         "history.json",
         "round_000.onnx",
+        "round_000.state.npz",
         "round_001.onnx",
+        "round_001.state.npz",
     ]
     monkeypatch.setattr(refine_module, "difficulty", measure)
     resumed = run(model_path, data, rounds=3, resume=True)

@@ -7,20 +7,21 @@ from collections.abc import Callable, Sequence
 import numpy as np
 
 from pyomo_nnrelax import InputBox, Layer
+from pyomo_nnrelax.matrices import with_entries
 from pyomo_nnrelax.training import RegContext
 
 
 def flat(layers: Sequence[Layer]) -> np.ndarray:
-    """Every weight and bias, layer by layer, in one vector."""
-    return np.concatenate([np.concatenate([l.weight.ravel(), l.bias]) for l in layers])
+    """Every weight entry (a sparse layer's stored ones) and bias, layer by layer."""
+    return np.concatenate([np.concatenate([l.entries.ravel(), l.bias]) for l in layers])
 
 
 def unflat(layers: Sequence[Layer], theta: np.ndarray) -> tuple[Layer, ...]:
-    """The layers with the weights and biases of ``theta`` (:func:`flat`'s order)."""
+    """The layers with the entries and biases of ``theta`` (:func:`flat`'s order), untied."""
     out, i = [], 0
     for l in layers:
-        w = theta[i : i + l.weight.size].reshape(l.weight.shape)
-        i += l.weight.size
+        w = with_entries(l.weight, theta[i : i + l.entries.size])
+        i += l.entries.size
         out.append(Layer(w, theta[i : i + l.n_out], l.activation))
         i += l.n_out
     return tuple(out)

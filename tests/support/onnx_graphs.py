@@ -13,11 +13,11 @@ F32, F64 = TensorProto.FLOAT, TensorProto.DOUBLE
 
 
 def assert_ties_consistent(network: Network) -> None:
-    for i, layer in enumerate(network.layers):
-        if layer.tie is not None:
-            layer.tie.check(layer.weight, f"layer {i}")
-            theta = layer.tie.parameters(layer.weight)
-            np.testing.assert_allclose(layer.tie.weight(theta), layer.weight)
+    """Every layer's weight and bias follow their ties."""
+    for layer in network.layers:
+        for tie, entries in ((layer.tie, layer.entries), (layer.bias_tie, layer.bias)):
+            if tie is not None:
+                np.testing.assert_allclose(tie.weight(tie.parameters(entries)), entries)
 
 
 def assert_matches(network: Network, model, X, float64: bool = False) -> None:
@@ -34,15 +34,16 @@ def assert_matches(network: Network, model, X, float64: bool = False) -> None:
 
 def assert_in_tie_family(first: Network, second: Network) -> None:
     """``second`` (other weights, same graph) is reached by ``first``'s ties, whose fixed
-    entries it shares: the structure a trainer keeps is the graph's."""
+    entries it shares: the structure a trainer keeps is the graph's (in the same storage)."""
     assert first.widths == second.widths
     for a, b in zip(first.layers, second.layers):
+        assert a.is_sparse == b.is_sparse
         if a.tie is None:
             assert b.tie is None
             continue
         np.testing.assert_array_equal(a.tie.index, b.tie.index)
-        rebuilt = a.tie.weight(a.tie.parameters(b.weight))
-        np.testing.assert_allclose(rebuilt, b.weight, rtol=1e-6, atol=1e-7)
+        rebuilt = a.tie.weight(a.tie.parameters(b.entries))
+        np.testing.assert_allclose(rebuilt, b.entries, rtol=1e-6, atol=1e-7)
 
 
 def model(
