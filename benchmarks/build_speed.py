@@ -3,7 +3,8 @@
 Both read the same ONNX file and build a Pyomo model of the same network in one run, so the
 ratio is measured under the same machine load.  Dense ReLU networks, and two small CNNs on a
 1x16x16 image in [0, 1]: one without padding (which OMLT 1.2.2 reads) and one with padding
-and a max pool (which it does not; the row says why).  Memory is the peak of Python's
+and a max pool (which it does not; the row says why); and the MNIST CNN of Xiao et al.
+(4,804 ReLUs, padded) over one image's eps = 0.1 ball.  Memory is the peak of Python's
 allocations (tracemalloc) while the block is built.  Needs ``pip install omlt==1.2.2``.
 
     python benchmarks/build_speed.py [--repeats 3]
@@ -12,6 +13,8 @@ allocations (tracemalloc) while the block is built.  Needs ``pip install omlt==1
 from __future__ import annotations
 
 import argparse
+import importlib.util
+import sys
 import tempfile
 import time
 import tracemalloc
@@ -23,8 +26,9 @@ import onnx
 import pyomo.environ as pyo
 from onnx import TensorProto, helper, numpy_helper
 
-from pyomo_nnrelax import Network, write_onnx
-from pyomo_nnrelax.block import NNBlock
+from pyomo_nnrelax import Network, NNBlock, write_onnx
+
+EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "verify_mnist.py"
 
 
 def mlp(sizes: list[int]) -> Callable[[Path], list[tuple[float, float]]]:
@@ -99,12 +103,25 @@ def cnn(padded: bool) -> Callable[[Path], list[tuple[float, float]]]:
     return write
 
 
+def mnist_ball(path: Path) -> list[tuple[float, float]]:
+    """The MNIST CNN of Xiao et al. (``examples/verify_mnist.py``: 4,804 ReLUs, untrained
+    He-normal weights) over the eps = 0.1 ball of a random image, clipped to [0, 1]."""
+    spec = importlib.util.spec_from_file_location("verify_mnist_example", EXAMPLE)
+    example = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = example  # its dataclasses look their module up
+    spec.loader.exec_module(example)
+    onnx.save(example.wk17a_onnx(0), path)
+    image = np.random.default_rng(0).random(28 * 28)
+    return list(zip(np.clip(image - 0.1, 0, 1).tolist(), np.clip(image + 0.1, 0, 1).tolist()))
+
+
 NETWORKS = {
     "2-50-50-1": mlp([2, 50, 50, 1]),
     "2-200-200-200-1": mlp([2, 200, 200, 200, 1]),
     "2-500-500-1": mlp([2, 500, 500, 1]),
     "cnn 16x16 no pad": cnn(padded=False),
     "cnn 16x16 pad+maxpool": cnn(padded=True),
+    "mnist cnn eps-ball": mnist_ball,
 }
 
 

@@ -1,5 +1,6 @@
 """Build time of T copies of one network: one batched ``NNBlock(inputs=m.x)`` against T
-separate blocks (``add_component`` in a loop), side by side in one run.
+separate blocks (``add_component`` in a loop), each reading the ONNX file (``file``) or
+given the network in memory (``separate``), side by side in one run.
 
 The network is a 2-32-32-1 surrogate, each copy over its own box (the variables' bounds of
 a plan's periods); both models have the same binaries and rows (tests/test_block_copies.py
@@ -13,12 +14,14 @@ from __future__ import annotations
 
 import argparse
 import statistics
+import tempfile
 import time
+from pathlib import Path
 
 import numpy as np
 import pyomo.environ as pyo
 
-from pyomo_nnrelax import Network, NNBlock
+from pyomo_nnrelax import Network, NNBlock, write_onnx
 
 NET = Network.mlp([2, 32, 32, 1], seed=0)
 
@@ -37,10 +40,12 @@ def batched(copies: int) -> pyo.ConcreteModel:
     return m
 
 
-def separate(copies: int) -> pyo.ConcreteModel:
+def separate(copies: int, source=NET) -> pyo.ConcreteModel:
+    """A block per copy, each from ``source`` (the network in memory, or its ONNX file,
+    which every block then reads again)."""
     m = variables(copies)
     for t in range(copies):
-        m.add_component(f"nn{t}", NNBlock(NET, inputs=[m.x[t, 0], m.x[t, 1]]))
+        m.add_component(f"nn{t}", NNBlock(source, inputs=[m.x[t, 0], m.x[t, 1]]))
     return m
 
 
@@ -53,17 +58,28 @@ def main() -> None:
     parser.add_argument("--copies", type=int, nargs="+", default=[10, 25, 50, 100, 200])
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
-    batched(2), separate(2)  # imports and caches warm
-    print(f"{'copies':>6} {'binaries':>8} {'separate s':>10} {'batched s':>10} {'ratio':>6}")
-    for copies in args.copies:
-        times: dict[str, list[float]] = {"separate": [], "batched": []}
-        for _ in range(args.repeats):
-            for name, build in (("separate", separate), ("batched", batched)):
-                began = time.perf_counter()
-                m = build(copies)
-                times[name].append(time.perf_counter() - began)
-        one, many = (statistics.median(times[k]) for k in ("batched", "separate"))
-        print(f"{copies:>6} {binaries(m):>8} {many:>10.3f} {one:>10.3f} {one / many:>6.2f}")
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "net.onnx"
+        write_onnx(NET, path, dtype="float64")
+        builds = {
+            "file": lambda copies: separate(copies, path),
+            "separate": separate,
+            "batched": batched,
+        }
+        for build in builds.values():
+            build(2)  # imports and caches warm
+        print(f"{'copies':>6} {'binaries':>8} {'file s':>8} {'separate s':>10} {'batched s':>10}"
+              f" {'vs file':>8} {'vs separate':>11}")  # fmt: skip
+        for copies in args.copies:
+            times: dict[str, list[float]] = {name: [] for name in builds}
+            for _ in range(args.repeats):
+                for name, build in builds.items():
+                    began = time.perf_counter()
+                    m = build(copies)
+                    times[name].append(time.perf_counter() - began)
+            file, many, one = (statistics.median(times[k]) for k in builds)
+            print(f"{copies:>6} {binaries(m):>8} {file:>8.3f} {many:>10.3f} {one:>10.3f}"
+                  f" {one / file:>8.2f} {one / many:>11.2f}", flush=True)  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -24,9 +24,6 @@ import tempfile
 import time
 from pathlib import Path
 
-from pyomo_nnrelax import Trainer, refine
-from pyomo_nnrelax.training import BoundWidth, LPGap
-
 
 def load_example():
     """``examples/multi_period.py`` as a module: the study's process, plan and training."""
@@ -47,12 +44,9 @@ def refined(plan, data, validation, seed: int, round_limit: float):
     """The surrogate refined on ``plan``'s model, and the refinement's seconds."""
     began = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
-        result = refine(
-            EXAMPLE.start(seed), *data, validation=validation, model=plan.model,
-            evaluate=plan.true_cost, loss_budget=1.25, loss_reference="unregularized",
-            regularizer=BoundWidth() + LPGap(), lam=1e-4, rounds=ROUNDS,
-            epochs_per_round=EPOCHS, milp_time_limit=round_limit,
-            output_dir=Path(tmp) / "rounds", progress=False, **EXAMPLE.trainer_options(seed),
+        result = EXAMPLE.refine_on_plan(
+            plan, data, validation, seed, rounds=ROUNDS, epochs=EPOCHS,
+            round_limit=round_limit, output_dir=Path(tmp) / "rounds",
         )  # fmt: skip
     return result.network, time.perf_counter() - began
 
@@ -79,9 +73,7 @@ def main() -> None:
     for seed in args.seeds:
         data = EXAMPLE.measurements(3000, seed)
         validation = EXAMPLE.measurements(1000, seed + 1000)
-        trainer = Trainer(EXAMPLE.start(seed), *data, validation=validation,
-                          epochs=ROUNDS * EPOCHS, **EXAMPLE.trainer_options(seed))  # fmt: skip
-        network = trainer.fit().network
+        network = EXAMPLE.train_unregularized(data, validation, seed, ROUNDS * EPOCHS)
         for periods, plan in plans.items():
             row = EXAMPLE.solve_plan(plan, network, args.time_limit)
             results.setdefault((periods, "unregularized"), []).append(row)

@@ -133,6 +133,30 @@ def start(seed: int) -> Network:
     return Network.mlp([2, 32, 32, 1], seed=seed)
 
 
+def train_unregularized(data, validation, seed: int, epochs: int) -> Network:
+    """The surrogate without a regularizer, from the start the refinement starts from."""
+    trainer = Trainer(start(seed), *data, validation=validation, epochs=epochs,
+                      **trainer_options(seed))  # fmt: skip
+    return trainer.fit().network
+
+
+def refine_on_plan(
+    plan: Plan, data, validation, seed: int, *, rounds: int, epochs: int,
+    round_limit: float, output_dir: Path, progress: bool = False,
+):  # fmt: skip
+    """BW+LP from the same start as the unregularized surrogate, every round measured on
+    ``plan``'s model (its MILP limited to ``round_limit`` seconds) and its decision costed on
+    the true process, lambda growing from 1e-4 while the held-out loss stays within 1.25x
+    the unregularized training's."""
+    return refine(
+        start(seed), *data, validation=validation, model=plan.model,
+        evaluate=plan.true_cost, loss_budget=1.25, loss_reference="unregularized",
+        regularizer=BoundWidth() + LPGap(), lam=1e-4, rounds=rounds,
+        epochs_per_round=epochs, milp_time_limit=round_limit, output_dir=output_dir,
+        overwrite=True, progress=progress, **trainer_options(seed),
+    )  # fmt: skip
+
+
 def solve_plan(plan: Plan, network: Network, time_limit: float, verbose: bool = False) -> dict:
     """Build and solve the plan over ``network``; what it cost to build and solve, and what
     its decision costs with the true process (``verbose``: print every copy's check against
@@ -176,19 +200,12 @@ def run(args: argparse.Namespace, out: Path) -> None:
     plan = Plan.of(periods)
     data = measurements(600 if args.quick else 3000, args.seed)
     validation = measurements(200 if args.quick else 1000, args.seed + 1000)
-    options = trainer_options(args.seed)
-    unregularized = Trainer(
-        start(args.seed), *data, validation=validation, epochs=rounds * epochs, **options
-    ).fit()
-    write_onnx(unregularized.network, out / "unregularized.onnx", overwrite=True, dtype="float64")
-    rows = {"unregularized": solve_plan(plan, unregularized.network, limit, verbose=True)}
-    result = refine(
-        start(args.seed), *data, validation=validation, model=plan.model,
-        evaluate=plan.true_cost, loss_budget=1.25, loss_reference="unregularized",
-        regularizer=BoundWidth() + LPGap(), lam=1e-4, rounds=rounds,
-        epochs_per_round=epochs, milp_time_limit=limit / 2, output_dir=out / "refinement",
-        overwrite=True,
-        progress=not args.quick, **options,
+    unregularized = train_unregularized(data, validation, args.seed, rounds * epochs)
+    write_onnx(unregularized, out / "unregularized.onnx", overwrite=True, dtype="float64")
+    rows = {"unregularized": solve_plan(plan, unregularized, limit, verbose=True)}
+    result = refine_on_plan(
+        plan, data, validation, args.seed, rounds=rounds, epochs=epochs,
+        round_limit=limit / 2, output_dir=out / "refinement", progress=not args.quick,
     )  # fmt: skip
     print(f"refinement: {result.chosen_because}")
     write_onnx(result.network, out / "refined.onnx", overwrite=True, dtype="float64")

@@ -225,7 +225,10 @@ def test_an_unconstructed_variable_is_named():
         NNBlock(NET, inputs=m.x)
 
 
-def test_stored_bounds_serve_every_smaller_box(tmp_path):
+@pytest.mark.parametrize("given", ["stored", "NetworkBounds"])
+def test_stored_bounds_serve_every_smaller_box(tmp_path, given):
+    """Bounds over a wide box, stored in the file or given as NetworkBounds, serve each copy
+    over its own box, intersected with that box's interval bounds."""
     from pyomo_nnrelax import tighten_bounds
 
     wide = InputBox([-5.0, -5.0], [5.0, 5.0])
@@ -234,9 +237,11 @@ def test_stored_bounds_serve_every_smaller_box(tmp_path):
     write_onnx(NET.with_input_bounds(*wide), path, bounds=stored, dtype="float64")
     m = pyo.ConcreteModel()
     variables(m)
-    m.nn = NNBlock(str(path), inputs=m.x, bounds="stored")
+    m.nn = NNBlock(str(path), inputs=m.x, bounds="stored" if given == "stored" else stored)
     rng = np.random.default_rng(0)
-    for box, bounds in zip(m.nn.copy_boxes(), m.nn.copy_bounds()):
+    boxes = [InputBox.from_pairs(box) for box in BOXES]  # from the variables, not the block
+    assert m.nn.copy_boxes() == boxes
+    for box, bounds in zip(boxes, m.nn.copy_bounds()):
         assert bounds.method == "lp" and bounds.input_box == box
         assert bounds.contains(NET, box.sample(2000, rng))
         ibp = interval_bounds(NET, box)

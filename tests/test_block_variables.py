@@ -144,6 +144,28 @@ def test_warm_start_samples_binary_inputs_at_binary_points_and_picks_the_best():
     assert pyo.value(m.obj) == pytest.approx(values.min())
 
 
+def test_warm_start_keeps_to_the_models_own_rows_and_the_best_sample_under_them():
+    """Without ``x``, a single copy's start is the best sample that satisfies the user's
+    constraints on the inputs and outputs (here only the corner x0 - x1 >= 2.5 of the box,
+    away from the network's minimum);
+    a row that also holds a variable outside the block cannot be evaluated and is left out."""
+    net = Network.mlp([2, 8, 1], seed=3)
+    m = pyo.ConcreteModel()
+    m.x = pyo.Var(range(2), bounds=(-2, 2))
+    m.other = pyo.Var(bounds=(0, 1))
+    m.nn = NNBlock(net, inputs=m.x)
+    m.corner = pyo.Constraint(expr=m.x[0] - m.x[1] >= 2.5)
+    m.coupled = pyo.Constraint(expr=m.x[0] + m.other >= 100)  # not the block's to check
+    m.obj = pyo.Objective(expr=m.nn.outputs[0])
+    x = m.nn.warm_start(samples=256, seed=0)
+    assert x[0] - x[1] >= 2.5 - 1e-9 and np.all(np.abs(x) <= 2)
+    box = InputBox.uniform(-2.0, 2.0, 2)
+    X = np.vstack([box.center, box.sample(256, np.random.default_rng(0))])
+    allowed = X[X[:, 0] - X[:, 1] >= 2.5]
+    assert len(allowed) > 0 and net.forward(X).min() < net.forward(allowed).min()
+    assert net.forward(x[None])[0, 0] == pytest.approx(net.forward(allowed)[:, 0].min())
+
+
 # ---------------------------------------------------------------------- the input box row
 #: name: (variable keywords, fixed value, the given pair of input 0, the box, whether a row)
 BOX_CASES = {

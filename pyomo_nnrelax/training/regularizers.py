@@ -88,7 +88,12 @@ class Combination(Regularizer):
 
 
 class L1(Regularizer):
-    """``R_L1 = sum_l ||W^l||_1`` (biases are not penalised); subgradient 0 at 0."""
+    """``R_L1 = sum_l ||W^l||_1`` (biases are not penalised); subgradient 0 at 0.
+
+    The norm is over each layer's folded matrix, so a convolution's kernel entry counts once
+    per output position it covers: the weighting of Xiao et al. (2019), whose L1 term makes
+    networks verifiable together with :func:`~pyomo_nnrelax.training.prune`.
+    """
 
     uses_bounds = False
 
