@@ -80,6 +80,13 @@ starts a solve (``nnrelax solve`` runs one, the MILP)."""
 
 
 # ---------------------------------------------------------------------- running and signalling
+def _ctrl_c_as_in_a_terminal() -> None:
+    """SIGINT's default action in the command, as a terminal's shell gives it: a suite run in
+    the background (``pytest &``, ``nohup``) passes SIGINT on ignored, and Python then never
+    raises KeyboardInterrupt."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 class Running:
     """``nnrelax ARGS`` (or ``python -c LAUNCHER ARGS``) in ``cwd``, in a process group of
     its own, with its stdout and stderr collected as they come."""
@@ -97,6 +104,7 @@ class Running:
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             start_new_session=True,  # its own group: Ctrl-C reaches it and its workers
+            preexec_fn=_ctrl_c_as_in_a_terminal,
         )
         self._lock = threading.Lock()
         self._out, self._err = bytearray(), bytearray()
