@@ -225,6 +225,22 @@ def within_variable_bounds(
     return InputBox(lo, hi)
 
 
+def ball_ends(
+    X: np.ndarray, eps: float, lower: np.ndarray | None, upper: np.ndarray | None
+) -> tuple[np.ndarray, np.ndarray]:
+    """The ends of the L-infinity ball of radius ``eps`` around each row of ``X``, clipped
+    to the box ``[lower, upper]`` (not clipped when ``lower`` is None): the region a
+    verification question, a ball regularizer and a PGD attack all mean by "the ball".
+
+    >>> ball_ends(np.array([[0.05, 0.5]]), 0.1, np.zeros(2), np.ones(2))[0]
+    array([[0. , 0.4]])
+    """
+    lo, hi = X - eps, X + eps
+    if lower is None:
+        return lo, hi
+    return np.clip(lo, lower, upper), np.clip(hi, lower, upper)
+
+
 def expand_pairs(pairs: Sequence[tuple[float, float]], n_inputs: int) -> InputBox:
     """The box of textual ``--input-bounds``: one pair per input, or one pair for all."""
     if len(pairs) == 1:

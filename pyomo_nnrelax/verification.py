@@ -33,7 +33,7 @@ import numpy as np
 
 from . import matrices
 from .bounds import NetworkBounds, interval_bounds
-from .box import InputBox, resolve_box
+from .box import InputBox, ball_ends, resolve_box
 from .formulations.bigm import bigm_model
 from .lp.highs import HighsModel
 from .lp.tightening import tighten_bounds
@@ -83,9 +83,7 @@ def clipped_ball(x, eps: float, box: InputBox) -> InputBox:
     InputBox(lower=[0.0, 0.4], upper=[0.15000000000000002, 0.6])
     """
     x = np.asarray(x, dtype=np.float64).reshape(-1)
-    lower = np.clip(x - eps, box.lower, box.upper)
-    upper = np.clip(x + eps, box.lower, box.upper)
-    return InputBox(lower, upper)
+    return InputBox(*ball_ends(x, eps, box.lower, box.upper))
 
 
 def margin_network(network: Network, label: int) -> Network:

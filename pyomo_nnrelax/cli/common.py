@@ -170,6 +170,16 @@ def milp_time_limit_option(what: str):
     )
 
 
+def data_option(help_text: str):
+    """``--data FILE``: a required, existing data file (what it holds is the command's)."""
+    return click.option(
+        "--data",
+        required=True,
+        type=click.Path(exists=True, dir_okay=False, path_type=Path),
+        help=help_text,
+    )
+
+
 def output_option(help_text: str):
     return click.option(
         "-o",

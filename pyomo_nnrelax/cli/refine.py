@@ -24,6 +24,7 @@ from .common import (
     check_outputs,
     choice_option,
     cli_box,
+    data_option,
     gap_method_option,
     input_files,
     milp_time_limit_option,
@@ -87,12 +88,7 @@ def history_paths(output: Path) -> tuple[Path, Path, Path]:
 
 @click.command()
 @MODEL
-@click.option(
-    "--data",
-    required=True,
-    type=click.Path(exists=True, dir_okay=False, path_type=Path),
-    help="Training data: .npz with arrays X and y, or .csv (targets last).",
-)
+@data_option("Training data: .npz with arrays X and y, or .csv (targets last).")
 @output_option("Where to write the refined network (ONNX); the history goes next to it.")
 @TARGETS
 @click.option(

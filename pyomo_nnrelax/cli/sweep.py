@@ -18,6 +18,7 @@ from .common import (
     Interrupted,
     callback,
     check_outputs,
+    data_option,
     gap_method_option,
     input_files,
     milp_time_limit_option,
@@ -54,12 +55,7 @@ def _executor(scheduler: str | None, workers: int | None, n_runs: int):
 
 
 @click.command()
-@click.option(
-    "--data",
-    required=True,
-    type=click.Path(exists=True, dir_okay=False, path_type=Path),
-    help="Data: .npz with arrays X and y, or .csv (targets last).",
-)
+@data_option("Data: .npz with arrays X and y, or .csv (targets last).")
 @click.option(
     "--model",
     type=click.Path(exists=True, dir_okay=False, path_type=Path),

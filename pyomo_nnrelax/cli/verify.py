@@ -8,17 +8,20 @@ from pathlib import Path
 import click
 import numpy as np
 
-from .common import INPUT_BOUNDS, MODEL, QUIET, Interrupted, cli_box, stdout_to_stderr
+from .common import (
+    INPUT_BOUNDS,
+    MODEL,
+    QUIET,
+    Interrupted,
+    cli_box,
+    data_option,
+    stdout_to_stderr,
+)
 
 
 @click.command()
 @MODEL
-@click.option(
-    "--data",
-    required=True,
-    type=click.Path(exists=True, dir_okay=False, path_type=Path),
-    help="Inputs and labels: .npz with arrays X (n, inputs) and y (n,) of class indices.",
-)
+@data_option("Inputs and labels: .npz with arrays X (n, inputs) and y (n,) of class indices.")
 @click.option(
     "--eps", required=True, type=click.FloatRange(min=0, min_open=True), help="Ball radius."
 )

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..box import ball_ends
 from ..checks import positive_float, positive_int
 from ..network import Layer, forward_cache
 from .backprop import input_gradient
@@ -46,9 +47,7 @@ class PGD:
         rng: np.random.Generator,
     ) -> np.ndarray:
         """Points of the clipped balls around the rows of ``X`` with a high ``loss``."""
-        lo, hi = X - self.eps, X + self.eps
-        if lower is not None:
-            lo, hi = np.clip(lo, lower, upper), np.clip(hi, lower, upper)
+        lo, hi = ball_ends(X, self.eps, lower, upper)
         x = lo + (hi - lo) * rng.random(X.shape)
         for _ in range(self.steps):
             out, inputs, pre = forward_cache(layers, x)

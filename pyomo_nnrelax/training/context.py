@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..box import InputBox
+from ..box import InputBox, ball_ends
 from ..network import Layer, Network, forward_cache
 from .backprop import Grads, add_grads, backward, zero_grads
 from .ibp import IBPTrace, NeuronLayout, ibp_forward
@@ -83,10 +83,7 @@ class RegContext:
         to the box: one box per sample, all propagated at once (Xiao et al. 2019), computed
         once per step and radius."""
         if eps not in self._balls:
-            lower, upper = self.X - eps, self.X + eps
-            if self.input_lower is not None:
-                lower = np.clip(lower, self.input_lower, self.input_upper)
-                upper = np.clip(upper, self.input_lower, self.input_upper)
+            lower, upper = ball_ends(self.X, eps, self.input_lower, self.input_upper)
             self._balls[eps] = ibp_forward(self.layers, lower, upper)
         return self._balls[eps]
 

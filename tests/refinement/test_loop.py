@@ -17,13 +17,6 @@ BOX = [(-2.0, 2.0), (-2.0, 2.0)]
 
 
 @pytest.fixture
-def data():
-    rng = np.random.default_rng(0)
-    X = rng.uniform(-2, 2, (256, 2))
-    return X, np.sin(X[:, 0]) * X[:, 1]
-
-
-@pytest.fixture
 def model_path(tmp_path):
     path = tmp_path / "model.onnx"
     write_onnx(Network.mlp([2, 8, 8, 1], seed=0).with_input_bounds([-2, -2], [2, 2]), path)

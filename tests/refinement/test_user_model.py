@@ -42,13 +42,6 @@ def plan_value(m: pyo.ConcreteModel) -> float:
 
 
 @pytest.fixture
-def data():
-    rng = np.random.default_rng(0)
-    X = rng.uniform(-2, 2, (256, 2))
-    return X, np.sin(X[:, 0]) * X[:, 1]
-
-
-@pytest.fixture
 def start():
     return Network.mlp([2, 8, 8, 1], seed=0)
 
